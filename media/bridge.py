@@ -1,0 +1,51 @@
+"""The bridge: a call's audio forwarded between its visitor leg and its agent leg as RTP packets.
+
+Each packet that arrives on one leg is rewritten into the other leg's outgoing stream and sent, inside
+the coroutine that received it: there is no queue, task or decoder between the legs, so nothing can
+pile up between them and nothing is transcoded. Before an agent is connected the visitor hears
+ringback; connecting the agent is a switch of where packets go, not a negotiation.
+"""
+
+from __future__ import annotations
+
+from aiortc.rtp import RtpPacket
+
+from media.leg import Leg
+from media.ringback import RingbackPlayer
+
+
+class Bridge:
+    """Routes audio for one call. Owns the ringback task; does not own the legs."""
+
+    def __init__(self, visitor: Leg) -> None:
+        self.visitor = visitor
+        self.agent: Leg | None = None
+        self._ringback = RingbackPlayer(visitor.send)
+        self._agent_handler: object = None
+        visitor.inbound = None
+
+    def start_ringback(self) -> None:
+        self._ringback.start()
+
+    async def connect(self, agent: Leg) -> None:
+        """Stop ringback and forward audio both ways between the visitor and ``agent``."""
+        await self._ringback.close()
+        self.agent = agent
+        visitor = self.visitor
+
+        async def visitor_to_agent(packet: RtpPacket) -> None:
+            await agent.send(visitor, packet)
+
+        async def agent_to_visitor(packet: RtpPacket) -> None:
+            await visitor.send(agent, packet)
+
+        visitor.inbound = visitor_to_agent
+        agent.inbound = self._agent_handler = agent_to_visitor
+
+    async def close(self) -> None:
+        """Stop forwarding. The agent's leg stays up (it is the agent's standing leg)."""
+        await self._ringback.close()
+        self.visitor.inbound = None
+        if self.agent is not None and self.agent.inbound is self._agent_handler:
+            self.agent.inbound = None
+        self.agent = None

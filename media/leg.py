@@ -1,0 +1,212 @@
+"""One WebRTC leg: the server's end of a peer connection with a visitor or an agent.
+
+The server always answers: the browser (or a synthetic peer) offers one audio section with its ICE
+candidates gathered, and the leg answers with Opus as the only codec. Audio arriving on the leg is
+delivered, packet by packet, to whatever :attr:`Leg.inbound` currently points at (the bridge sets it);
+audio leaving the leg goes through its :class:`OutgoingStream`, which keeps one continuous RTP stream
+whatever source feeds it (ringback, then the other party).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from av.frame import Frame
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
+
+from media.aiortc_seam import RtpOutlet, check_version, intercept_rtp
+from media.rtp_stream import OutgoingStream
+from media.sdp import SdpError, check_offer
+
+log = structlog.get_logger(__name__)
+
+LEG_STATE = "leg.state"
+OPUS_CLOCK_RATE = 48000
+
+InboundHandler = Callable[[RtpPacket], Awaitable[None]]
+
+
+class LegState(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+_TRANSITIONS: dict[LegState, frozenset[LegState]] = {
+    LegState.NEW: frozenset({LegState.CONNECTING, LegState.FAILED, LegState.CLOSED}),
+    LegState.CONNECTING: frozenset({LegState.CONNECTED, LegState.FAILED, LegState.CLOSED}),
+    LegState.CONNECTED: frozenset({LegState.FAILED, LegState.CLOSED}),
+    LegState.FAILED: frozenset({LegState.CLOSED}),
+    LegState.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class IceSettings:
+    """ICE servers for the server's own agent (URLs; TURN credentials come later)."""
+
+    servers: Sequence[str] = ()
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        # An empty list, never None: with None aiortc uses a public STUN server, which stalls every
+        # answer by 5 s where it resolves but does not reply.
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in self.servers])
+
+
+class _Placeholder(MediaStreamTrack):
+    """Occupies the sender's track slot so that aiortc negotiates sendrecv and starts RTCP.
+
+    Nothing is ever pulled from it: packets are written below the track machinery by RtpOutlet.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ended = asyncio.Event()
+
+    async def recv(self) -> Frame:
+        await self._ended.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        self._ended.set()
+        super().stop()
+
+
+@dataclass
+class LegCounters:
+    packets_in: int = 0
+    packets_out: int = 0
+    send_failures: int = 0
+
+
+class Leg:
+    """The server end of one peer connection. Create, :meth:`answer`, then :meth:`close`."""
+
+    def __init__(self, role: str, ice: IceSettings) -> None:
+        check_version()
+        self.role = role
+        self.state = LegState.NEW
+        #: Where packets received on this leg go (None: dropped). The bridge sets it.
+        self.inbound: InboundHandler | None = None
+        #: Told of every state change.
+        self.on_state: Callable[[Leg, LegState], None] | None = None
+        self.counters = LegCounters()
+        self._ice = ice
+        self._pc: RTCPeerConnection | None = None
+        self._outgoing: OutgoingStream | None = None
+        self._placeholder = _Placeholder()
+        self._log = log.bind(leg=role)
+        self.connected = asyncio.Event()
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Accept the peer's offer and return our answer (with all our candidates).
+
+        Raises :class:`SdpError` for an unusable offer; the leg is then closed.
+        """
+        if self._pc is not None:
+            raise SdpError("this leg has already been negotiated")
+        try:
+            return await self._answer(offer_sdp)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _answer(self, offer_sdp: str) -> str:
+        check_offer(offer_sdp)
+        pc = self._pc = RTCPeerConnection(self._ice.rtc_configuration())
+        pc.on("connectionstatechange", self._connection_state_changed)
+        # The transceiver exists before the offer is applied so that its codec preferences take part
+        # in the negotiation: Opus only, whatever order the offer lists codecs in, because the
+        # bridge forwards Opus packets and labels them with the first negotiated payload type.
+        transceiver = pc.addTransceiver(self._placeholder, direction="sendrecv")
+        capabilities = RTCRtpReceiver.getCapabilities("audio")
+        assert capabilities is not None
+        transceiver.setCodecPreferences(
+            [c for c in capabilities.codecs if c.mimeType.lower() == "audio/opus"]
+        )
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:
+            # aiortc validates here too (e.g. mismatched BUNDLE, unsupported DTLS roles); its
+            # messages describe the SDP, never secrets, so they are safe to pass on.
+            detail = f": {exc}" if str(exc) else ""
+            raise SdpError(f"the SDP offer was refused{detail}") from None
+        intercept_rtp(transceiver.receiver, self._received, OPUS_CLOCK_RATE)
+        await pc.setLocalDescription(await pc.createAnswer())
+        local = pc.localDescription
+        answer = SessionDescription.parse(local.sdp)
+        codecs = answer.media[0].rtp.codecs
+        if not codecs or codecs[0].payloadType is None:
+            raise SdpError("no codec in common: the offer must include opus/48000/2")
+        self._outgoing = OutgoingStream(
+            RtpOutlet(transceiver.sender, transceiver.mid),
+            payload_type=codecs[0].payloadType,
+            clock_rate=OPUS_CLOCK_RATE,
+        )
+        self._set_state(LegState.CONNECTING)
+        return str(local.sdp)
+
+    async def send(self, source: object, packet: RtpPacket) -> None:
+        """Send ``packet`` from ``source`` to this leg's peer; dropped unless connected."""
+        if self.state is not LegState.CONNECTED or self._outgoing is None:
+            return
+        try:
+            await self._outgoing.send(source, packet)
+        except ConnectionError:
+            self.counters.send_failures += 1
+        else:
+            self.counters.packets_out += 1
+
+    async def close(self) -> None:
+        if self.state is LegState.CLOSED:
+            return
+        self.inbound = None
+        self._set_state(LegState.CLOSED)
+        self._placeholder.stop()
+        if self._pc is not None:
+            await self._pc.close()
+
+    async def _received(self, packet: RtpPacket) -> None:
+        self.counters.packets_in += 1
+        handler = self.inbound
+        if handler is not None:
+            await handler(packet)
+
+    def _connection_state_changed(self) -> None:
+        assert self._pc is not None
+        mapped = {
+            "connected": LegState.CONNECTED,
+            "failed": LegState.FAILED,
+            "closed": LegState.CLOSED,
+        }.get(self._pc.connectionState)
+        if mapped is not None and mapped is not self.state:
+            self._set_state(mapped)
+
+    def _set_state(self, state: LegState) -> None:
+        if state not in _TRANSITIONS[self.state]:
+            self._log.debug(LEG_STATE, ignored=f"{self.state.value} -> {state.value}")
+            return
+        self._log.info(LEG_STATE, transition=f"{self.state.value} -> {state.value}")
+        self.state = state
+        if state is LegState.CONNECTED:
+            self.connected.set()
+        if self.on_state is not None:
+            self.on_state(self, state)

@@ -1,0 +1,112 @@
+"""Synthetic call parties: tones in, tones detected out. Used by the tests and the load tester.
+
+Sending is cheap: a tone is encoded to Opus once and its packets are replayed, paced in real time,
+through aiortc's sender as pre-encoded ``av.Packet`` objects (no encoder runs per call). Receiving
+decodes (aiortc always does), and :func:`dominant_frequency` tells which tone arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import time
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from media import opus
+
+_TIME_BASE = fractions.Fraction(1, opus.SAMPLE_RATE)
+
+
+def tone(frequency: float, seconds: float, amplitude: float = 0.3) -> npt.NDArray[np.int16]:
+    """A sine tone as mono 48 kHz PCM."""
+    t = np.arange(int(seconds * opus.SAMPLE_RATE)) / opus.SAMPLE_RATE
+    return (np.sin(2 * np.pi * frequency * t) * amplitude * 32767).astype(np.int16)
+
+
+class OpusLoopTrack(MediaStreamTrack):
+    """An audio track that loops pre-encoded Opus packets in real time."""
+
+    kind = "audio"
+
+    def __init__(self, packets: list[bytes]) -> None:
+        super().__init__()
+        if not packets:
+            raise ValueError("OpusLoopTrack needs at least one packet")
+        self._packets = packets
+        self._index = 0
+        self._start: float | None = None
+
+    @classmethod
+    def of_tone(cls, frequency: float) -> OpusLoopTrack:
+        # A whole number of periods in one second makes the loop seamless for integer frequencies.
+        return cls(opus.encode(tone(frequency, 1.0)))
+
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self._index * opus.FRAME_SAMPLES / opus.SAMPLE_RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = av.Packet(self._packets[self._index % len(self._packets)])
+        packet.pts = self._index * opus.FRAME_SAMPLES
+        packet.time_base = _TIME_BASE
+        self._index += 1
+        return packet
+
+
+class AudioSink:
+    """Reads a received audio track and keeps its last ``seconds`` as mono PCM."""
+
+    def __init__(self, track: MediaStreamTrack, seconds: float = 2.0) -> None:
+        self._frames: collections.deque[npt.NDArray[np.int16]] = collections.deque(
+            maxlen=max(1, int(seconds * 50))
+        )
+        self.frames_received = 0
+        self._task = asyncio.create_task(self._run(track), name="audio-sink")
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                samples = frame.to_ndarray()
+                channels = len(frame.layout.channels)
+                # Packed s16: one row of interleaved samples; keep the first channel.
+                mono = samples.reshape(-1, channels)[:, 0] if channels > 1 else samples.reshape(-1)
+                self._frames.append(mono.astype(np.int16))
+                self.frames_received += 1
+        except MediaStreamError:
+            pass
+
+    def samples(self) -> npt.NDArray[np.int16]:
+        if not self._frames:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(list(self._frames))
+
+    async def close(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+
+def dominant_frequency(samples: npt.NDArray[np.int16], rate: int = opus.SAMPLE_RATE) -> float | None:
+    """The frequency carrying most energy, or None when the signal is (near) silent."""
+    if len(samples) < rate // 10:
+        return None
+    data = samples.astype(np.float64)
+    if np.sqrt(np.mean(data**2)) < 100:  # about -50 dBFS: silence or comfort noise
+        return None
+    spectrum = np.abs(np.fft.rfft(data * np.hanning(len(data))))
+    spectrum[0] = 0
+    return float(np.fft.rfftfreq(len(data), 1 / rate)[int(np.argmax(spectrum))])

@@ -1,0 +1,1 @@
+"""The aiohttp application: HTTP and WebSocket signalling, accounts, call routing, CLI."""

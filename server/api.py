@@ -1,0 +1,146 @@
+"""REST API under ``/api/v1``: sessions, the current user, and the widget's button lookup.
+
+``docs/openapi.json`` describes every route here; ``tests/test_api.py`` checks the two match.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from server.appkeys import DATABASE, ROSTER, SESSIONS, SETTINGS
+from server.auth import CookiePolicy, check_password_policy
+from server.errors import ApiError
+from storage.accounts import Session, User
+
+_BUTTON_KEY = re.compile(r"^cb_[A-Za-z0-9_-]{16,64}$")
+MAX_BODY = 16 * 1024
+CLOSE_SESSION_ENDED = 4002
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "too_large", f"the body is larger than {MAX_BODY} bytes")
+    try:
+        body = json.loads(await request.content.read(MAX_BODY + 1))
+    except (ValueError, RecursionError):
+        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], name: str, max_chars: int) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "bad_request", f"field {name!r} is required (a string)")
+    if len(value) > max_chars:
+        raise ApiError(400, "bad_request", f"field {name!r} is longer than {max_chars} characters")
+    return value
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "organisation_id": str(user.organisation_id),
+        "email": user.email,
+        "name": user.display_name,
+        "role": user.role,
+    }
+
+
+async def current_session(request: web.Request) -> Session:
+    cookie = CookiePolicy.for_origin(request.app[SETTINGS].origin)
+    session = await request.app[SESSIONS].lookup(request.cookies.get(cookie.name))
+    if session is None:
+        raise ApiError(401, "not_authenticated", "log in first")
+    return session
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    email = _text(body, "email", 320)
+    password = _text(body, "password", 1024)
+    result = await request.app[SESSIONS].login(email, password)
+    if result is None:
+        # One message whatever was wrong: no user enumeration.
+        raise ApiError(401, "invalid_credentials", "the email or the password is wrong")
+    token, user = result
+    response = web.json_response({"user": user_json(user)}, headers={"Cache-Control": "no-store"})
+    settings = request.app[SETTINGS]
+    CookiePolicy.for_origin(settings.origin).set(response, token, settings.session_max_age)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    cookie = CookiePolicy.for_origin(settings.origin)
+    token = request.cookies.get(cookie.name)
+    if token:
+        await request.app[SESSIONS].logout(token)
+        for agent in request.app[ROSTER]:
+            if agent.session == token:
+                agent.close(CLOSE_SESSION_ENDED, "logged out")
+    response = web.Response(status=204)
+    cookie.clear(response)
+    return response
+
+
+async def me(request: web.Request) -> web.Response:
+    session = await current_session(request)
+    return web.json_response({"user": user_json(session.user)}, headers={"Cache-Control": "no-store"})
+
+
+async def widget_button(request: web.Request) -> web.Response:
+    """What the widget shows before a call: the button's name and whether anyone can answer.
+
+    Readable cross-origin by the button's allowed origins only.
+    """
+    key = request.match_info["key"]
+    origin = request.headers.get("Origin")
+    button = await request.app[DATABASE].buttons.by_public_key(key) if _BUTTON_KEY.match(key) else None
+    headers = {"Cache-Control": "no-store", "Vary": "Origin"}
+    if origin:
+        # Errors are readable too, so that the widget can say what is wrong.
+        headers["Access-Control-Allow-Origin"] = origin
+    if button is None:
+        raise_with = ApiError(404, "unknown_button", "no call button has this key")
+        return _error_with_headers(raise_with, headers)
+    if origin is not None and origin not in button.allowed_origins:
+        return _error_with_headers(
+            ApiError(403, "origin_not_allowed", "this call button may not be used from this website"), headers
+        )
+    available = len(request.app[ROSTER].available(button.organisation_id))
+    return web.json_response(
+        {"button": {"name": button.name}, "agents_available": available > 0, "protocol": 1},
+        headers=headers,
+    )
+
+
+def _error_with_headers(error: ApiError, headers: dict[str, str]) -> web.Response:
+    return web.json_response(
+        {"error": error.code, "message": error.message}, status=error.status, headers=headers
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/session", login)
+    app.router.add_delete("/api/v1/session", logout)
+    app.router.add_get("/api/v1/me", me)
+    app.router.add_get("/api/v1/widget/{key}", widget_button)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+
+
+__all__ = ["add_routes", "check_password_policy", "current_session"]

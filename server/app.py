@@ -1,0 +1,110 @@
+"""Building the aiohttp application and running it."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from media.aiortc_seam import pin_host_addresses
+from media.leg import IceSettings
+from server import api, signalling
+from server import web as pages
+from server.appkeys import DATABASE, DEMO_PAGE, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
+from server.auth import Sessions
+from server.config import Settings
+from server.demo import DemoTenant, ensure_demo_tenant
+from server.errors import error_middleware
+from server.presence import Roster
+from server.routing import Switchboard
+from storage.db import Database
+
+OPENAPI_PATH = pages.WEB_ROOT.parent / "docs" / "openapi.json"
+
+
+def create_app(settings: Settings, database: Database, *, demo_button_key: str | None = None) -> web.Application:
+    """The application for ``settings`` over an open, migrated ``database``.
+
+    The caller owns the database; the application owns everything it creates (the switchboard, its
+    calls and legs) and ends them on cleanup.
+    """
+    pin_host_addresses(settings.ice_host_addresses)
+    app = web.Application(
+        middlewares=[error_middleware, pages.security_headers, pages.csrf_guard],
+        client_max_size=64 * 1024,
+    )
+    app[SETTINGS] = settings
+    app[DATABASE] = database
+    app[SESSIONS] = Sessions(
+        database.accounts, idle_timeout=settings.session_idle_timeout, max_age=settings.session_max_age
+    )
+    app[ROSTER] = Roster()
+    app[api.OPENAPI] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    if demo_button_key is not None:
+        app[DEMO_PAGE] = pages.render_demo_page(demo_button_key)
+    app[SWITCHBOARD] = Switchboard(
+        roster=app[ROSTER],
+        events=database.calls,
+        ice=IceSettings(servers=settings.ice_servers),
+        ring_timeout=settings.ring_timeout,
+    )
+    app.on_shutdown.append(_end_calls)
+    app.router.add_get("/ws/v1/visitor", signalling.visitor_socket)
+    app.router.add_get("/ws/v1/agent", signalling.agent_socket)
+    api.add_routes(app)
+    pages.add_routes(app)
+    return app
+
+
+async def _end_calls(app: web.Application) -> None:
+    # on_shutdown runs before aiohttp closes open sockets, so parties still hear that calls ended.
+    await app[SWITCHBOARD].close()
+
+
+@dataclass
+class Running:
+    """A started server: its runner, the settings with the real port, and its origin."""
+
+    runner: web.AppRunner
+    settings: Settings
+    demo: DemoTenant | None = None
+
+    @property
+    def url(self) -> str:
+        return self.settings.origin
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(settings: Settings, database: Database, *, demo: bool = False) -> Running:
+    """Bind, build and start the server. Port 0 binds a free port, known before the app is built
+    (the app's own origin, which sockets and CSRF checks compare against, includes it).
+
+    With ``demo`` the demo tenant is created or refreshed and its button serves ``/demo``.
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    settings = settings.with_port(sock.getsockname()[1])
+    tenant = None
+    try:
+        if demo:
+            tenant = await ensure_demo_tenant(database, settings.origin)
+        app = create_app(settings, database, demo_button_key=tenant.button_key if tenant else None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        sock.close()
+        raise
+    return Running(runner=runner, settings=settings, demo=tenant)

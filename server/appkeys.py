@@ -1,0 +1,18 @@
+"""Typed keys for what the application object holds (aiohttp ``AppKey``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.auth import Sessions
+from server.config import Settings
+from server.presence import Roster
+from server.routing import Switchboard
+from storage.db import Database
+
+SETTINGS = web.AppKey("settings", Settings)
+DATABASE = web.AppKey("database", Database)
+SESSIONS = web.AppKey("sessions", Sessions)
+ROSTER = web.AppKey("roster", Roster)
+SWITCHBOARD = web.AppKey("switchboard", Switchboard)
+DEMO_PAGE = web.AppKey("demo_page", str)

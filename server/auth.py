@@ -1,0 +1,134 @@
+"""Passwords and sessions.
+
+Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's second recommended option) in a
+thread, since one hash takes tens of milliseconds of CPU. Sessions are 128-bit random tokens carried in
+a cookie; the database keeps only their SHA-256 digest. A session ends after an idle timeout, after an
+absolute lifetime, at logout, or when its user is disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from server import logs
+from storage.accounts import Accounts, Session, User
+
+log = structlog.get_logger(__name__)
+
+_hasher = PasswordHasher()
+# Verified when the email matches no user, so that a login takes as long either way (no user
+# enumeration by timing).
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024
+
+
+class PasswordPolicyError(ValueError):
+    pass
+
+
+def check_password_policy(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise PasswordPolicyError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise PasswordPolicyError(f"a password has at most {MAX_PASSWORD_LENGTH} characters")
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def new_token() -> tuple[str, bytes]:
+    """A session token for the cookie and the digest the database keeps."""
+    token = secrets.token_urlsafe(16)  # 128 bits
+    return token, token_digest(token)
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class CookiePolicy:
+    """The session cookie's name and attributes for the origin the app is served at.
+
+    ``__Host-`` requires Secure, which browsers honour on https and on loopback http (a potentially
+    trustworthy origin). On plain http elsewhere (not a supported deployment) the cookie drops both.
+    """
+
+    name: str
+    secure: bool
+
+    @classmethod
+    def for_origin(cls, origin: str) -> CookiePolicy:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(origin)
+        trustworthy = parts.scheme == "https" or parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if trustworthy:
+            return cls(name="__Host-callbutton_session", secure=True)
+        return cls(name="callbutton_session", secure=False)
+
+    def set(self, response: web.StreamResponse, token: str, max_age: float) -> None:
+        response.set_cookie(
+            self.name,
+            token,
+            max_age=int(max_age),
+            path="/",
+            secure=self.secure,
+            httponly=True,
+            samesite="Strict",
+        )
+
+    def clear(self, response: web.StreamResponse) -> None:
+        response.del_cookie(self.name, path="/", secure=self.secure, httponly=True, samesite="Strict")
+
+
+class Sessions:
+    """Login, session lookup and logout over the accounts repository."""
+
+    def __init__(self, accounts: Accounts, *, idle_timeout: float, max_age: float) -> None:
+        self._accounts = accounts
+        self.idle_timeout = datetime.timedelta(seconds=idle_timeout)
+        self.max_age = max_age
+
+    async def login(self, email: str, password: str) -> tuple[str, User] | None:
+        """A new session token for valid credentials; None otherwise, in the same time either way."""
+        user = await self._accounts.user_by_email(email)
+        password_hash = user.password_hash if user is not None else _DUMMY_HASH
+        valid = await asyncio.to_thread(_verify, password_hash, password)
+        if user is None or not valid or user.disabled:
+            log.info(logs.LOGIN_FAILED)
+            return None
+        if _hasher.check_needs_rehash(user.password_hash):
+            await self._accounts.set_password_hash(user.id, await hash_password(password))
+        token, digest = new_token()
+        expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.max_age)
+        await self._accounts.create_session(digest, user, expires)
+        log.info(logs.LOGIN, user_id=str(user.id), org_id=str(user.organisation_id))
+        return token, user
+
+    async def lookup(self, token: str | None) -> Session | None:
+        if not token or len(token) > 64:
+            return None
+        return await self._accounts.session(token_digest(token), self.idle_timeout)
+
+    async def logout(self, token: str) -> None:
+        await self._accounts.delete_session(token_digest(token))

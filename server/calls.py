@@ -1,0 +1,209 @@
+"""The call state machine: one :class:`Call` per call, one table of allowed transitions.
+
+``created -> queued (agents ringing) -> answered (bridged) -> ended``, and ``ended`` from every state
+with a reason. A transition changes the in-memory state at once and is then persisted in order (the
+``calls`` row and a ``call_events`` row, stamped with the transition's time), so signalling never waits
+for the database and the stored history is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import enum
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from server import logs
+
+log = structlog.get_logger(__name__)
+
+
+class CallState(enum.Enum):
+    CREATED = "created"
+    QUEUED = "queued"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class EndReason(enum.Enum):
+    VISITOR_HANGUP = "visitor_hangup"
+    AGENT_HANGUP = "agent_hangup"
+    NO_ANSWER = "no_answer"
+    ABANDONED = "abandoned"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    SHUTDOWN = "shutdown"
+
+
+TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.CREATED: frozenset({CallState.QUEUED, CallState.ENDED}),
+    CallState.QUEUED: frozenset({CallState.ANSWERED, CallState.ENDED}),
+    CallState.ANSWERED: frozenset({CallState.ENDED}),
+    CallState.ENDED: frozenset(),
+}
+
+
+class InvalidTransition(Exception):
+    """A transition the table does not allow (a bug in the caller, not bad client input)."""
+
+
+class CallEvents(Protocol):
+    """Where calls are persisted (``storage.calls.CallStore``)."""
+
+    async def create(
+        self,
+        *,
+        call_id: uuid.UUID,
+        organisation_id: uuid.UUID,
+        button_id: uuid.UUID,
+        page_url: str | None,
+        at: datetime.datetime,
+    ) -> None: ...
+
+    async def transition(
+        self,
+        *,
+        call_id: uuid.UUID,
+        organisation_id: uuid.UUID,
+        from_state: str,
+        to_state: str,
+        at: datetime.datetime,
+        agent_id: uuid.UUID | None = None,
+        reason: str | None = None,
+    ) -> None: ...
+
+    async def agent_event(
+        self,
+        *,
+        call_id: uuid.UUID,
+        organisation_id: uuid.UUID,
+        kind: str,
+        agent_id: uuid.UUID,
+        at: datetime.datetime,
+        reason: str | None = None,
+    ) -> None: ...
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class Call:
+    """State and history of one call. Routing decisions live in ``server.routing``."""
+
+    def __init__(
+        self,
+        *,
+        organisation_id: uuid.UUID,
+        button_id: uuid.UUID,
+        page_url: str | None,
+        events: CallEvents,
+    ) -> None:
+        self.id = uuid.uuid4()
+        self.organisation_id = organisation_id
+        self.button_id = button_id
+        self.page_url = page_url
+        self.state = CallState.CREATED
+        self.end_reason: EndReason | None = None
+        self.agent_id: uuid.UUID | None = None
+        self.created_at = _now()
+        self._events = events
+        self._log = log.bind(call_id=str(self.id), org_id=str(organisation_id))
+        self._last_write: asyncio.Task[None] | None = None
+        self._persist(
+            lambda: events.create(
+                call_id=self.id,
+                organisation_id=organisation_id,
+                button_id=button_id,
+                page_url=page_url,
+                at=self.created_at,
+            )
+        )
+        self._log.info(logs.CALL_STATE, transition="-> created", button_id=str(button_id))
+
+    @property
+    def ended(self) -> bool:
+        return self.state is CallState.ENDED
+
+    def queue(self) -> None:
+        self._set_state(CallState.QUEUED)
+
+    def answer(self, agent_id: uuid.UUID) -> None:
+        self.agent_id = agent_id
+        self._set_state(CallState.ANSWERED, agent_id=agent_id)
+
+    def end(self, reason: EndReason) -> bool:
+        """End the call; False (and nothing done) when it had already ended."""
+        if self.ended:
+            return False
+        self.end_reason = reason
+        self._set_state(CallState.ENDED, reason=reason)
+        return True
+
+    def agent_event(self, kind: str, agent_id: uuid.UUID, reason: str | None = None) -> None:
+        """Record an agent-level event (``agent_rung``, ``agent_declined``, ``agent_ring_stopped``)."""
+        at = _now()
+        self._persist(
+            lambda: self._events.agent_event(
+                call_id=self.id,
+                organisation_id=self.organisation_id,
+                kind=kind,
+                agent_id=agent_id,
+                at=at,
+                reason=reason,
+            )
+        )
+
+    async def flush(self) -> None:
+        """Wait until every transition so far is persisted (or has failed and been logged)."""
+        if self._last_write is not None:
+            await asyncio.shield(self._last_write)
+
+    def _set_state(
+        self,
+        state: CallState,
+        *,
+        agent_id: uuid.UUID | None = None,
+        reason: EndReason | None = None,
+    ) -> None:
+        previous = self.state
+        if state not in TRANSITIONS[previous]:
+            raise InvalidTransition(f"call {self.id}: {previous.value} -> {state.value}")
+        self.state = state
+        at = _now()
+        self._log.info(
+            logs.CALL_STATE,
+            transition=f"{previous.value} -> {state.value}",
+            reason=reason.value if reason else None,
+        )
+        self._persist(
+            lambda: self._events.transition(
+                call_id=self.id,
+                organisation_id=self.organisation_id,
+                from_state=previous.value,
+                to_state=state.value,
+                at=at,
+                agent_id=agent_id,
+                reason=reason.value if reason else None,
+            )
+        )
+
+    def _persist(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` after every earlier write of this call: history is stored in order."""
+        previous = self._last_write
+
+        async def run() -> None:
+            if previous is not None:
+                await previous
+            try:
+                await write()
+            except Exception:
+                # The call goes on: a database outage must not cut live calls. The write is lost
+                # here; the outbox that keeps it is the resilience issue's work.
+                self._log.exception(logs.CALL_EVENT_WRITE_FAILED)
+
+        self._last_write = asyncio.create_task(run(), name=f"call-{self.id}-write")

@@ -1,0 +1,235 @@
+"""The ``callbutton`` command.
+
+``serve`` runs the server (migrating first); ``migrate`` only migrates; ``create-org``,
+``create-admin``, ``create-agent`` and ``create-button`` bootstrap a tenant without a UI; ``config``
+prints the configuration table. With no ``CALLBUTTON_DATABASE_URL`` every command uses the local
+Postgres cluster under ``CALLBUTTON_DATA_DIR``, starting it when needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import getpass
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import structlog
+
+from server import auth, logs
+from server.app import start
+from server.config import ConfigError, Settings, markdown_table
+from storage.accounts import DuplicateEmail
+from storage.db import Database
+from storage.localpg import LocalPostgres, LocalPostgresError
+from storage.migrations import MigrationError
+
+log = structlog.get_logger(__name__)
+
+class CliError(Exception):
+    """A command failed in a way the user can fix; the message says how."""
+
+
+@contextlib.asynccontextmanager
+async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Database]:
+    """The configured database, or the local cluster when none is configured."""
+    local: LocalPostgres | None = None
+    dsn = settings.database_url
+    if not dsn:
+        local = LocalPostgres(settings.data_dir / "postgres")
+        dsn = await asyncio.to_thread(local.start)
+        log.warning(
+            logs.LOCAL_POSTGRES,
+            message="no CALLBUTTON_DATABASE_URL set: using a local Postgres cluster",
+            directory=str(local.directory.resolve()),
+        )
+    try:
+        database = await Database.connect(dsn)
+    except Exception:
+        if local is not None:
+            await asyncio.to_thread(local.stop)
+        raise
+    try:
+        if migrate:
+            await database.migrate()
+        yield database
+    finally:
+        await database.close()
+        if local is not None:
+            await asyncio.to_thread(local.stop)
+
+
+async def serve(settings: Settings, *, demo: bool) -> None:
+    async with open_database(settings) as database:
+        running = await start(settings, database, demo=demo)
+        url = running.url
+        log.info(logs.SERVER_STARTED, url=url, agent_console=f"{url}/agent/")
+        if running.demo is not None:
+            print(
+                f"\n  callbutton demo is running.\n"
+                f"  1. Agent console: {url}/agent/   log in as {running.demo.agent_email} / "
+                f"{running.demo.agent_password}\n"
+                f"     and click 'Go available'.\n"
+                f"  2. Demo website:  {url}/demo   click the call button.\n",
+                flush=True,
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await running.stop()
+            log.info(logs.SERVER_STOPPED)
+
+
+async def create_organisation(settings: Settings, name: str) -> None:
+    async with open_database(settings) as database:
+        organisation = await database.accounts.create_organisation(name)
+        print(organisation.id)
+
+
+async def create_user(
+    settings: Settings, *, organisation: str, email: str, name: str, role: str, password: str
+) -> None:
+    try:
+        auth.check_password_policy(password)
+    except auth.PasswordPolicyError as exc:
+        raise CliError(str(exc)) from None
+    org_id = _uuid(organisation, "--org")
+    async with open_database(settings) as database:
+        if await database.accounts.organisation(org_id) is None:
+            raise CliError(f"no organisation {org_id}")
+        try:
+            user = await database.accounts.create_user(
+                org_id,
+                email=email,
+                display_name=name,
+                role=role,
+                password_hash=await auth.hash_password(password),
+            )
+        except DuplicateEmail:
+            raise CliError(f"a user with the email {email} already exists") from None
+        print(user.id)
+
+
+async def create_button(
+    settings: Settings, *, organisation: str, name: str, origins: list[str], ring_timeout: int | None
+) -> None:
+    org_id = _uuid(organisation, "--org")
+    for origin in origins:
+        if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") != 2:
+            raise CliError(f"--origin {origin!r} is not an origin such as https://www.example.com")
+    async with open_database(settings) as database:
+        if await database.accounts.organisation(org_id) is None:
+            raise CliError(f"no organisation {org_id}")
+        button = await database.buttons.create(
+            org_id,
+            name=name,
+            allowed_origins=[o.rstrip("/") for o in origins],
+            ring_timeout_s=ring_timeout,
+        )
+        print(f"button key: {button.public_key}")
+        print("embed it with:")
+        print(f'  <script src="{settings.origin}/widget.js" data-button="{button.public_key}" async></script>')
+
+
+def _uuid(value: str, flag: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise CliError(f"{flag} must be an organisation id (a UUID), got {value!r}") from None
+
+
+def _read_password(flag_stdin: bool) -> str:
+    if flag_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise CliError("the passwords differ")
+    return first
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callbutton", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the server (applies migrations first)")
+    s.add_argument("--host", help="listen address (CALLBUTTON_HOST)")
+    s.add_argument("--port", type=int, help="listen port (CALLBUTTON_PORT)")
+    s.add_argument("--demo", action="store_true", help="create a demo tenant and serve a demo page")
+
+    sub.add_parser("migrate", help="apply pending database migrations")
+    sub.add_parser("config", help="print the configuration variables as a Markdown table")
+
+    o = sub.add_parser("create-org", help="create an organisation; prints its id")
+    o.add_argument("name")
+
+    for role in ("admin", "agent"):
+        u = sub.add_parser(f"create-{role}", help=f"create an {role}; the password is read from stdin or a prompt")
+        u.add_argument("--org", required=True, help="organisation id")
+        u.add_argument("--email", required=True)
+        u.add_argument("--name", required=True, help="display name")
+        u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+    b = sub.add_parser("create-button", help="create a call button; prints its key and embed snippet")
+    b.add_argument("--org", required=True, help="organisation id")
+    b.add_argument("--name", required=True)
+    b.add_argument("--origin", action="append", default=[], help="website origin allowed to use it (repeat)")
+    b.add_argument("--ring-timeout", type=int, help="seconds to ring before no_answer")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "host", None):
+            settings = dataclasses.replace(settings, host=args.host)
+        if getattr(args, "port", None) is not None:
+            settings = dataclasses.replace(settings, port=args.port)
+        logs.configure(settings.log_level, settings.log_format)
+        if args.command == "config":
+            print(markdown_table())
+        elif args.command == "serve":
+            asyncio.run(serve(settings, demo=args.demo))
+        elif args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        elif args.command == "create-org":
+            asyncio.run(create_organisation(settings, args.name))
+        elif args.command in ("create-admin", "create-agent"):
+            password = _read_password(args.password_stdin)
+            asyncio.run(
+                create_user(
+                    settings,
+                    organisation=args.org,
+                    email=args.email,
+                    name=args.name,
+                    role=args.command.removeprefix("create-"),
+                    password=password,
+                )
+            )
+        elif args.command == "create-button":
+            asyncio.run(
+                create_button(
+                    settings, organisation=args.org, name=args.name, origins=args.origin,
+                    ring_timeout=args.ring_timeout,
+                )
+            )
+    except (ConfigError, CliError, LocalPostgresError, MigrationError) as exc:
+        print(f"callbutton: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    async with open_database(settings, migrate=False) as database:
+        applied = await database.migrate()
+        print(f"{applied} migration(s) applied")

@@ -1,0 +1,198 @@
+"""Server settings, read once from ``CALLBUTTON_*`` environment variables.
+
+Every variable is declared in ``VARIABLES`` with its default and meaning; the README's configuration
+table is generated from the same list (``callbutton config --markdown``), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    help: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "CALLBUTTON_DATABASE_URL",
+        "",
+        "Postgres DSN (`postgresql://user@host/db`). Empty: a local cluster is created under "
+        "`CALLBUTTON_DATA_DIR/postgres` and started with the server.",
+    ),
+    Variable("CALLBUTTON_DATA_DIR", "./data", "Folder for server state (the local Postgres cluster)."),
+    Variable("CALLBUTTON_HOST", "127.0.0.1", "Address the HTTP server listens on."),
+    Variable("CALLBUTTON_PORT", "8080", "Port the HTTP server listens on."),
+    Variable(
+        "CALLBUTTON_PUBLIC_URL",
+        "",
+        "Origin users reach the server at (`https://calls.example.com`). Agent and admin sockets "
+        "must come from this origin. Empty: `http://HOST:PORT`.",
+    ),
+    Variable(
+        "CALLBUTTON_ICE_HOST_ADDRESSES",
+        "",
+        "Comma-separated local addresses ICE gathers host candidates on. Empty: every non-loopback "
+        "interface address. Tests and single-machine demos set `127.0.0.1`.",
+    ),
+    Variable(
+        "CALLBUTTON_ICE_SERVERS",
+        "",
+        "Comma-separated STUN/TURN URLs for the server's own ICE agent and for browsers "
+        "(`stun:stun.example.com:3478`). Empty: none (no public STUN server is used by default).",
+    ),
+    Variable(
+        "CALLBUTTON_RING_TIMEOUT",
+        "30",
+        "Seconds a call rings at agents before it ends as `no_answer`.",
+    ),
+    Variable(
+        "CALLBUTTON_SESSION_IDLE_TIMEOUT",
+        "1800",
+        "Seconds of inactivity after which an agent or admin session expires.",
+    ),
+    Variable(
+        "CALLBUTTON_SESSION_MAX_AGE",
+        "43200",
+        "Seconds after login after which a session expires whatever its activity.",
+    ),
+    Variable("CALLBUTTON_LOG_FORMAT", "console", "`console` (human-readable) or `json`."),
+    Variable("CALLBUTTON_LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`."),
+)
+
+_DEFAULTS = {v.name: v.default for v in VARIABLES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Build with :meth:`from_env`; tests use :func:`dataclasses.replace`."""
+
+    database_url: str = ""
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    ice_host_addresses: tuple[str, ...] = ()
+    ice_servers: tuple[str, ...] = ()
+    ring_timeout: float = 30.0
+    session_idle_timeout: float = 1800.0
+    session_max_age: float = 43200.0
+    log_format: str = "console"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            return source.get(name, _DEFAULTS[name]).strip()
+
+        unknown = sorted(k for k in source if k.startswith("CALLBUTTON_") and k not in _DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]} (see the README's configuration table)")
+
+        settings = cls(
+            database_url=get("CALLBUTTON_DATABASE_URL"),
+            data_dir=Path(get("CALLBUTTON_DATA_DIR")),
+            host=get("CALLBUTTON_HOST"),
+            port=_int(get("CALLBUTTON_PORT"), "CALLBUTTON_PORT", 0, 65535),
+            public_url=get("CALLBUTTON_PUBLIC_URL").rstrip("/"),
+            ice_host_addresses=_addresses(get("CALLBUTTON_ICE_HOST_ADDRESSES")),
+            ice_servers=_list(get("CALLBUTTON_ICE_SERVERS")),
+            ring_timeout=_float(get("CALLBUTTON_RING_TIMEOUT"), "CALLBUTTON_RING_TIMEOUT"),
+            session_idle_timeout=_float(
+                get("CALLBUTTON_SESSION_IDLE_TIMEOUT"), "CALLBUTTON_SESSION_IDLE_TIMEOUT"
+            ),
+            session_max_age=_float(get("CALLBUTTON_SESSION_MAX_AGE"), "CALLBUTTON_SESSION_MAX_AGE"),
+            log_format=_choice(get("CALLBUTTON_LOG_FORMAT"), "CALLBUTTON_LOG_FORMAT", ("console", "json")),
+            log_level=_choice(
+                get("CALLBUTTON_LOG_LEVEL"), "CALLBUTTON_LOG_LEVEL", ("debug", "info", "warning", "error")
+            ),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ConfigError(
+                    "CALLBUTTON_PUBLIC_URL must be an origin such as https://calls.example.com, "
+                    f"got {self.public_url!r}"
+                )
+        for url in self.ice_servers:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ConfigError(f"CALLBUTTON_ICE_SERVERS: {url!r} is not a stun:, turn: or turns: URL")
+
+    @property
+    def origin(self) -> str:
+        """The app's own origin: where agent and admin pages are served from."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def with_port(self, port: int) -> Settings:
+        """The same settings once the listening port is known (port 0 binds a free one)."""
+        return dataclasses.replace(self, port=port)
+
+
+def _int(value: str, name: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _float(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not 0 < number < 10**7:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _addresses(value: str) -> tuple[str, ...]:
+    items = _list(value)
+    for item in items:
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise ConfigError(
+                f"CALLBUTTON_ICE_HOST_ADDRESSES: {item!r} is not an IP address"
+            ) from None
+    return items
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for v in VARIABLES:
+        default = f"`{v.default}`" if v.default else "(empty)"
+        rows.append(f"| `{v.name}` | {default} | {v.help} |")
+    return "\n".join(rows)

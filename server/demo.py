@@ -1,0 +1,49 @@
+"""The demo tenant that ``callbutton serve --demo`` creates, so a newcomer can call within a minute."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from server import auth
+from storage.db import Database
+
+DEMO_AGENT_EMAIL = "agent@demo.callbutton.invalid"
+DEMO_ORGANISATION = "Demo organisation"
+
+
+@dataclass(frozen=True)
+class DemoTenant:
+    agent_email: str
+    agent_password: str
+    button_key: str
+
+
+async def ensure_demo_tenant(database: Database, origin: str) -> DemoTenant:
+    """Create the demo organisation, agent and button on first use, and reuse them after.
+
+    The agent gets a fresh random password each time (printed by ``serve --demo``), and the button
+    allows ``origin``, where the demo page is served.
+    """
+    password = secrets.token_urlsafe(12)
+    password_hash = await auth.hash_password(password)
+    user = await database.accounts.user_by_email(DEMO_AGENT_EMAIL)
+    if user is None:
+        organisation = await database.accounts.create_organisation(DEMO_ORGANISATION)
+        user = await database.accounts.create_user(
+            organisation.id,
+            email=DEMO_AGENT_EMAIL,
+            display_name="Demo Agent",
+            role="agent",
+            password_hash=password_hash,
+        )
+    else:
+        await database.accounts.set_password_hash(user.id, password_hash)
+    buttons = await database.buttons.list(user.organisation_id)
+    if buttons:
+        button = await database.buttons.allow_origin(user.organisation_id, buttons[0].id, origin)
+    else:
+        button = await database.buttons.create(
+            user.organisation_id, name="Demo call button", allowed_origins=[origin]
+        )
+    return DemoTenant(agent_email=DEMO_AGENT_EMAIL, agent_password=password, button_key=button.public_key)

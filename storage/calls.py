@@ -1,0 +1,170 @@
+"""Calls and their append-only event log.
+
+A call's row holds its current state and the timestamp of each phase; ``call_events`` holds every
+transition and every agent-level event (rung, declined, ring stopped), so wait time, ring time, talk
+time and the funnel are queries over stored facts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+# The column set on entering each state.
+_STATE_COLUMN = {"queued": "queued_at", "answered": "answered_at", "ended": "ended_at"}
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    id: uuid.UUID
+    organisation_id: uuid.UUID
+    button_id: uuid.UUID | None
+    agent_id: uuid.UUID | None
+    state: str
+    end_reason: str | None
+    outcome: str | None
+    page_url: str | None
+    created_at: datetime.datetime
+    queued_at: datetime.datetime | None
+    answered_at: datetime.datetime | None
+    ended_at: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    at: datetime.datetime
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    agent_id: uuid.UUID | None
+    reason: str | None
+
+
+class CallStore:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        *,
+        call_id: uuid.UUID,
+        organisation_id: uuid.UUID,
+        button_id: uuid.UUID,
+        page_url: str | None,
+        at: datetime.datetime,
+    ) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO calls (id, organisation_id, button_id, state, page_url, created_at)
+                VALUES ($1, $2, $3, 'created', $4, $5)
+                """,
+                call_id,
+                organisation_id,
+                button_id,
+                page_url,
+                at,
+            )
+            await conn.execute(
+                """
+                INSERT INTO call_events (call_id, organisation_id, at, kind, to_state)
+                VALUES ($1, $2, $3, 'created', 'created')
+                """,
+                call_id,
+                organisation_id,
+                at,
+            )
+
+    async def transition(
+        self,
+        *,
+        call_id: uuid.UUID,
+        organisation_id: uuid.UUID,
+        from_state: str,
+        to_state: str,
+        at: datetime.datetime,
+        agent_id: uuid.UUID | None = None,
+        reason: str | None = None,
+    ) -> None:
+        column = _STATE_COLUMN[to_state]
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                f"""
+                UPDATE calls
+                SET state = $4, {column} = $5,
+                    agent_id = COALESCE($6, agent_id),
+                    end_reason = COALESCE($7, end_reason)
+                WHERE id = $1 AND organisation_id = $2 AND state = $3
+                """,
+                call_id,
+                organisation_id,
+                from_state,
+                to_state,
+                at,
+                agent_id,
+                reason,
+            )
+            if status != "UPDATE 1":
+                raise LookupError(f"call {call_id} is not in state {from_state}")
+            await conn.execute(
+                """
+                INSERT INTO call_events
+                    (call_id, organisation_id, at, kind, from_state, to_state, agent_id, reason)
+                VALUES ($1, $2, $3, $4, $5, $4, $6, $7)
+                """,
+                call_id,
+                organisation_id,
+                at,
+                to_state,
+                from_state,
+                agent_id,
+                reason,
+            )
+
+    async def agent_event(
+        self,
+        *,
+        call_id: uuid.UUID,
+        organisation_id: uuid.UUID,
+        kind: str,
+        agent_id: uuid.UUID,
+        at: datetime.datetime,
+        reason: str | None = None,
+    ) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO call_events (call_id, organisation_id, at, kind, agent_id, reason)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            """,
+            call_id,
+            organisation_id,
+            at,
+            kind,
+            agent_id,
+            reason,
+        )
+
+    async def get(self, organisation_id: uuid.UUID, call_id: uuid.UUID) -> CallRecord | None:
+        row = await self._pool.fetchrow(
+            """
+            SELECT id, organisation_id, button_id, agent_id, state, end_reason, outcome, page_url,
+                   created_at, queued_at, answered_at, ended_at
+            FROM calls WHERE organisation_id = $1 AND id = $2
+            """,
+            organisation_id,
+            call_id,
+        )
+        return None if row is None else CallRecord(**dict(row))
+
+    async def events(self, organisation_id: uuid.UUID, call_id: uuid.UUID) -> list[CallEvent]:
+        rows = await self._pool.fetch(
+            """
+            SELECT at, kind, from_state, to_state, agent_id, reason
+            FROM call_events WHERE organisation_id = $1 AND call_id = $2 ORDER BY id
+            """,
+            organisation_id,
+            call_id,
+        )
+        return [CallEvent(**dict(r)) for r in rows]

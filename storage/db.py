@@ -1,0 +1,45 @@
+"""The connection pool and the repositories that share it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from storage.accounts import Accounts
+from storage.buttons import Buttons
+from storage.calls import CallStore
+from storage.migrations import migrate, pending
+
+
+class Database:
+    """One asyncpg pool and a repository per concern. Every tenant query takes an organisation id."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.accounts = Accounts(pool)
+        self.buttons = Buttons(pool)
+        self.calls = CallStore(pool)
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Database:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=30,
+            # Statements are few and fixed; a server-side cache per connection is worth it.
+            statement_cache_size=256,
+        )
+        return cls(pool)
+
+    async def migrate(self) -> int:
+        async with self.pool.acquire() as conn:
+            return len(await migrate(conn))
+
+    async def pending_migrations(self) -> int:
+        async with self.pool.acquire() as conn:
+            return len(await pending(conn))
+
+    async def close(self) -> None:
+        await self.pool.close()

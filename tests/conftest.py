@@ -1,0 +1,150 @@
+"""Fixtures: a real Postgres, the real server on a loopback port, a tenant to call.
+
+The database is ``CALLBUTTON_TEST_DATABASE_URL`` when set (a fresh database is created in it for the
+run); otherwise a throwaway Postgres cluster is created in a temporary folder, the same way
+``callbutton serve`` creates its local one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from server import auth, logs
+from server.app import Running, start
+from server.config import Settings
+from storage.db import Database
+from storage.localpg import LocalPostgres
+
+VISITOR_ORIGIN = "http://shop.example.test"
+AGENT_PASSWORD = "correct horse battery staple"
+
+logs.configure("warning", "console")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A DSN to a database of our own for this test run."""
+    configured = os.environ.get("CALLBUTTON_TEST_DATABASE_URL")
+    if configured:
+        name = f"callbutton_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_create_database(configured, name))
+        parts = urlsplit(configured)
+        yield urlunsplit(parts._replace(path="/" + name))
+        asyncio.run(_drop_database(configured, name))
+        return
+    folder = Path(tempfile.mkdtemp(prefix="callbutton-test-pg-"))
+    folder.chmod(0o755)  # the cluster may run as the postgres user
+    cluster = LocalPostgres(folder / "cluster", database="callbutton_test")
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _create_database(dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def migrated(postgres_dsn: str) -> str:
+    async def run() -> None:
+        database = await Database.connect(postgres_dsn, min_size=1, max_size=2)
+        try:
+            await database.migrate()
+        finally:
+            await database.close()
+
+    asyncio.run(run())
+    return postgres_dsn
+
+
+@pytest.fixture
+async def database(migrated: str) -> AsyncIterator[Database]:
+    db = await Database.connect(migrated, min_size=1, max_size=5)
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=tmp_path,
+        ice_host_addresses=("127.0.0.1",),
+        ring_timeout=20.0,
+        log_level="warning",
+    )
+
+
+@pytest.fixture
+async def server(settings: Settings, database: Database) -> AsyncIterator[Running]:
+    running = await start(settings, database)
+    yield running
+    await running.stop()
+
+
+@dataclasses.dataclass(frozen=True)
+class Tenant:
+    organisation_id: uuid.UUID
+    agent_email: str
+    agent_password: str
+    agent_id: uuid.UUID
+    button_key: str
+    button_id: uuid.UUID
+
+
+async def make_tenant(database: Database, *, agents: int = 1, ring_timeout_s: int | None = None) -> list[Tenant]:
+    """An organisation with ``agents`` agents (one Tenant each) and one button for VISITOR_ORIGIN."""
+    organisation = await database.accounts.create_organisation(f"Org {uuid.uuid4().hex[:6]}")
+    button = await database.buttons.create(
+        organisation.id, name="Support", allowed_origins=[VISITOR_ORIGIN], ring_timeout_s=ring_timeout_s
+    )
+    password_hash = await auth.hash_password(AGENT_PASSWORD)
+    tenants = []
+    for index in range(agents):
+        email = f"agent{index}-{uuid.uuid4().hex[:8]}@example.test"
+        user = await database.accounts.create_user(
+            organisation.id, email=email, display_name=f"Agent {index}", role="agent",
+            password_hash=password_hash,
+        )
+        tenants.append(
+            Tenant(
+                organisation_id=organisation.id,
+                agent_email=email,
+                agent_password=AGENT_PASSWORD,
+                agent_id=user.id,
+                button_key=button.public_key,
+                button_id=button.id,
+            )
+        )
+    return tenants
+
+
+@pytest.fixture
+async def tenant(database: Database) -> Tenant:
+    return (await make_tenant(database))[0]

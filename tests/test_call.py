@@ -1,0 +1,179 @@
+"""A whole call between synthetic peers through the real server and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from server.app import Running
+from storage.db import Database
+from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
+from tests.peers import Agent, Visitor
+
+
+async def wait_for_row(database: Database, tenant: Tenant, call_id: str, state: str, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        row = await database.calls.get(tenant.organisation_id, uuid.UUID(call_id))
+        if row is not None and row.state == state:
+            return row
+        if loop.time() > deadline:
+            raise AssertionError(f"call {call_id} did not reach {state}: {row}")
+        await asyncio.sleep(0.05)
+
+
+async def test_visitor_and_agent_hear_each_other(server: Running, database: Database, tenant: Tenant) -> None:
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        hello = await agent.connect()
+        assert hello["agent"]["presence"] == "away"
+        await agent.go_available(tone=880)
+        await visitor.connect()
+        call_id = await visitor.call(tone=440, page_url="https://shop.example.test/cart")
+
+        ring = await agent.expect("ring", call_id=call_id)
+        assert ring["visitor"]["page_url"] == "https://shop.example.test/cart"
+        # Before an answer the visitor hears the server's ringback (440 + 480 Hz), not the agent.
+        await visitor.hears(440, tolerance=45)
+
+        await agent.send({"type": "accept", "call_id": call_id})
+        await agent.expect("call_state", call_id=call_id, state="answered")
+        await visitor.expect("call_state", call_id=call_id, state="answered")
+        await agent.expect("presence", status="busy")
+
+        # Each side hears exactly the other's tone.
+        assert abs(await visitor.hears(880) - 880) < 15
+        assert abs(await agent.hears(440) - 440) < 15
+
+        await visitor.send({"type": "hangup"})
+        ended = await agent.expect("call_state", call_id=call_id, state="ended")
+        assert ended["reason"] == "visitor_hangup"
+        await visitor.expect("call_state", call_id=call_id, state="ended", reason="visitor_hangup")
+        await agent.expect("presence", status="available")
+
+        row = await wait_for_row(database, tenant, call_id, "ended")
+        assert row.end_reason == "visitor_hangup"
+        assert row.outcome == "answered"
+        assert row.agent_id == tenant.agent_id
+        assert row.created_at <= row.queued_at <= row.answered_at <= row.ended_at
+        assert (row.ended_at - row.answered_at).total_seconds() > 0.1  # talk time
+        kinds = [e.kind for e in await database.calls.events(tenant.organisation_id, uuid.UUID(call_id))]
+        assert kinds == ["created", "queued", "agent_rung", "answered", "ended"]
+    finally:
+        await visitor.close()
+        await agent.close()
+
+
+async def test_ring_all_first_accept_wins(server: Running, database: Database) -> None:
+    first, second = await make_tenant(database, agents=2)
+    agents = [Agent(server.url, t.agent_email, t.agent_password) for t in (first, second)]
+    visitor = Visitor(server.url, first.button_key, VISITOR_ORIGIN)
+    try:
+        for agent in agents:
+            await agent.connect()
+            await agent.go_available()
+        await visitor.connect()
+        call_id = await visitor.call()
+        for agent in agents:
+            await agent.expect("ring", call_id=call_id)
+            await agent.expect("presence", status="ringing")
+        await agents[1].send({"type": "accept", "call_id": call_id})
+        await agents[1].expect("call_state", call_id=call_id, state="answered")
+        stopped = await agents[0].expect("ring_stopped", call_id=call_id)
+        assert stopped["reason"] == "answered_elsewhere"
+        await agents[0].expect("presence", status="available")
+        # The agent who lost the race cannot take the call any more.
+        await agents[0].send({"type": "accept", "call_id": call_id})
+        error = await agents[0].expect("error")
+        assert error["code"] == "wrong_state"
+
+        await agents[1].send({"type": "hangup", "call_id": call_id})
+        await visitor.expect("call_state", state="ended", reason="agent_hangup")
+        row = await wait_for_row(database, first, call_id, "ended")
+        assert row.agent_id == second.agent_id
+        events = await database.calls.events(first.organisation_id, uuid.UUID(call_id))
+        rung = {e.agent_id for e in events if e.kind == "agent_rung"}
+        assert rung == {first.agent_id, second.agent_id}
+        stopped_events = [e for e in events if e.kind == "agent_ring_stopped"]
+        assert [(e.agent_id, e.reason) for e in stopped_events] == [(first.agent_id, "answered_elsewhere")]
+    finally:
+        await visitor.close()
+        for agent in agents:
+            await agent.close()
+
+
+async def test_ring_timeout_ends_as_no_answer(server: Running, database: Database) -> None:
+    (tenant,) = await make_tenant(database, ring_timeout_s=1)
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()
+        await agent.go_available()
+        await visitor.connect()
+        call_id = await visitor.call()
+        await agent.expect("ring", call_id=call_id)
+        ended = await visitor.expect("call_state", call_id=call_id, state="ended", timeout=5)
+        assert ended["reason"] == "no_answer"
+        await agent.expect("ring_stopped", call_id=call_id, reason="ended")
+        await agent.expect("presence", status="available")
+        row = await wait_for_row(database, tenant, call_id, "ended")
+        assert row.end_reason == "no_answer" and row.outcome == "no_answer"
+        assert row.answered_at is None
+        assert 0.9 <= (row.ended_at - row.queued_at).total_seconds() < 3
+    finally:
+        await visitor.close()
+        await agent.close()
+
+
+async def test_no_agent_available_is_rejected_and_recorded(server: Running, database: Database, tenant: Tenant) -> None:
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await visitor.connect()
+        call_id = await visitor.call()
+        ended = await visitor.expect("call_state", call_id=call_id, state="ended")
+        assert (ended["reason"], ended["detail"]) == ("rejected", "no_agent_available")
+        row = await wait_for_row(database, tenant, call_id, "ended")
+        assert row.outcome == "missed"
+    finally:
+        await visitor.close()
+
+
+async def test_visitor_leaving_while_ringing_is_abandoned(server: Running, database: Database, tenant: Tenant) -> None:
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()
+        await agent.go_available()
+        await visitor.connect()
+        call_id = await visitor.call()
+        await agent.expect("ring", call_id=call_id)
+        await visitor.close()
+        await agent.expect("ring_stopped", call_id=call_id, reason="ended")
+        row = await wait_for_row(database, tenant, call_id, "ended")
+        assert row.end_reason == "abandoned" and row.outcome == "abandoned"
+    finally:
+        await agent.close()
+
+
+async def test_declined_by_every_agent_is_rejected(server: Running, database: Database, tenant: Tenant) -> None:
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()
+        await agent.go_available()
+        await visitor.connect()
+        call_id = await visitor.call()
+        await agent.expect("ring", call_id=call_id)
+        await agent.send({"type": "decline", "call_id": call_id})
+        ended = await visitor.expect("call_state", call_id=call_id, state="ended")
+        assert (ended["reason"], ended["detail"]) == ("rejected", "declined")
+        await agent.expect("presence", status="available")
+        row = await wait_for_row(database, tenant, call_id, "ended")
+        kinds = [e.kind for e in await database.calls.events(tenant.organisation_id, uuid.UUID(call_id))]
+        assert kinds == ["created", "queued", "agent_rung", "agent_declined", "ended"]
+        assert row.end_reason == "rejected"
+    finally:
+        await visitor.close()
+        await agent.close()
