@@ -23,6 +23,7 @@ from aiortc import (
     RTCRtpReceiver,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.mediastreams import MediaStreamError
 from av.frame import Frame
 from aiortc.rtp import RtpPacket
@@ -35,6 +36,7 @@ from media.sdp import SdpError, check_offer
 log = structlog.get_logger(__name__)
 
 LEG_STATE = "leg.state"
+LEG_ANSWER_FAILED = "leg.answer_failed"
 OPUS_CLOCK_RATE = 48000
 
 InboundHandler = Callable[[RtpPacket], Awaitable[None]]
@@ -125,6 +127,14 @@ class Leg:
             raise SdpError("this leg has already been negotiated")
         try:
             return await self._answer(offer_sdp)
+        except SdpError:
+            await self.close()
+            raise
+        except Exception as exc:
+            # aiortc trips over SDP that check_offer let through: refuse the offer, keep the server.
+            self._log.warning(LEG_ANSWER_FAILED, error=type(exc).__name__)
+            await self.close()
+            raise SdpError("the SDP offer could not be answered") from None
         except BaseException:
             await self.close()
             raise
@@ -144,9 +154,9 @@ class Leg:
         )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except Exception as exc:
-            # aiortc validates here too (e.g. mismatched BUNDLE, unsupported DTLS roles); its
-            # messages describe the SDP, never secrets, so they are safe to pass on.
+        except (ValueError, InvalidAccessError, OperationError) as exc:
+            # aiortc's own validation (e.g. BUNDLE, DTLS roles): its messages describe the SDP,
+            # never secrets, so they are safe to pass on.
             detail = f": {exc}" if str(exc) else ""
             raise SdpError(f"the SDP offer was refused{detail}") from None
         intercept_rtp(transceiver.receiver, self._received, OPUS_CLOCK_RATE)

@@ -26,7 +26,7 @@ class SdpError(Exception):
 class OfferSummary:
     """What we learned from an acceptable offer."""
 
-    audio_mid: str | None
+    audio_mid: str
     candidates: int
 
 
@@ -62,7 +62,15 @@ def check_offer(sdp: str) -> OfferSummary:
     if others:
         raise SdpError(f"the SDP offer has {', '.join(others)} sections; this server carries audio only")
     media = audio[0]
-    if media.direction not in (None, "sendrecv", "sendonly", "recvonly"):
+    if not media.rtcp_mux:
+        raise SdpError("the audio section must multiplex RTP and RTCP (a=rtcp-mux)")
+    if any(len(line.split()) != 2 for line in lines if line.startswith("a=msid:")):
+        raise SdpError("an a=msid attribute must name a stream and a track")
+    if not media.rtp.muxId:
+        raise SdpError("the audio section has no a=mid attribute with a value")
+    if media.direction is None:
+        raise SdpError("the audio section has no direction attribute (a=sendrecv)")
+    if media.direction not in ("sendrecv", "sendonly", "recvonly"):
         raise SdpError(f"the audio section's direction is {media.direction}; sendrecv is expected")
     if not any(c.mimeType.lower() == "audio/opus" and c.clockRate == 48000 for c in media.rtp.codecs):
         raise SdpError("the SDP offer does not offer Opus audio (opus/48000/2)")
@@ -77,4 +85,4 @@ def check_offer(sdp: str) -> OfferSummary:
     if not media.ice_candidates:
         # Vanilla ICE: the offer must carry the candidates, we do not wait for trickled ones.
         raise SdpError("the SDP offer has no ICE candidates; wait for ICE gathering to complete")
-    return OfferSummary(audio_mid=media.rtp.muxId or None, candidates=len(media.ice_candidates))
+    return OfferSummary(audio_mid=media.rtp.muxId, candidates=len(media.ice_candidates))

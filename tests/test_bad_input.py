@@ -1,0 +1,229 @@
+"""Hostile and broken input on both sockets: each gets a clear error or close code, and a call running
+beside it goes on unharmed (its parties keep hearing each other)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from server.app import Running
+from server.signalling import MAX_MESSAGE_BYTES
+from storage.db import Database
+from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
+from tests.peers import Agent, Message, Visitor
+
+VALID_SDP_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+
+
+@pytest.fixture
+async def live_call(server: Running, database: Database) -> AsyncIterator[tuple[Visitor, Agent, Tenant]]:
+    """A call in progress, to check that nothing below disturbs it."""
+    (tenant,) = await make_tenant(database)
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    await agent.connect()
+    await agent.go_available(tone=880)
+    await visitor.connect()
+    call_id = await visitor.call(tone=440)
+    await agent.expect("ring", call_id=call_id)
+    await agent.send({"type": "accept", "call_id": call_id})
+    await visitor.expect("call_state", state="answered")
+    await visitor.hears(880)
+    await agent.hears(440)
+    yield visitor, agent, tenant
+    await visitor.close()
+    await agent.close()
+
+
+async def reply_error(peer: Visitor | Agent, message: Message | str) -> Message:
+    """Send ``message`` and return the error it gets."""
+    before = len(peer.messages("error"))
+    await peer.send(message)
+    await peer.wait_for(lambda m: len(peer.messages("error")) > before, 5, "an error")
+    return peer.messages("error")[before]
+
+
+async def still_talking(visitor: Visitor, agent: Agent) -> None:
+    assert not visitor.closed.is_set() and not agent.closed.is_set()
+    assert not [m for m in visitor.received + agent.received if m.get("type") == "error"]
+    assert not [m for m in visitor.received if m.get("type") == "call_state" and m.get("state") == "ended"]
+    # Fresh audio: clear what was heard and hear it again.
+    for peer, tone in ((visitor, 880), (agent, 440)):
+        assert peer.sink is not None
+        peer.sink._frames.clear()
+        await peer.hears(tone, timeout=5)
+
+
+async def test_visitor_socket_bad_messages(server: Running, live_call: tuple[Visitor, Agent, Tenant]) -> None:
+    visitor, agent, tenant = live_call
+    other = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await other.connect()
+        cases: list[tuple[str, str, str]] = [
+            ("{not json", "bad_json", "not valid JSON"),
+            ("[1, 2]", "bad_message", "JSON object"),
+            ('{"sdp": "x"}', "bad_message", "missing field 'type'"),
+            ('{"type": "dial"}', "unknown_type", "unknown message type 'dial'"),
+            ('{"type": "call"}', "bad_message", "missing field 'sdp' in 'call'"),
+            ('{"type": "call", "sdp": 42}', "bad_message", "field 'sdp' in 'call' must be a string"),
+            ('{"type": "call", "sdp": "x", "extra": 1}', "bad_message", "unknown field 'extra'"),
+            ('{"type": "call", "sdp": "x", "page_url": "javascript:alert(1)"}', "bad_message", "http(s) URL"),
+            ('{"type": "hangup"}', "wrong_state", "no call to hang up"),
+            (json.dumps({"type": "call", "sdp": "hello"}), "invalid_sdp", "v=0"),
+            (json.dumps({"type": "call", "sdp": VALID_SDP_HEAD}), "invalid_sdp", "exactly one audio section"),
+            ("[" * 30000 + "]" * 30000, "bad_json", "not valid JSON"),
+        ]
+        for text, code, fragment in cases:
+            error = await reply_error(other, text)
+            assert error["code"] == code, (text[:60], error)
+            assert fragment in error["message"], (text[:60], error)
+        # None of those created a call: a real call request still works on the same socket.
+        assert not other.messages("call_state")
+        await still_talking(visitor, agent)
+    finally:
+        await other.close()
+
+
+async def test_hostile_sdp_is_refused_clearly(server: Running, live_call: tuple[Visitor, Agent, Tenant]) -> None:
+    visitor, agent, tenant = live_call
+    other = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await other.connect()
+        real = await other.offer(440)
+        many_candidates = real.replace(
+            "a=candidate:",
+            "".join(f"a=candidate:{i} 1 udp 1 127.0.0.1 {10000 + i} typ host\r\n" for i in range(100)) + "a=candidate:",
+            1,
+        )
+        no_fingerprint = "\r\n".join(line for line in real.split("\r\n") if not line.startswith("a=fingerprint"))
+        no_candidates = "\r\n".join(line for line in real.split("\r\n") if not line.startswith("a=candidate"))
+        video_only = real.replace("m=audio", "m=video")
+        mangled = real.replace("m=audio 9", "m=audio x").replace("UDP/TLS/RTP/SAVPF 96", "UDP/TLS/RTP/SAVPF abc")
+        cases = [
+            (many_candidates, "candidates; at most"),
+            (no_fingerprint, "fingerprint"),
+            (no_candidates, "no ICE candidates"),
+            (video_only, "audio"),
+            (mangled, "could not be parsed"),
+            (real.replace("opus/48000/2", "speex/8000"), "does not offer Opus"),
+        ]
+        for sdp, fragment in cases:
+            error = await reply_error(other, {"type": "call", "sdp": sdp})
+            assert error["code"] == "invalid_sdp", error
+            assert fragment in error["message"], error
+        assert not other.messages("call_state")
+        await still_talking(visitor, agent)
+    finally:
+        await other.close()
+
+
+async def test_oversized_message_closes_with_1009(server: Running, live_call: tuple[Visitor, Agent, Tenant]) -> None:
+    visitor, agent, tenant = live_call
+    other = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await other.connect()
+        await other.send(json.dumps({"type": "call", "sdp": "x" * MAX_MESSAGE_BYTES}))
+        await asyncio.wait_for(other.closed.wait(), 5)
+        assert other.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        await still_talking(visitor, agent)
+    finally:
+        await other.close()
+
+
+async def test_message_flood_is_rate_limited(server: Running, live_call: tuple[Visitor, Agent, Tenant]) -> None:
+    visitor, agent, tenant = live_call
+    other = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await other.connect()
+        for _ in range(200):
+            await other.send('{"type": "hangup"}')
+        await asyncio.wait_for(other.closed.wait(), 5)
+        assert other.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+        assert any(m["code"] == "rate_limited" for m in other.messages("error"))
+        await still_talking(visitor, agent)
+    finally:
+        await other.close()
+
+
+async def test_visitor_socket_handshake_refusals(server: Running, live_call: tuple[Visitor, Agent, Tenant]) -> None:
+    visitor, agent, tenant = live_call
+    base = server.url.replace("http", "ws", 1)
+    async with aiohttp.ClientSession() as http:
+        for key, origin, status, code in [
+            (tenant.button_key, "https://evil.example", 403, "origin_not_allowed"),
+            (tenant.button_key, None, 403, "origin_not_allowed"),
+            ("cb_" + "A" * 24, VISITOR_ORIGIN, 404, "unknown_button"),
+            ("../../etc/passwd", VISITOR_ORIGIN, 404, "unknown_button"),
+        ]:
+            headers = {"Origin": origin} if origin else {}
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"{base}/ws/v1/visitor?key={key}", headers=headers)
+            assert refused.value.status == status
+            # The same URL over plain HTTP shows the JSON body a developer would read.
+            async with http.get(
+                f"{server.url}/ws/v1/visitor", params={"key": key}, headers=headers
+            ) as response:
+                assert response.status == status
+                assert (await response.json())["error"] == code
+    await still_talking(visitor, agent)
+
+
+async def test_agent_socket_refusals_and_wrong_state(
+    server: Running, database: Database, live_call: tuple[Visitor, Agent, Tenant]
+) -> None:
+    visitor, agent, tenant = live_call
+    base = server.url.replace("http", "ws", 1)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as unauthenticated:
+            await http.ws_connect(f"{base}/ws/v1/agent", headers={"Origin": server.url})
+        assert unauthenticated.value.status == 401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as forged:
+            await http.ws_connect(
+                f"{base}/ws/v1/agent", headers={"Origin": server.url, "Cookie": "__Host-callbutton_session=forged"}
+            )
+        assert forged.value.status == 401
+
+    (colleague,) = await make_tenant(database)
+    other = Agent(server.url, colleague.agent_email, colleague.agent_password)
+    try:
+        await other.login()
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as cross_site:
+                await http.ws_connect(
+                    f"{base}/ws/v1/agent", headers={"Origin": "https://evil.example", "Cookie": other.cookie or ""}
+                )
+            assert cross_site.value.status == 403
+        await other.connect()
+        call_id = visitor.call_id
+        for message, code, fragment in [
+            ({"type": "accept", "call_id": call_id}, "wrong_state", "not ringing you"),
+            ({"type": "decline", "call_id": call_id}, "wrong_state", "not ringing you"),
+            ({"type": "hangup", "call_id": call_id}, "wrong_state", "not in call"),
+            ({"type": "accept", "call_id": "not-a-uuid"}, "bad_message", "must be a UUID"),
+            ({"type": "presence", "status": "asleep"}, "bad_message", "one of 'available', 'away'"),
+            ({"type": "offer", "sdp": "v=0\r\n"}, "invalid_sdp", "exactly one audio section"),
+            ({"type": "call", "sdp": "x"}, "unknown_type", "unknown message type 'call'"),
+        ]:
+            error = await reply_error(other, message)
+            assert (error["code"], fragment in error["message"]) == (code, True), error
+        await still_talking(visitor, agent)
+    finally:
+        await other.close()
+
+
+async def test_second_call_on_one_socket_is_wrong_state(server: Running, database: Database) -> None:
+    (tenant,) = await make_tenant(database)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await visitor.connect()
+        await visitor.call()
+        await visitor.expect("call_state", state="ended")
+        await visitor.send({"type": "call", "sdp": visitor.pc.localDescription.sdp})  # type: ignore[union-attr]
+        error = await visitor.expect("error")
+        assert error["code"] == "wrong_state" and "already has a call" in error["message"]
+    finally:
+        await visitor.close()
