@@ -1,0 +1,151 @@
+"""The seam below aiortc's public API (media/aiortc_seam.py): every private name it uses, and what it
+must achieve, checked against the pinned aiortc. When an upgrade moves something, these fail first."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aioice.ice
+import aiortc
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from media import aiortc_seam
+from media.aiortc_seam import AIORTC_VERSION, check_version, pin_host_addresses
+from media.bridge import Bridge
+from media.leg import IceSettings, Leg, LegState
+from media.synthetic import AudioSink, OpusLoopTrack, dominant_frequency
+
+
+def test_pinned_version_and_private_names() -> None:
+    assert aiortc.__version__ == AIORTC_VERSION
+    check_version()
+    assert callable(aioice.ice.get_host_addresses)
+    # Names the seam reads or writes on aiortc objects.
+    assert "_handle_rtp_packet" in vars(RTCRtpReceiver)
+    assert "_send_rtp" in vars(RTCDtlsTransport)
+    source = RTCRtpReceiver.__init__.__code__.co_names
+    assert "_RTCRtpReceiver__remote_streams" in source
+    sender_names = RTCRtpSender.__init__.__code__.co_names
+    for name in ("__ntp_timestamp", "__rtp_timestamp", "__octet_count", "__packet_count"):
+        assert f"_RTCRtpSender{name}" in sender_names, name
+    # The sender's RTCP task reads those counters to build sender reports.
+    assert "_RTCRtpSender__packet_count" in RTCRtpSender._run_rtcp.__code__.co_names
+
+
+def test_check_version_refuses_another_aiortc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiortc, "__version__", "9.9.9")
+    with pytest.raises(RuntimeError, match="written for aiortc 1.16.0, found 9.9.9"):
+        check_version()
+
+
+async def test_pinned_host_addresses_are_the_only_candidates() -> None:
+    pin_host_addresses(["127.0.0.1"])
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    candidates = [line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")]
+    await pc.close()
+    assert candidates and all(" 127.0.0.1 " in line for line in candidates)
+    pin_host_addresses([])
+    assert aioice.ice.get_host_addresses(True, True) == aiortc_seam._original_get_host_addresses(True, True)
+    pin_host_addresses(["127.0.0.1"])
+
+
+class Peer:
+    def __init__(self, tone: float) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc.addTrack(OpusLoopTrack.of_tone(tone))
+        self.sink: AudioSink | None = None
+        self.pc.on("track", self._track)
+
+    def _track(self, track: aiortc.MediaStreamTrack) -> None:
+        self.sink = AudioSink(track)
+
+    async def connect(self, leg: Leg) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await leg.answer(self.pc.localDescription.sdp)
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await asyncio.wait_for(leg.connected.wait(), 10)
+
+
+@pytest.fixture
+async def bridged() -> AsyncIterator[tuple[Peer, Peer, Leg, Leg, Bridge]]:
+    pin_host_addresses(["127.0.0.1"])
+    a, b = Peer(440), Peer(880)
+    leg_a, leg_b = Leg("visitor", IceSettings()), Leg("agent", IceSettings())
+    await a.connect(leg_a)
+    await b.connect(leg_b)
+    bridge = Bridge(leg_a)
+    await bridge.connect(leg_b)
+    yield a, b, leg_a, leg_b, bridge
+    await bridge.close()
+    for closable in (leg_a, leg_b, a.pc, b.pc):
+        await closable.close()
+    for peer in (a, b):
+        if peer.sink is not None:
+            await peer.sink.close()
+
+
+async def stats_of(pc: RTCPeerConnection, kind: str) -> list[object]:
+    report = await pc.getStats()
+    return [s for s in report.values() if getattr(s, "type", None) == kind]
+
+
+async def test_bridge_forwards_without_decoding_and_keeps_rtcp_true(
+    bridged: tuple[Peer, Peer, Leg, Leg, Bridge],
+) -> None:
+    a, b, leg_a, leg_b, _ = bridged
+    await asyncio.sleep(3)  # long enough for a few RTCP intervals (0.5 to 1.5 s each)
+    assert a.sink is not None and b.sink is not None
+    assert abs((dominant_frequency(a.sink.samples()) or 0) - 880) < 15
+    assert abs((dominant_frequency(b.sink.samples()) or 0) - 440) < 15
+
+    # Nothing went to aiortc's jitter buffer and decoder on the server side.
+    for leg in (leg_a, leg_b):
+        assert leg.counters.packets_in > 100
+        assert leg._pc is not None
+        receiver = leg._pc.getTransceivers()[0].receiver
+        assert receiver.track._queue.qsize() == 0
+
+    # Receiver reports from the server reach each peer's sender (remote-inbound-rtp) ...
+    for peer in (a, b):
+        (remote_inbound,) = await stats_of(peer.pc, "remote-inbound-rtp")
+        assert remote_inbound.packetsReceived > 50  # type: ignore[attr-defined]
+        # ... and the server's sender reports count the forwarded packets (remote-outbound-rtp).
+        (remote_outbound,) = await stats_of(peer.pc, "remote-outbound-rtp")
+        assert remote_outbound.packetsSent > 50  # type: ignore[attr-defined]
+
+
+async def test_forwarded_stream_is_continuous_across_a_source_switch(
+    bridged: tuple[Peer, Peer, Leg, Leg, Bridge],
+) -> None:
+    a, b, leg_a, leg_b, first = bridged
+    await asyncio.sleep(1)
+    # The visitor's leg switches to another agent's audio: what the visitor receives must stay one
+    # stream (one SSRC, no sequence jump that the receiver would count as loss).
+    c = Peer(660)
+    leg_c = Leg("agent", IceSettings())
+    try:
+        await c.connect(leg_c)
+        await first.close()
+        bridge = Bridge(leg_a)
+        await bridge.connect(leg_c)
+        await asyncio.sleep(0.5)
+        assert a.sink is not None
+        a.sink._frames.clear()
+        await asyncio.sleep(1.5)
+        assert abs((dominant_frequency(a.sink.samples()) or 0) - 660) < 15
+        (inbound,) = await stats_of(a.pc, "inbound-rtp")
+        assert inbound.packetsLost <= 2  # type: ignore[attr-defined]
+        await bridge.close()
+    finally:
+        await leg_c.close()
+        await c.pc.close()
+        if c.sink is not None:
+            await c.sink.close()
+    assert leg_c.state is LegState.CLOSED

@@ -1,0 +1,153 @@
+"""The migration runner, the local cluster, and the repositories' tenancy and session rules."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from storage.db import Database
+from storage.localpg import LocalPostgres
+from storage.migrations import Migration, MigrationError, load_migrations, migrate, pending
+from tests.conftest import make_tenant
+
+
+@pytest.fixture
+async def scratch_db(migrated: str) -> AsyncIterator[str]:
+    """An empty database of its own, for migration tests."""
+    name = f"scratch_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(migrated)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    host_part, _, query = migrated.partition("?")
+    base = host_part.rsplit("/", 1)[0]
+    yield f"{base}/{name}" + (f"?{query}" if query else "")
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+def test_shipped_migrations_are_numbered_without_gaps() -> None:
+    migrations = load_migrations()
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    assert migrations[0].name == "initial"
+
+
+async def test_migrate_applies_once_and_checks_history(scratch_db: str) -> None:
+    conn = await asyncpg.connect(scratch_db)
+    try:
+        assert [m.version for m in await pending(conn)] == [m.version for m in load_migrations()]
+        assert len(await migrate(conn)) == len(load_migrations())
+        assert await migrate(conn) == []
+        assert await pending(conn) == []
+        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        assert {"organisations", "users", "sessions", "buttons", "calls", "call_events"} <= tables
+
+        edited = [Migration(m.version, m.name, m.sql + "\n-- edited") for m in load_migrations()]
+        with pytest.raises(MigrationError, match="was changed after it was applied"):
+            await migrate(conn, edited)
+        with pytest.raises(MigrationError, match="migrated by a newer release"):
+            await migrate(conn, load_migrations()[:-1] if len(load_migrations()) > 1 else [])
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_migrations_apply_each_file_once(scratch_db: str) -> None:
+    conns = [await asyncpg.connect(scratch_db) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        assert sorted(len(r) for r in results) == [0, 0, len(load_migrations())]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_a_failing_migration_leaves_nothing_behind(scratch_db: str) -> None:
+    broken = [*load_migrations(), Migration(len(load_migrations()) + 1, "broken", "CREATE TABLE half (x int); SELECT 1/0;")]
+    conn = await asyncpg.connect(scratch_db)
+    try:
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await migrate(conn, broken)
+        assert await conn.fetchval("SELECT to_regclass('half')") is None
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == len(load_migrations())
+    finally:
+        await conn.close()
+
+
+def test_local_cluster_is_created_once_and_reused() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="callbutton-localpg-"))
+    folder.chmod(0o755)
+    try:
+        cluster = LocalPostgres(folder / "pg")
+        dsn = cluster.start()
+        assert (folder / "pg" / "PG_VERSION").exists()
+        cluster.stop()
+        again = LocalPostgres(folder / "pg")
+        assert again.start() == dsn
+
+        async def check() -> int:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return int(await conn.fetchval("SELECT 1"))
+            finally:
+                await conn.close()
+
+        assert asyncio.run(check()) == 1
+        again.stop()
+        assert not (folder / "pg" / "postmaster.pid").exists()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_calls_are_scoped_by_organisation(database: Database) -> None:
+    (a,) = await make_tenant(database)
+    (b,) = await make_tenant(database)
+    call_id = uuid.uuid4()
+    now = datetime.datetime.now(datetime.UTC)
+    await database.calls.create(
+        call_id=call_id, organisation_id=a.organisation_id, button_id=a.button_id, page_url=None, at=now
+    )
+    assert (await database.calls.get(a.organisation_id, call_id)) is not None
+    assert (await database.calls.get(b.organisation_id, call_id)) is None
+    assert await database.calls.events(b.organisation_id, call_id) == []
+    with pytest.raises(LookupError):
+        await database.calls.transition(
+            call_id=call_id, organisation_id=b.organisation_id, from_state="created", to_state="queued", at=now
+        )
+    with pytest.raises(LookupError):  # a transition from a state the call is not in
+        await database.calls.transition(
+            call_id=call_id, organisation_id=a.organisation_id, from_state="queued", to_state="answered", at=now
+        )
+
+
+async def test_sessions_expire_when_idle_absolutely_or_when_the_user_is_disabled(database: Database) -> None:
+    (tenant,) = await make_tenant(database)
+    user = await database.accounts.user(tenant.organisation_id, tenant.agent_id)
+    assert user is not None
+    idle = datetime.timedelta(minutes=30)
+    future = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+
+    await database.accounts.create_session(b"live" * 8, user, future)
+    assert (await database.accounts.session(b"live" * 8, idle)) is not None
+
+    await database.accounts.create_session(b"idle" * 8, user, future)
+    await database.pool.execute(
+        "UPDATE sessions SET last_seen_at = now() - interval '31 minutes' WHERE token_hash = $1", b"idle" * 8
+    )
+    assert (await database.accounts.session(b"idle" * 8, idle)) is None
+
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
+    await database.accounts.create_session(b"over" * 8, user, past)
+    assert (await database.accounts.session(b"over" * 8, idle)) is None
+    # Expired sessions are deleted when found.
+    assert await database.pool.fetchval(
+        "SELECT count(*) FROM sessions WHERE token_hash = ANY($1)", [b"idle" * 8, b"over" * 8]
+    ) == 0
+
+    await database.pool.execute("UPDATE users SET disabled_at = now() WHERE id = $1", user.id)
+    assert (await database.accounts.session(b"live" * 8, idle)) is None
