@@ -31,9 +31,7 @@ _original_get_host_addresses = aioice.ice.get_host_addresses
 def check_version() -> None:
     """Refuse to run on an aiortc this module was not written and tested against."""
     if aiortc.__version__ != AIORTC_VERSION:
-        raise RuntimeError(
-            f"media.aiortc_seam is written for aiortc {AIORTC_VERSION}, found {aiortc.__version__}"
-        )
+        raise RuntimeError(f"media.aiortc_seam is written for aiortc {AIORTC_VERSION}, found {aiortc.__version__}")
 
 
 def pin_host_addresses(addresses: Sequence[str]) -> None:

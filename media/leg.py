@@ -25,9 +25,9 @@ from aiortc import (
 )
 from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.mediastreams import MediaStreamError
-from av.frame import Frame
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
+from av.frame import Frame
 
 from media.aiortc_seam import RtpOutlet, check_version, intercept_rtp
 from media.rtp_stream import OutgoingStream
@@ -149,9 +149,7 @@ class Leg:
         transceiver = pc.addTransceiver(self._placeholder, direction="sendrecv")
         capabilities = RTCRtpReceiver.getCapabilities("audio")
         assert capabilities is not None
-        transceiver.setCodecPreferences(
-            [c for c in capabilities.codecs if c.mimeType.lower() == "audio/opus"]
-        )
+        transceiver.setCodecPreferences([c for c in capabilities.codecs if c.mimeType.lower() == "audio/opus"])
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except (ValueError, InvalidAccessError, OperationError) as exc:

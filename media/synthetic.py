@@ -66,9 +66,7 @@ class AudioSink:
     """Reads a received audio track and keeps its last ``seconds`` as mono PCM."""
 
     def __init__(self, track: MediaStreamTrack, seconds: float = 2.0) -> None:
-        self._frames: collections.deque[npt.NDArray[np.int16]] = collections.deque(
-            maxlen=max(1, int(seconds * 50))
-        )
+        self._frames: collections.deque[npt.NDArray[np.int16]] = collections.deque(maxlen=max(1, int(seconds * 50)))
         self.frames_received = 0
         self._task = asyncio.create_task(self._run(track), name="audio-sink")
 

@@ -123,9 +123,7 @@ async def widget_button(request: web.Request) -> web.Response:
 
 
 def _error_with_headers(error: ApiError, headers: dict[str, str]) -> web.Response:
-    return web.json_response(
-        {"error": error.code, "message": error.message}, status=error.status, headers=headers
-    )
+    return web.json_response({"error": error.code, "message": error.message}, status=error.status, headers=headers)
 
 
 async def openapi(request: web.Request) -> web.Response:

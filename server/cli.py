@@ -30,6 +30,7 @@ from storage.migrations import MigrationError
 
 log = structlog.get_logger(__name__)
 
+
 class CliError(Exception):
     """A command failed in a way the user can fix; the message says how."""
 
@@ -217,7 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "create-button":
             asyncio.run(
                 create_button(
-                    settings, organisation=args.org, name=args.name, origins=args.origin,
+                    settings,
+                    organisation=args.org,
+                    name=args.name,
+                    origins=args.origin,
                     ring_timeout=args.ring_timeout,
                 )
             )

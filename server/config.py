@@ -113,9 +113,7 @@ class Settings:
             ice_host_addresses=_addresses(get("CALLBUTTON_ICE_HOST_ADDRESSES")),
             ice_servers=_list(get("CALLBUTTON_ICE_SERVERS")),
             ring_timeout=_float(get("CALLBUTTON_RING_TIMEOUT"), "CALLBUTTON_RING_TIMEOUT"),
-            session_idle_timeout=_float(
-                get("CALLBUTTON_SESSION_IDLE_TIMEOUT"), "CALLBUTTON_SESSION_IDLE_TIMEOUT"
-            ),
+            session_idle_timeout=_float(get("CALLBUTTON_SESSION_IDLE_TIMEOUT"), "CALLBUTTON_SESSION_IDLE_TIMEOUT"),
             session_max_age=_float(get("CALLBUTTON_SESSION_MAX_AGE"), "CALLBUTTON_SESSION_MAX_AGE"),
             log_format=_choice(get("CALLBUTTON_LOG_FORMAT"), "CALLBUTTON_LOG_FORMAT", ("console", "json")),
             log_level=_choice(
@@ -183,9 +181,7 @@ def _addresses(value: str) -> tuple[str, ...]:
         try:
             ipaddress.ip_address(item)
         except ValueError:
-            raise ConfigError(
-                f"CALLBUTTON_ICE_HOST_ADDRESSES: {item!r} is not an IP address"
-            ) from None
+            raise ConfigError(f"CALLBUTTON_ICE_HOST_ADDRESSES: {item!r} is not an IP address") from None
     return items
 
 

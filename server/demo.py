@@ -43,7 +43,5 @@ async def ensure_demo_tenant(database: Database, origin: str) -> DemoTenant:
     if buttons:
         button = await database.buttons.allow_origin(user.organisation_id, buttons[0].id, origin)
     else:
-        button = await database.buttons.create(
-            user.organisation_id, name="Demo call button", allowed_origins=[origin]
-        )
+        button = await database.buttons.create(user.organisation_id, name="Demo call button", allowed_origins=[origin])
     return DemoTenant(agent_email=DEMO_AGENT_EMAIL, agent_password=password, button_key=button.public_key)

@@ -42,9 +42,7 @@ class _Fields:
         return ProtocolError("bad_message", f"missing field {name!r} in {self._type!r}", self._type)
 
     def _wrong(self, name: str, expected: str) -> ProtocolError:
-        return ProtocolError(
-            "bad_message", f"field {name!r} in {self._type!r} must be {expected}", self._type
-        )
+        return ProtocolError("bad_message", f"field {name!r} in {self._type!r} must be {expected}", self._type)
 
     def text(self, name: str, *, max_chars: int, required: bool = True) -> str | None:
         if name not in self._obj or self._obj[name] is None:

@@ -155,9 +155,7 @@ def _ice_servers(request: web.Request) -> list[dict[str, Any]]:
 
 
 def _prepare() -> web.WebSocketResponse:
-    return web.WebSocketResponse(
-        max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_SECONDS, autoping=True
-    )
+    return web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_SECONDS, autoping=True)
 
 
 async def visitor_socket(request: web.Request) -> web.StreamResponse:
@@ -180,9 +178,7 @@ async def visitor_socket(request: web.Request) -> web.StreamResponse:
     switchboard = request.app[SWITCHBOARD]
     live: LiveCall | None = None
     bound.info(logs.SOCKET_OPENED)
-    socket.send(
-        messages.Hello(role="visitor", button={"name": button.name}, ice_servers=_ice_servers(request))
-    )
+    socket.send(messages.Hello(role="visitor", button={"name": button.name}, ice_servers=_ice_servers(request)))
 
     async def handle(message: messages.VisitorMessage) -> None:
         nonlocal live

@@ -63,15 +63,11 @@ class Accounts:
         self._pool = pool
 
     async def create_organisation(self, name: str) -> Organisation:
-        row = await self._pool.fetchrow(
-            "INSERT INTO organisations (name) VALUES ($1) RETURNING id, name", name
-        )
+        row = await self._pool.fetchrow("INSERT INTO organisations (name) VALUES ($1) RETURNING id, name", name)
         return Organisation(id=row["id"], name=row["name"])
 
     async def organisation(self, organisation_id: uuid.UUID) -> Organisation | None:
-        row = await self._pool.fetchrow(
-            "SELECT id, name FROM organisations WHERE id = $1", organisation_id
-        )
+        row = await self._pool.fetchrow("SELECT id, name FROM organisations WHERE id = $1", organisation_id)
         return None if row is None else Organisation(id=row["id"], name=row["name"])
 
     async def create_user(
@@ -115,13 +111,9 @@ class Accounts:
         return None if row is None else _user(row)
 
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
-        await self._pool.execute(
-            "UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash
-        )
+        await self._pool.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
 
-    async def create_session(
-        self, token_hash: bytes, user: User, expires_at: datetime.datetime
-    ) -> None:
+    async def create_session(self, token_hash: bytes, user: User, expires_at: datetime.datetime) -> None:
         await self._pool.execute(
             """
             INSERT INTO sessions (token_hash, user_id, organisation_id, expires_at)

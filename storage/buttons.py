@@ -64,9 +64,7 @@ class Buttons:
         return _button(row)
 
     async def by_public_key(self, public_key: str) -> Button | None:
-        row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM buttons WHERE public_key = $1", public_key
-        )
+        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM buttons WHERE public_key = $1", public_key)
         return None if row is None else _button(row)
 
     async def list(self, organisation_id: uuid.UUID) -> list[Button]:

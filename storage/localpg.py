@@ -82,14 +82,35 @@ class LocalPostgres:
                 f"-k {self.directory.resolve()} -c listen_addresses='' -p {_PORT} -c fsync=on",
             )
         query = self._command(
-            [str(self._bin / "psql"), "-v", "ON_ERROR_STOP=1", "-q", "-h", str(self.directory.resolve()),
-             "-p", str(_PORT), "-U", "postgres", "-d", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+            [
+                str(self._bin / "psql"),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-h",
+                str(self.directory.resolve()),
+                "-p",
+                str(_PORT),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+            ],
         )
         if query.stdout.strip() != "1":
             self._command(
-                [str(self._bin / "createdb"), "-h", str(self.directory.resolve()), "-p", str(_PORT),
-                 "-U", "postgres", self.database]
+                [
+                    str(self._bin / "createdb"),
+                    "-h",
+                    str(self.directory.resolve()),
+                    "-p",
+                    str(_PORT),
+                    "-U",
+                    "postgres",
+                    self.database,
+                ]
             )
         log.info(LOCAL_POSTGRES, directory=str(self.directory), created=created, database=self.database)
         return self.dsn
@@ -107,15 +128,24 @@ class LocalPostgres:
         self.directory.chmod(0o700)
         assert self._bin is not None
         self._command(
-            [str(self._bin / "initdb"), "-D", str(self.directory.resolve()), "-U", "postgres",
-             "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"]
+            [
+                str(self._bin / "initdb"),
+                "-D",
+                str(self.directory.resolve()),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
+            ]
         )
 
     def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self._bin is not None
-        return self._command(
-            [str(self._bin / "pg_ctl"), "-D", str(self.directory.resolve()), *args], check=check
-        )
+        return self._command([str(self._bin / "pg_ctl"), "-D", str(self.directory.resolve()), *args], check=check)
 
     def _command(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         program = Path(argv[0]).name

@@ -69,10 +69,7 @@ async def migrate(conn: Any, migrations: list[Migration] | None = None) -> list[
             )
             """
         )
-        applied = {
-            r["version"]: r
-            for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
-        }
+        applied = {r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")}
         known = {m.version for m in migrations}
         newer = sorted(v for v in applied if v not in known)
         if newer:

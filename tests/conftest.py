@@ -129,7 +129,10 @@ async def make_tenant(database: Database, *, agents: int = 1, ring_timeout_s: in
     for index in range(agents):
         email = f"agent{index}-{uuid.uuid4().hex[:8]}@example.test"
         user = await database.accounts.create_user(
-            organisation.id, email=email, display_name=f"Agent {index}", role="agent",
+            organisation.id,
+            email=email,
+            display_name=f"Agent {index}",
+            role="agent",
             password_hash=password_hash,
         )
         tenants.append(

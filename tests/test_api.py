@@ -46,10 +46,14 @@ async def test_wrong_password_and_unknown_email_look_the_same(server: Running, t
         wrong = await login(http, server, tenant.agent_email, "not the password")
         unknown = await login(http, server, "nobody@example.test", "not the password")
         assert wrong.status == unknown.status == 401
-        assert await wrong.json() == await unknown.json() == {
-            "error": "invalid_credentials",
-            "message": "the email or the password is wrong",
-        }
+        assert (
+            await wrong.json()
+            == await unknown.json()
+            == {
+                "error": "invalid_credentials",
+                "message": "the email or the password is wrong",
+            }
+        )
         assert "Set-Cookie" not in wrong.headers
         anonymous = await http.get(f"{server.url}/api/v1/me")
         assert anonymous.status == 401 and (await anonymous.json())["error"] == "not_authenticated"
@@ -61,7 +65,11 @@ async def test_malformed_login_bodies_get_clear_errors(server: Running) -> None:
         origin = {"Origin": server.url}
         cases = [
             (dict(data="{", headers={**origin, "Content-Type": "application/json"}), 400, "bad_json"),
-            (dict(data="email=x", headers={**origin, "Content-Type": "application/x-www-form-urlencoded"}), 415, "unsupported_media_type"),
+            (
+                dict(data="email=x", headers={**origin, "Content-Type": "application/x-www-form-urlencoded"}),
+                415,
+                "unsupported_media_type",
+            ),
             (dict(json=["a"], headers=origin), 400, "bad_request"),
             (dict(json={"email": "a@b.c"}, headers=origin), 400, "bad_request"),
             (dict(json={"email": "a@b.c", "password": "x" * 2000}, headers=origin), 400, "bad_request"),
@@ -96,7 +104,9 @@ async def test_logout_ends_the_session_and_closes_its_agent_socket(server: Runni
                 f"{server.url}/api/v1/session", headers={"Origin": server.url, "Cookie": agent.cookie}
             ) as response:
                 assert response.status == 204
-                assert "Max-Age=0" in response.headers["Set-Cookie"] or "expires" in response.headers["Set-Cookie"].lower()
+                assert (
+                    "Max-Age=0" in response.headers["Set-Cookie"] or "expires" in response.headers["Set-Cookie"].lower()
+                )
             await asyncio.wait_for(agent.closed.wait(), 5)
             assert agent.close_code == 4002
             async with http.get(f"{server.url}/api/v1/me", headers={"Cookie": agent.cookie}) as me:
@@ -115,7 +125,9 @@ async def test_widget_lookup_is_readable_by_allowed_origins_only(server: Running
         async with http.get(url, headers={"Origin": "https://evil.example"}) as refused:
             assert refused.status == 403
             assert (await refused.json())["error"] == "origin_not_allowed"
-        async with http.get(f"{server.url}/api/v1/widget/cb_unknownunknownunknown", headers={"Origin": VISITOR_ORIGIN}) as unknown:
+        async with http.get(
+            f"{server.url}/api/v1/widget/cb_unknownunknownunknown", headers={"Origin": VISITOR_ORIGIN}
+        ) as unknown:
             assert unknown.status == 404
             assert (await unknown.json())["error"] == "unknown_button"
 

@@ -164,9 +164,7 @@ async def test_visitor_socket_handshake_refusals(server: Running, live_call: tup
                 await http.ws_connect(f"{base}/ws/v1/visitor?key={key}", headers=headers)
             assert refused.value.status == status
             # The same URL over plain HTTP shows the JSON body a developer would read.
-            async with http.get(
-                f"{server.url}/ws/v1/visitor", params={"key": key}, headers=headers
-            ) as response:
+            async with http.get(f"{server.url}/ws/v1/visitor", params={"key": key}, headers=headers) as response:
                 assert response.status == status
                 assert (await response.json())["error"] == code
     await still_talking(visitor, agent)
@@ -175,7 +173,7 @@ async def test_visitor_socket_handshake_refusals(server: Running, live_call: tup
 async def test_agent_socket_refusals_and_wrong_state(
     server: Running, database: Database, live_call: tuple[Visitor, Agent, Tenant]
 ) -> None:
-    visitor, agent, tenant = live_call
+    visitor, agent, _ = live_call
     base = server.url.replace("http", "ws", 1)
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.WSServerHandshakeError) as unauthenticated:

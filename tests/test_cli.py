@@ -21,11 +21,19 @@ from server.config import VARIABLES, ConfigError, Settings, markdown_table
 ROOT = Path(__file__).parent.parent
 
 
-def run_cli(args: list[str], dsn: str, stdin: str = "", extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], dsn: str, stdin: str = "", extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
     env.update({"CALLBUTTON_DATABASE_URL": dsn, "CALLBUTTON_LOG_LEVEL": "warning", **(extra_env or {})})
     return subprocess.run(
-        [sys.executable, "-m", "server", *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
+        [sys.executable, "-m", "server", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
     )
 
 
@@ -61,7 +69,9 @@ def test_bootstrap_a_tenant_from_the_command_line(migrated: str) -> None:
     uuid.UUID(org_id)
 
     email = f"admin-{uuid.uuid4().hex[:6]}@acme.test"
-    admin = run_cli(["create-admin", "--org", org_id, "--email", email, "--name", "Ada"], migrated, stdin="a long enough secret\n")
+    admin = run_cli(
+        ["create-admin", "--org", org_id, "--email", email, "--name", "Ada"], migrated, stdin="a long enough secret\n"
+    )
     assert admin.returncode == 0, admin.stderr
     uuid.UUID(admin.stdout.strip())
     agent = run_cli(
@@ -82,10 +92,26 @@ def test_bootstrap_a_tenant_from_the_command_line(migrated: str) -> None:
     assert f'<script src="https://calls.acme.test/widget.js" data-button="{key[1]}" async></script>' in button.stdout
 
     for args, stdin, message in [
-        (["create-admin", "--org", org_id, "--email", email, "--name", "Ada"], "a long enough secret\n", "already exists"),
-        (["create-admin", "--org", org_id, "--email", "x@acme.test", "--name", "X"], "short\n", "at least 10 characters"),
-        (["create-agent", "--org", "acme", "--email", "y@acme.test", "--name", "Y"], "a long enough secret\n", "must be an organisation id"),
-        (["create-agent", "--org", str(uuid.uuid4()), "--email", "y@acme.test", "--name", "Y"], "a long enough secret\n", "no organisation"),
+        (
+            ["create-admin", "--org", org_id, "--email", email, "--name", "Ada"],
+            "a long enough secret\n",
+            "already exists",
+        ),
+        (
+            ["create-admin", "--org", org_id, "--email", "x@acme.test", "--name", "X"],
+            "short\n",
+            "at least 10 characters",
+        ),
+        (
+            ["create-agent", "--org", "acme", "--email", "y@acme.test", "--name", "Y"],
+            "a long enough secret\n",
+            "must be an organisation id",
+        ),
+        (
+            ["create-agent", "--org", str(uuid.uuid4()), "--email", "y@acme.test", "--name", "Y"],
+            "a long enough secret\n",
+            "no organisation",
+        ),
         (["create-button", "--org", org_id, "--name", "S", "--origin", "www.acme.test"], "", "is not an origin"),
     ]:
         failed = run_cli(args, migrated, stdin=stdin)
@@ -102,13 +128,20 @@ def test_config_errors_exit_with_a_clear_message(migrated: str) -> None:
 async def test_serve_demo_starts_a_local_postgres_and_prints_how_to_call() -> None:
     """What the README's first command does: no database configured, a local cluster, a demo tenant."""
     folder = Path(tempfile.mkdtemp(prefix="callbutton-serve-"))
-    folder.chmod(0o755)  # as root the cluster runs as the postgres user, who must reach it
+    folder.chmod(0o755)  # noqa: ASYNC240 - as root the cluster runs as the postgres user, who must reach it
     data = folder / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
     env.update({"CALLBUTTON_DATA_DIR": str(data), "CALLBUTTON_PORT": "0", "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1"})
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "serve", "--demo",
-        env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "server",
+        "serve",
+        "--demo",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output = ""
     try:

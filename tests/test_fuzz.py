@@ -103,12 +103,29 @@ def mutated_offers(draw: st.DrawFn) -> str:
             )
             lines[index] = " ".join(tokens)
         else:
-            lines.insert(index, draw(st.sampled_from([
-                "a=group:BUNDLE 7", "m=audio 9 UDP/TLS/RTP/SAVPF", "a=setup:holdconn", "a=rtpmap:96",
-                "a=fmtp:96 x", "a=ssrc:1", "a=ice-ufrag:", "a=mid:", "c=IN IP4", "a=extmap:x y",
-                "a=candidate:1 1 udp 1 127.0.0.1 notaport typ host", "a=rtcp-fb:96",
-                "a=fingerprint:sha-256 00", "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
-            ])))
+            lines.insert(
+                index,
+                draw(
+                    st.sampled_from(
+                        [
+                            "a=group:BUNDLE 7",
+                            "m=audio 9 UDP/TLS/RTP/SAVPF",
+                            "a=setup:holdconn",
+                            "a=rtpmap:96",
+                            "a=fmtp:96 x",
+                            "a=ssrc:1",
+                            "a=ice-ufrag:",
+                            "a=mid:",
+                            "c=IN IP4",
+                            "a=extmap:x y",
+                            "a=candidate:1 1 udp 1 127.0.0.1 notaport typ host",
+                            "a=rtcp-fb:96",
+                            "a=fingerprint:sha-256 00",
+                            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+                        ]
+                    )
+                ),
+            )
         if not lines:
             lines = [""]
     return "\r\n".join(lines)

@@ -45,7 +45,9 @@ async def test_migrate_applies_once_and_checks_history(scratch_db: str) -> None:
         assert len(await migrate(conn)) == len(load_migrations())
         assert await migrate(conn) == []
         assert await pending(conn) == []
-        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        tables = {
+            r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
         assert {"organisations", "users", "sessions", "buttons", "calls", "call_events"} <= tables
 
         edited = [Migration(m.version, m.name, m.sql + "\n-- edited") for m in load_migrations()]
@@ -68,7 +70,10 @@ async def test_concurrent_migrations_apply_each_file_once(scratch_db: str) -> No
 
 
 async def test_a_failing_migration_leaves_nothing_behind(scratch_db: str) -> None:
-    broken = [*load_migrations(), Migration(len(load_migrations()) + 1, "broken", "CREATE TABLE half (x int); SELECT 1/0;")]
+    broken = [
+        *load_migrations(),
+        Migration(len(load_migrations()) + 1, "broken", "CREATE TABLE half (x int); SELECT 1/0;"),
+    ]
     conn = await asyncpg.connect(scratch_db)
     try:
         with pytest.raises(asyncpg.DivisionByZeroError):
@@ -145,9 +150,12 @@ async def test_sessions_expire_when_idle_absolutely_or_when_the_user_is_disabled
     await database.accounts.create_session(b"over" * 8, user, past)
     assert (await database.accounts.session(b"over" * 8, idle)) is None
     # Expired sessions are deleted when found.
-    assert await database.pool.fetchval(
-        "SELECT count(*) FROM sessions WHERE token_hash = ANY($1)", [b"idle" * 8, b"over" * 8]
-    ) == 0
+    assert (
+        await database.pool.fetchval(
+            "SELECT count(*) FROM sessions WHERE token_hash = ANY($1)", [b"idle" * 8, b"over" * 8]
+        )
+        == 0
+    )
 
     await database.pool.execute("UPDATE users SET disabled_at = now() WHERE id = $1", user.id)
     assert (await database.accounts.session(b"live" * 8, idle)) is None
