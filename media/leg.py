@@ -118,6 +118,10 @@ class Leg:
         self._log = log.bind(leg=role)
         self.connected = asyncio.Event()
 
+    def bind(self, **context: str) -> None:
+        """Add context (``call_id``, ``agent_id``) to this leg's log lines."""
+        self._log = self._log.bind(**context)
+
     async def answer(self, offer_sdp: str) -> str:
         """Accept the peer's offer and return our answer (with all our candidates).
 

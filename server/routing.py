@@ -70,6 +70,7 @@ class Switchboard:
             events=self._events,
         )
         leg = Leg("visitor", self._ice)
+        leg.bind(call_id=str(call.id), org_id=str(button.organisation_id))
         live = LiveCall(
             call=call,
             button=button,
@@ -127,6 +128,7 @@ class Switchboard:
         if agent.call_id is not None:
             raise ProtocolError("wrong_state", "the audio connection cannot be replaced during a call", "offer")
         leg = Leg("agent", self._ice)
+        leg.bind(agent_id=str(agent.user_id), org_id=str(agent.organisation_id))
         leg.on_state = lambda changed, state: self._agent_leg_state(agent, changed, state)
         answer = await leg.answer(sdp)
         previous, agent.leg = agent.leg, leg
