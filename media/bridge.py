@@ -27,9 +27,12 @@ class Bridge:
     def start_ringback(self) -> None:
         self._ringback.start()
 
-    async def connect(self, agent: Leg) -> None:
-        """Stop ringback and forward audio both ways between the visitor and ``agent``."""
-        await self._ringback.close()
+    def connect(self, agent: Leg) -> None:
+        """Stop ringback and forward audio both ways between the visitor and ``agent``.
+
+        Synchronous, so that whoever answers a call switches its audio in the same step as its state.
+        """
+        self._ringback.stop()
         self.agent = agent
         visitor = self.visitor
 

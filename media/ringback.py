@@ -48,6 +48,11 @@ class RingbackPlayer:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="ringback")
 
+    def stop(self) -> None:
+        """Stop sending now (the task finishes on its own; :meth:`close` waits for it)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

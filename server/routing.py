@@ -20,7 +20,7 @@ import structlog
 
 from media.bridge import Bridge
 from media.leg import IceSettings, Leg, LegState
-from media.sdp import check_offer
+from media.sdp import SdpError, check_offer
 from server import logs, messages
 from server.calls import Call, CallEvents, CallState, EndReason
 from server.messages import ProtocolError
@@ -108,7 +108,9 @@ class Switchboard:
 
         try:
             answer = await leg.answer(offer_sdp)
-        except Exception:
+        except SdpError:
+            if call.ended:
+                return live  # ended meanwhile (declined, say), which closed the leg under the answer
             await self.end(live, EndReason.FAILED, detail="offer_refused")
             raise
         if not call.ended:
@@ -155,7 +157,7 @@ class Switchboard:
         self._stop_ringing(live, "answered_elsewhere")
         live.agent = agent
         agent.call_id = call_id
-        await live.bridge.connect(agent.leg)
+        live.bridge.connect(agent.leg)
         state = messages.CallState(call_id=call_id, state=CallState.ANSWERED.value)
         agent.send(state)
         live.send_visitor(state)

@@ -81,7 +81,7 @@ async def bridged() -> AsyncIterator[tuple[Peer, Peer, Leg, Leg, Bridge]]:
     await a.connect(leg_a)
     await b.connect(leg_b)
     bridge = Bridge(leg_a)
-    await bridge.connect(leg_b)
+    bridge.connect(leg_b)
     yield a, b, leg_a, leg_b, bridge
     await bridge.close()
     for closable in (leg_a, leg_b, a.pc, b.pc):
@@ -134,7 +134,7 @@ async def test_forwarded_stream_is_continuous_across_a_source_switch(
         await c.connect(leg_c)
         await first.close()
         bridge = Bridge(leg_a)
-        await bridge.connect(leg_c)
+        bridge.connect(leg_c)
         await asyncio.sleep(0.5)
         assert a.sink is not None
         a.sink._frames.clear()
