@@ -22,16 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import structlog
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
 
-import structlog  # noqa: E402
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
-from aiortc.contrib.media import MediaRelay  # noqa: E402
-
-from media.aiortc_seam import pin_host_addresses  # noqa: E402
-from media.bridge import Bridge  # noqa: E402
-from media.leg import IceSettings, Leg  # noqa: E402
-from media.synthetic import AudioSink, OpusLoopTrack, dominant_frequency  # noqa: E402
+from media.aiortc_seam import pin_host_addresses
+from media.bridge import Bridge
+from media.leg import IceSettings, Leg
+from media.synthetic import AudioSink, OpusLoopTrack, dominant_frequency
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
