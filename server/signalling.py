@@ -123,14 +123,18 @@ class Socket:
             return
         try:
             message = messages.parse(text, registry)
+        except ProtocolError as exc:
+            self._reject(exc)
+            return
+        try:
             await handle(message)
         except ProtocolError as exc:
             self._reject(exc)
         except SdpError as exc:
-            self._reject(ProtocolError("invalid_sdp", str(exc)))
+            self._reject(ProtocolError("invalid_sdp", str(exc), message.type))
         except Exception:
-            self.log.exception(logs.TASK_FAILED)
-            self._reject(ProtocolError("internal", "the server failed to handle this message"))
+            self.log.exception(logs.TASK_FAILED, ref=message.type)
+            self._reject(ProtocolError("internal", "the server failed to handle this message", message.type))
 
     def _reject(self, error: ProtocolError) -> None:
         self.log.info(logs.MESSAGE_REJECTED, code=error.code, ref=error.ref)

@@ -113,7 +113,7 @@ async def test_hostile_sdp_is_refused_clearly(server: Running, live_call: tuple[
         ]
         for sdp, fragment in cases:
             error = await reply_error(other, {"type": "call", "sdp": sdp})
-            assert error["code"] == "invalid_sdp", error
+            assert (error["code"], error["ref"]) == ("invalid_sdp", "call"), error
             assert fragment in error["message"], error
         assert not other.messages("call_state")
         await still_talking(visitor, agent)
