@@ -25,7 +25,7 @@ from server.app import start
 from server.config import ConfigError, Settings, markdown_table
 from storage.accounts import DuplicateEmail
 from storage.db import Database
-from storage.localpg import LocalPostgres, LocalPostgresError
+from storage.localpg import LOCAL_POSTGRES, LocalPostgres, LocalPostgresError
 from storage.migrations import MigrationError
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIte
         local = LocalPostgres(settings.data_dir / "postgres")
         dsn = await asyncio.to_thread(local.start)
         log.warning(
-            logs.LOCAL_POSTGRES,
+            LOCAL_POSTGRES,
             message="no CALLBUTTON_DATABASE_URL set: using a local Postgres cluster",
             directory=str(local.directory.resolve()),
         )

@@ -1,6 +1,7 @@
 """structlog configuration and the event names the server logs.
 
-Event names are constants so that a grep for one finds every place that emits it. Never log SDP bodies,
+Event names are constants so that a grep for one finds every place that emits it (``media`` and
+``storage`` keep their own, e.g. ``media.leg.LEG_STATE``, as they cannot import ``server``). Never log SDP bodies,
 ICE credentials, tokens, passwords, keys or visitors' personal data.
 """
 
@@ -13,8 +14,6 @@ import structlog
 
 SERVER_STARTED = "server.started"
 SERVER_STOPPED = "server.stopped"
-LOCAL_POSTGRES = "postgres.local_cluster"
-MIGRATION_APPLIED = "db.migration_applied"
 SOCKET_OPENED = "socket.opened"
 SOCKET_CLOSED = "socket.closed"
 SOCKET_REJECTED = "socket.rejected"
@@ -23,7 +22,6 @@ CALL_STATE = "call.state"
 CALL_EVENT_WRITE_FAILED = "call.event_write_failed"
 AGENT_PRESENCE = "agent.presence"
 AGENT_RUNG = "agent.rung"
-LEG_STATE = "leg.state"
 LOGIN = "auth.login"
 LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"

@@ -57,9 +57,13 @@ class LocalPostgres:
     _bin: Path | None = field(default=None, init=False)
     _user: str | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
+        # Commands run with cwd=/ (the postgres user may not reach ours): paths must be absolute.
+        self.directory = self.directory.resolve()
+
     @property
     def dsn(self) -> str:
-        host = quote(str(self.directory.resolve()), safe="")
+        host = quote(str(self.directory), safe="")
         return f"postgresql://postgres@/{self.database}?host={host}&port={_PORT}"
 
     def start(self) -> str:
@@ -79,7 +83,7 @@ class LocalPostgres:
                 "-l",
                 str(logfile),
                 "-o",
-                f"-k {self.directory.resolve()} -c listen_addresses='' -p {_PORT} -c fsync=on",
+                f"-k {self.directory} -c listen_addresses='' -p {_PORT} -c fsync=on",
             )
         query = self._command(
             [
@@ -88,7 +92,7 @@ class LocalPostgres:
                 "ON_ERROR_STOP=1",
                 "-q",
                 "-h",
-                str(self.directory.resolve()),
+                str(self.directory),
                 "-p",
                 str(_PORT),
                 "-U",
@@ -104,7 +108,7 @@ class LocalPostgres:
                 [
                     str(self._bin / "createdb"),
                     "-h",
-                    str(self.directory.resolve()),
+                    str(self.directory),
                     "-p",
                     str(_PORT),
                     "-U",
@@ -131,7 +135,7 @@ class LocalPostgres:
             [
                 str(self._bin / "initdb"),
                 "-D",
-                str(self.directory.resolve()),
+                str(self.directory),
                 "-U",
                 "postgres",
                 "-A",
@@ -145,7 +149,7 @@ class LocalPostgres:
 
     def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self._bin is not None
-        return self._command([str(self._bin / "pg_ctl"), "-D", str(self.directory.resolve()), *args], check=check)
+        return self._command([str(self._bin / "pg_ctl"), "-D", str(self.directory), *args], check=check)
 
     def _command(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         program = Path(argv[0]).name

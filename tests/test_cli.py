@@ -131,7 +131,8 @@ async def test_serve_demo_starts_a_local_postgres_and_prints_how_to_call() -> No
     folder.chmod(0o755)  # noqa: ASYNC240 - as root the cluster runs as the postgres user, who must reach it
     data = folder / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
-    env.update({"CALLBUTTON_DATA_DIR": str(data), "CALLBUTTON_PORT": "0", "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1"})
+    # The default data folder is relative (./data): run where a newcomer would, in a folder of theirs.
+    env.update({"CALLBUTTON_DATA_DIR": "data", "CALLBUTTON_PORT": "0", "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1"})
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -139,7 +140,7 @@ async def test_serve_demo_starts_a_local_postgres_and_prints_how_to_call() -> No
         "serve",
         "--demo",
         env=env,
-        cwd=ROOT,
+        cwd=folder,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
