@@ -108,3 +108,19 @@ def dominant_frequency(samples: npt.NDArray[np.int16], rate: int = opus.SAMPLE_R
     spectrum = np.abs(np.fft.rfft(data * np.hanning(len(data))))
     spectrum[0] = 0
     return float(np.fft.rfftfreq(len(data), 1 / rate)[int(np.argmax(spectrum))])
+
+
+def band_share(
+    samples: npt.NDArray[np.int16], frequency: float, width: float = 15.0, rate: int = opus.SAMPLE_RATE
+) -> float:
+    """The share (0 to 1) of the signal's power within ``width`` Hz of ``frequency``."""
+    if len(samples) < rate // 10:
+        return 0.0
+    data = samples.astype(np.float64)
+    power = np.abs(np.fft.rfft(data * np.hanning(len(data)))) ** 2
+    power[0] = 0
+    total = float(power.sum())
+    if total == 0:
+        return 0.0
+    frequencies = np.fft.rfftfreq(len(data), 1 / rate)
+    return float(power[np.abs(frequencies - frequency) <= width].sum()) / total

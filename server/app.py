@@ -12,11 +12,12 @@ from media.aiortc_seam import pin_host_addresses
 from media.leg import IceSettings
 from server import api, signalling
 from server import web as pages
-from server.appkeys import DATABASE, DEMO_PAGE, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
+from server.appkeys import DATABASE, DEMO_PAGE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import Sessions
 from server.config import Settings
 from server.demo import DemoTenant, ensure_demo_tenant
 from server.errors import error_middleware
+from server.limits import Limits
 from server.presence import Roster
 from server.routing import Switchboard
 from storage.db import Database
@@ -50,6 +51,10 @@ def create_app(settings: Settings, database: Database, *, demo_button_key: str |
         ice=IceSettings(servers=settings.ice_servers),
         ring_timeout=settings.ring_timeout,
     )
+    app[LIMITS] = Limits(
+        calls_per_address=settings.call_rate_per_address, calls_per_button=settings.call_rate_per_button
+    )
+    app[signalling.SOCKETS] = set()
     app.on_shutdown.append(_end_calls)
     app.router.add_get("/ws/v1/visitor", signalling.visitor_socket)
     app.router.add_get("/ws/v1/agent", signalling.agent_socket)
@@ -59,8 +64,10 @@ def create_app(settings: Settings, database: Database, *, demo_button_key: str |
 
 
 async def _end_calls(app: web.Application) -> None:
-    # on_shutdown runs before aiohttp closes open sockets, so parties still hear that calls ended.
+    # on_shutdown runs before aiohttp closes connections: parties hear that their calls ended, then
+    # every socket is closed (1001) so that shutdown need not wait for clients to go.
     await app[SWITCHBOARD].close()
+    await signalling.close_all(app)
 
 
 @dataclass
@@ -99,7 +106,7 @@ async def start(settings: Settings, database: Database, *, demo: bool = False) -
     tenant = None
     try:
         if demo:
-            tenant = await ensure_demo_tenant(database, settings.origin)
+            tenant = await ensure_demo_tenant(database, settings.origins)
         app = create_app(settings, database, demo_button_key=tenant.button_key if tenant else None)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from server.auth import Sessions
 from server.config import Settings
+from server.limits import Limits
 from server.presence import Roster
 from server.routing import Switchboard
 from storage.db import Database
@@ -14,5 +15,6 @@ SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 SESSIONS = web.AppKey("sessions", Sessions)
 ROSTER = web.AppKey("roster", Roster)
+LIMITS = web.AppKey("limits", Limits)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 DEMO_PAGE = web.AppKey("demo_page", str)

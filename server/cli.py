@@ -23,6 +23,7 @@ import structlog
 from server import auth, logs
 from server.app import start
 from server.config import ConfigError, Settings, markdown_table
+from server.origins import OriginError, normalise_origin
 from storage.accounts import DuplicateEmail
 from storage.db import Database
 from storage.localpg import LOCAL_POSTGRES, LocalPostgres, LocalPostgresError
@@ -123,16 +124,17 @@ async def create_button(
     settings: Settings, *, organisation: str, name: str, origins: list[str], ring_timeout: int | None
 ) -> None:
     org_id = _uuid(organisation, "--org")
-    for origin in origins:
-        if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") != 2:
-            raise CliError(f"--origin {origin!r} is not an origin such as https://www.example.com")
+    try:
+        allowed = sorted({normalise_origin(origin) for origin in origins})
+    except OriginError as exc:
+        raise CliError(f"--origin {exc}") from None
     async with open_database(settings) as database:
         if await database.accounts.organisation(org_id) is None:
             raise CliError(f"no organisation {org_id}")
         button = await database.buttons.create(
             org_id,
             name=name,
-            allowed_origins=[o.rstrip("/") for o in origins],
+            allowed_origins=allowed,
             ring_timeout_s=ring_timeout,
         )
         print(f"button key: {button.public_key}")

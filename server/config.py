@@ -12,7 +12,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from aiortc.rtcicetransport import parse_stun_turn_uri
+
+from server.origins import OriginError, loopback_aliases, normalise_origin
 
 
 class ConfigError(Exception):
@@ -69,6 +72,16 @@ VARIABLES: tuple[Variable, ...] = (
         "43200",
         "Seconds after login after which a session expires whatever its activity.",
     ),
+    Variable(
+        "CALLBUTTON_CALL_RATE_PER_ADDRESS",
+        "6",
+        "Calls a minute one visitor address may start (bursts of half that); more are refused.",
+    ),
+    Variable(
+        "CALLBUTTON_CALL_RATE_PER_BUTTON",
+        "120",
+        "Calls a minute one button may take (bursts of half that); more are refused.",
+    ),
     Variable("CALLBUTTON_LOG_FORMAT", "console", "`console` (human-readable) or `json`."),
     Variable("CALLBUTTON_LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`."),
 )
@@ -90,6 +103,8 @@ class Settings:
     ring_timeout: float = 30.0
     session_idle_timeout: float = 1800.0
     session_max_age: float = 43200.0
+    call_rate_per_address: float = 6.0
+    call_rate_per_button: float = 120.0
     log_format: str = "console"
     log_level: str = "info"
 
@@ -100,7 +115,12 @@ class Settings:
         def get(name: str) -> str:
             return source.get(name, _DEFAULTS[name]).strip()
 
-        unknown = sorted(k for k in source if k.startswith("CALLBUTTON_") and k not in _DEFAULTS)
+        # CALLBUTTON_TEST_* belong to the test suite, not to the server.
+        unknown = sorted(
+            k
+            for k in source
+            if k.startswith("CALLBUTTON_") and not k.startswith("CALLBUTTON_TEST_") and k not in _DEFAULTS
+        )
         if unknown:
             raise ConfigError(f"unknown setting {unknown[0]} (see the README's configuration table)")
 
@@ -115,6 +135,12 @@ class Settings:
             ring_timeout=_float(get("CALLBUTTON_RING_TIMEOUT"), "CALLBUTTON_RING_TIMEOUT"),
             session_idle_timeout=_float(get("CALLBUTTON_SESSION_IDLE_TIMEOUT"), "CALLBUTTON_SESSION_IDLE_TIMEOUT"),
             session_max_age=_float(get("CALLBUTTON_SESSION_MAX_AGE"), "CALLBUTTON_SESSION_MAX_AGE"),
+            call_rate_per_address=_float(
+                get("CALLBUTTON_CALL_RATE_PER_ADDRESS"), "CALLBUTTON_CALL_RATE_PER_ADDRESS", "calls a minute"
+            ),
+            call_rate_per_button=_float(
+                get("CALLBUTTON_CALL_RATE_PER_BUTTON"), "CALLBUTTON_CALL_RATE_PER_BUTTON", "calls a minute"
+            ),
             log_format=_choice(get("CALLBUTTON_LOG_FORMAT"), "CALLBUTTON_LOG_FORMAT", ("console", "json")),
             log_level=_choice(
                 get("CALLBUTTON_LOG_LEVEL"), "CALLBUTTON_LOG_LEVEL", ("debug", "info", "warning", "error")
@@ -125,20 +151,36 @@ class Settings:
 
     def validate(self) -> None:
         if self.public_url:
-            parts = urlsplit(self.public_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            try:
+                normalised = normalise_origin(self.public_url)
+            except OriginError:
                 raise ConfigError(
                     "CALLBUTTON_PUBLIC_URL must be an origin such as https://calls.example.com, "
                     f"got {self.public_url!r}"
-                )
+                ) from None
+            if normalised != self.public_url:
+                raise ConfigError(f"CALLBUTTON_PUBLIC_URL: write it as browsers do, {normalised!r}")
         for url in self.ice_servers:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ConfigError(f"CALLBUTTON_ICE_SERVERS: {url!r} is not a stun:, turn: or turns: URL")
+            try:
+                parse_stun_turn_uri(url)  # what aiortc will do with it on every call
+            except ValueError as exc:
+                raise ConfigError(f"CALLBUTTON_ICE_SERVERS: {url!r} is malformed ({exc})") from None
 
     @property
     def origin(self) -> str:
         """The app's own origin: where agent and admin pages are served from."""
-        return self.public_url or f"http://{self.host}:{self.port}"
+        if self.public_url:
+            return self.public_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """Every origin the app accepts its own pages' requests from: its origin, and on a loopback
+        address without a public URL, the same port under each loopback name."""
+        return frozenset({self.origin}) if self.public_url else loopback_aliases(self.origin)
 
     def with_port(self, port: int) -> Settings:
         """The same settings once the listening port is known (port 0 binds a free one)."""
@@ -155,13 +197,13 @@ def _int(value: str, name: str, low: int, high: int) -> int:
     return number
 
 
-def _float(value: str, name: str) -> float:
+def _float(value: str, name: str, unit: str = "seconds") -> float:
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+        raise ConfigError(f"{name} must be a number of {unit}, got {value!r}") from None
     if not 0 < number < 10**7:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        raise ConfigError(f"{name} must be a positive number of {unit}, got {value!r}")
     return number
 
 

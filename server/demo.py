@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from server import auth
@@ -19,12 +20,13 @@ class DemoTenant:
     button_key: str
 
 
-async def ensure_demo_tenant(database: Database, origin: str) -> DemoTenant:
+async def ensure_demo_tenant(database: Database, origins: Iterable[str]) -> DemoTenant:
     """Create the demo organisation, agent and button on first use, and reuse them after.
 
     The agent gets a fresh random password each time (printed by ``serve --demo``), and the button
-    allows ``origin``, where the demo page is served.
+    allows ``origins``, where the demo page is served.
     """
+    allowed = sorted(origins)
     password = secrets.token_urlsafe(12)
     password_hash = await auth.hash_password(password)
     user = await database.accounts.user_by_email(DEMO_AGENT_EMAIL)
@@ -41,7 +43,9 @@ async def ensure_demo_tenant(database: Database, origin: str) -> DemoTenant:
         await database.accounts.set_password_hash(user.id, password_hash)
     buttons = await database.buttons.list(user.organisation_id)
     if buttons:
-        button = await database.buttons.allow_origin(user.organisation_id, buttons[0].id, origin)
+        button = buttons[0]
+        for origin in allowed:
+            button = await database.buttons.allow_origin(user.organisation_id, button.id, origin)
     else:
-        button = await database.buttons.create(user.organisation_id, name="Demo call button", allowed_origins=[origin])
+        button = await database.buttons.create(user.organisation_id, name="Demo call button", allowed_origins=allowed)
     return DemoTenant(agent_email=DEMO_AGENT_EMAIL, agent_password=password, button_key=button.public_key)

@@ -26,6 +26,7 @@ LOGIN = "auth.login"
 LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"
 TASK_FAILED = "task.failed"
+SESSION_CHECK_FAILED = "auth.session_check_failed"
 
 
 def configure(level: str = "info", fmt: str = "console") -> None:

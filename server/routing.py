@@ -45,6 +45,9 @@ class LiveCall:
     rung: dict[uuid.UUID, Agent] = field(default_factory=dict)
     agent: Agent | None = None
     timer: asyncio.TimerHandle | None = None
+    #: The visitor has our SDP answer. Until then an answered state is held back, so that the
+    #: visitor always gets ``answer`` before ``call_state answered``.
+    visitor_has_answer: bool = False
 
 
 class Switchboard:
@@ -55,21 +58,36 @@ class Switchboard:
         self._ice = ice
         self._ring_timeout = ring_timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        self._legs: set[Leg] = set()
+        self.closing = False
 
     # --- visitors ---------------------------------------------------------------------------------
 
     async def place(
-        self, *, button: Button, page_url: str | None, offer_sdp: str, send_visitor: VisitorSend
+        self,
+        *,
+        button: Button,
+        page_url: str | None,
+        offer_sdp: str,
+        send_visitor: VisitorSend,
+        admit: Callable[[], None] = lambda: None,
     ) -> LiveCall:
-        """Start a call from a visitor's request; the visitor is told every state through ``send_visitor``."""
+        """Start a call from a visitor's request; the visitor is told every state through ``send_visitor``.
+
+        ``admit`` runs once the request is known to be well-formed and may refuse it by raising
+        (rate limits); a refused or malformed request creates no call.
+        """
+        if self.closing:
+            raise ProtocolError("unavailable", "the service is shutting down; call again in a moment", "call")
         check_offer(offer_sdp)  # a malformed offer is a bad request, not a call attempt
+        admit()
         call = Call(
             organisation_id=button.organisation_id,
             button_id=button.id,
             page_url=page_url,
             events=self._events,
         )
-        leg = Leg("visitor", self._ice)
+        leg = self._new_leg("visitor")
         leg.bind(call_id=str(call.id), org_id=str(button.organisation_id))
         live = LiveCall(
             call=call,
@@ -79,7 +97,7 @@ class Switchboard:
             bridge=Bridge(leg),
             ring_timeout=float(button.ring_timeout_s or self._ring_timeout),
         )
-        leg.on_state = lambda _, state: self._visitor_leg_state(live, state)
+        leg.on_state = lambda changed, state: self._visitor_leg_state(live, changed, state)
         self.calls[call.id] = live
 
         agents = self.roster.available(button.organisation_id)
@@ -113,9 +131,13 @@ class Switchboard:
                 return live  # ended meanwhile (declined, say), which closed the leg under the answer
             await self.end(live, EndReason.FAILED, detail="offer_refused")
             raise
-        if not call.ended:
-            send_visitor(messages.Answer(sdp=answer))
-        if call.state is CallState.QUEUED:
+        if call.ended:
+            return live
+        send_visitor(messages.Answer(sdp=answer))
+        live.visitor_has_answer = True
+        if call.state is CallState.ANSWERED:
+            send_visitor(messages.CallState(call_id=call.id, state=CallState.ANSWERED.value))
+        else:
             live.bridge.start_ringback()
         return live
 
@@ -123,16 +145,27 @@ class Switchboard:
         answered = live.call.state is CallState.ANSWERED
         await self.end(live, EndReason.VISITOR_HANGUP if answered else EndReason.ABANDONED)
 
+    async def visitor_gone(self, live: LiveCall, *, clean: bool) -> None:
+        """The visitor's socket closed: a hang-up when it closed normally, a failure otherwise."""
+        if clean:
+            await self.visitor_hangup(live)
+        else:
+            await self.end(live, EndReason.FAILED, detail="visitor_disconnected")
+
     # --- agents -----------------------------------------------------------------------------------
 
     async def agent_offer(self, agent: Agent, sdp: str) -> str:
         """Negotiate ``agent``'s standing leg, replacing an earlier one; return our answer."""
         if agent.call_id is not None:
             raise ProtocolError("wrong_state", "the audio connection cannot be replaced during a call", "offer")
-        leg = Leg("agent", self._ice)
+        leg = self._new_leg("agent")
         leg.bind(agent_id=str(agent.user_id), org_id=str(agent.organisation_id))
         leg.on_state = lambda changed, state: self._agent_leg_state(agent, changed, state)
         answer = await leg.answer(sdp)
+        if not agent.connected or agent.call_id is not None:
+            # The socket went (or took a call) while we answered: this leg has no owner.
+            await leg.close()
+            raise ProtocolError("wrong_state", "the audio connection is no longer wanted", "offer")
         previous, agent.leg = agent.leg, leg
         if previous is not None:
             await previous.close()
@@ -160,7 +193,8 @@ class Switchboard:
         live.bridge.connect(agent.leg)
         state = messages.CallState(call_id=call_id, state=CallState.ANSWERED.value)
         agent.send(state)
-        live.send_visitor(state)
+        if live.visitor_has_answer:
+            live.send_visitor(state)
         agent.changed()
 
     async def decline(self, agent: Agent, call_id: uuid.UUID) -> None:
@@ -178,8 +212,11 @@ class Switchboard:
             raise ProtocolError("wrong_state", f"you are not in call {call_id}", "hangup")
         await self.end(live, EndReason.AGENT_HANGUP)
 
-    async def agent_gone(self, agent: Agent, *, clean: bool) -> None:
-        """The agent's socket closed (or was replaced): release its calls and its leg."""
+    async def agent_gone(self, agent: Agent, *, clean: bool, detail: str | None = None) -> None:
+        """The agent's socket closed (or was replaced): release its calls and its leg.
+
+        A call in progress ends as ``agent_hangup`` when the socket closed normally, else ``failed``.
+        """
         agent.connected = False
         for call_id in list(agent.ringing):
             live = self.calls.get(call_id)
@@ -189,7 +226,10 @@ class Switchboard:
                 if not live.rung:
                     await self.end(live, EndReason.REJECTED, detail="agent_offline")
         if agent.call_id is not None and (live := self.calls.get(agent.call_id)) is not None:
-            await self.end(live, EndReason.AGENT_HANGUP if clean else EndReason.FAILED)
+            if clean:
+                await self.end(live, EndReason.AGENT_HANGUP)
+            else:
+                await self.end(live, EndReason.FAILED, detail=detail or "agent_disconnected")
         if agent.leg is not None:
             await agent.leg.close()
             agent.leg = None
@@ -217,12 +257,12 @@ class Switchboard:
         await live.leg.close()
 
     async def close(self) -> None:
-        """Shut down: end every call, close every agent leg, wait for every write."""
+        """Shut down: refuse new calls, end every call, close every leg, wait for every write."""
+        self.closing = True
         for live in list(self.calls.values()):
             await self.end(live, EndReason.SHUTDOWN)
-        for agent in self.roster:
-            if agent.leg is not None:
-                await agent.leg.close()
+        for leg in list(self._legs):
+            await leg.close()
         await self.drain()
 
     async def drain(self) -> None:
@@ -249,16 +289,28 @@ class Switchboard:
             live.timer.cancel()
             live.timer = None
 
-    def _visitor_leg_state(self, live: LiveCall, state: LegState) -> None:
-        if state is LegState.FAILED:
+    def _new_leg(self, role: str) -> Leg:
+        """A leg this switchboard tracks until it closes, so that none outlives :meth:`close`."""
+        leg = Leg(role, self._ice)
+        self._legs.add(leg)
+        return leg
+
+    def _visitor_leg_state(self, live: LiveCall, leg: Leg, state: LegState) -> None:
+        if state is LegState.CLOSED:
+            self._legs.discard(leg)
+        # A leg closed by its peer (not by us: then the call has already ended) is as gone as a
+        # failed one.
+        if state in (LegState.FAILED, LegState.CLOSED) and not live.call.ended:
             self._spawn(self.end(live, EndReason.FAILED, detail="visitor_media_failed"))
 
     def _agent_leg_state(self, agent: Agent, leg: Leg, state: LegState) -> None:
+        if state is LegState.CLOSED:
+            self._legs.discard(leg)
         if leg is not agent.leg:
             return
         if agent.connected:
             agent.send(messages.LegState(state=state.value))
-        if state is LegState.FAILED and agent.call_id is not None:
+        if state in (LegState.FAILED, LegState.CLOSED) and agent.call_id is not None:
             live = self.calls.get(agent.call_id)
             if live is not None:
                 self._spawn(self.end(live, EndReason.FAILED, detail="agent_media_failed"))

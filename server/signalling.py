@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,12 +19,15 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from media.sdp import SdpError
 from server import logs, messages
-from server.appkeys import DATABASE, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
+from server.appkeys import DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import CookiePolicy
+from server.calls import CallState
 from server.errors import json_error
+from server.limits import TokenBucket
 from server.messages import ProtocolError
 from server.presence import Agent
 from server.routing import LiveCall
+from storage.buttons import Button
 
 log = structlog.get_logger(__name__)
 
@@ -38,40 +40,29 @@ RATE_BURST = 40
 CLOSE_REPLACED = 4001
 CLOSE_SESSION_ENDED = 4002
 CLOSE_TOO_SLOW = 4003
+_CLEAN_CLOSE = (WSCloseCode.OK, WSCloseCode.GOING_AWAY)
+# How often an agent socket checks (and refreshes) its session.
+SESSION_CHECK_SECONDS = 60.0
 
 _BUTTON_KEY = re.compile(r"^cb_[A-Za-z0-9_-]{16,64}$")
 
 Handler = Callable[[Any], Awaitable[None]]
 
 
-class _RateLimit:
-    """A token bucket: ``rate`` messages a second on average, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
-
-
 class Socket:
-    """A prepared WebSocket: bounded outbox, rate limit, and the read loop."""
+    """A prepared WebSocket: bounded outbox, rate limit, and the read loop.
 
-    def __init__(self, ws: web.WebSocketResponse, log: Any) -> None:
+    It is listed in ``registry`` while open, so that shutdown can close every socket.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, log: Any, registry: set[Socket]) -> None:
         self.ws = ws
         self.log = log
+        self._registry = registry
+        registry.add(self)
         self._outbox: asyncio.Queue[messages.Outgoing | None] = asyncio.Queue(OUTBOX_SIZE)
         self._writer = asyncio.create_task(self._write(), name="ws-writer")
-        self._limit = _RateLimit(RATE_PER_SECOND, RATE_BURST)
+        self._limit = TokenBucket(RATE_PER_SECOND, RATE_BURST)
         self._strikes = 0
         self._closing: tuple[int, str] | None = None
 
@@ -87,11 +78,13 @@ class Socket:
         """Close after the messages already queued have been sent."""
         if self._closing is None:
             self._closing = (code, reason)
-            # The writer ends at this marker; if the queue is full it is closing anyway.
-            try:
-                self._outbox.put_nowait(None)
-            except asyncio.QueueFull:
-                self._writer.cancel()
+            if self._outbox.full():
+                # A client that stopped reading gets nothing more; if it does not read even the
+                # close, the heartbeat ends the connection.
+                while not self._outbox.empty():
+                    self._outbox.get_nowait()
+            # The writer closes the socket when it reaches this marker.
+            self._outbox.put_nowait(None)
 
     async def run(self, registry: dict[str, Any], handle: Handler) -> int | None:
         """Read and dispatch messages until the socket closes; return the close code."""
@@ -111,16 +104,19 @@ class Socket:
                 self._writer.cancel()
             if not self.ws.closed:
                 await self.ws.close()
+            self._registry.discard(self)
         return self.ws.close_code
 
     async def _dispatch(self, text: str, registry: dict[str, Any], handle: Handler) -> None:
         if not self._limit.allow():
+            # Consecutive refusals: a client that keeps sending after being told is cut off.
             self._strikes += 1
             if self._strikes > RATE_BURST:
                 self.close(WSCloseCode.POLICY_VIOLATION, "message rate limit exceeded")
             else:
                 self._reject(ProtocolError("rate_limited", f"at most {RATE_PER_SECOND:g} messages a second"))
             return
+        self._strikes = 0
         try:
             message = messages.parse(text, registry)
         except ProtocolError as exc:
@@ -154,6 +150,10 @@ class Socket:
             await self.ws.close(code=code, message=reason.encode())
 
 
+#: The open sockets of an application.
+SOCKETS: web.AppKey[set[Socket]] = web.AppKey("sockets")
+
+
 def _ice_servers(request: web.Request) -> list[dict[str, Any]]:
     return [{"urls": url} for url in request.app[SETTINGS].ice_servers]
 
@@ -175,22 +175,55 @@ async def visitor_socket(request: web.Request) -> web.StreamResponse:
         log.info(logs.SOCKET_REJECTED, role="visitor", reason="origin", button_id=str(button.id))
         return json_error(403, "origin_not_allowed", "this call button may not be used from this website")
 
+    address = request.remote or ""
+    limits = request.app[LIMITS]
+    if not limits.visitor_sockets.acquire(address):
+        return json_error(429, "too_many_sockets", "too many open calls from this address")
+    try:
+        return await _visitor_session(request, button, address)
+    finally:
+        limits.visitor_sockets.release(address)
+
+
+async def _visitor_session(request: web.Request, button: Button, address: str) -> web.WebSocketResponse:
     ws = _prepare()
     await ws.prepare(request)
     bound = log.bind(role="visitor", button_id=str(button.id), org_id=str(button.organisation_id))
-    socket = Socket(ws, bound)
+    socket = Socket(ws, bound, request.app[SOCKETS])
     switchboard = request.app[SWITCHBOARD]
+    limits = request.app[LIMITS]
     live: LiveCall | None = None
     bound.info(logs.SOCKET_OPENED)
     socket.send(messages.Hello(role="visitor", button={"name": button.name}, ice_servers=_ice_servers(request)))
+
+    def send_visitor(message: messages.Outgoing) -> None:
+        socket.send(message)
+        if isinstance(message, messages.CallState) and message.state == CallState.ENDED.value:
+            # One socket, one call: once the visitor knows it ended, the socket has done its job.
+            socket.close(WSCloseCode.OK, "call ended")
+
+    def no_call_requested() -> None:
+        if live is None:
+            socket.close(WSCloseCode.POLICY_VIOLATION, "no call was requested")
+
+    deadline = asyncio.get_running_loop().call_later(limits.visitor_call_deadline, no_call_requested)
 
     async def handle(message: messages.VisitorMessage) -> None:
         nonlocal live
         if isinstance(message, messages.CallRequest):
             if live is not None:
                 raise ProtocolError("wrong_state", "this socket already has a call; open a new one", "call")
+
+            def admit() -> None:
+                if not limits.calls_per_address.allow(address) or not limits.calls_per_button.allow(button.id):
+                    raise ProtocolError("rate_limited", "too many calls from here just now; try again in a minute")
+
             live = await switchboard.place(
-                button=button, page_url=message.page_url, offer_sdp=message.sdp, send_visitor=socket.send
+                button=button,
+                page_url=message.page_url,
+                offer_sdp=message.sdp,
+                send_visitor=send_visitor,
+                admit=admit,
             )
             socket.log = bound.bind(call_id=str(live.call.id))
         elif isinstance(message, messages.VisitorHangup):
@@ -198,19 +231,21 @@ async def visitor_socket(request: web.Request) -> web.StreamResponse:
                 raise ProtocolError("wrong_state", "there is no call to hang up", "hangup")
             await switchboard.visitor_hangup(live)
 
+    code = None
     try:
-        await socket.run(messages.VISITOR_MESSAGES, handle)
+        code = await socket.run(messages.VISITOR_MESSAGES, handle)
     finally:
+        deadline.cancel()
         if live is not None and not live.call.ended:
-            await switchboard.visitor_hangup(live)
-        bound.info(logs.SOCKET_CLOSED, code=ws.close_code)
+            await switchboard.visitor_gone(live, clean=code in _CLEAN_CLOSE)
+        bound.info(logs.SOCKET_CLOSED, code=code)
     return ws
 
 
 async def agent_socket(request: web.Request) -> web.StreamResponse:
     """``GET /ws/v1/agent``: a logged-in agent's socket, from the app's own origin."""
     settings = request.app[SETTINGS]
-    if request.headers.get("Origin") != settings.origin:
+    if request.headers.get("Origin") not in settings.origins:
         log.info(logs.SOCKET_REJECTED, role="agent", reason="origin")
         return json_error(403, "origin_not_allowed", "agent sockets must come from the agent console's origin")
     cookie = CookiePolicy.for_origin(settings.origin)
@@ -223,7 +258,7 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     ws = _prepare()
     await ws.prepare(request)
     bound = log.bind(role="agent", agent_id=str(user.id), org_id=str(user.organisation_id))
-    socket = Socket(ws, bound)
+    socket = Socket(ws, bound, request.app[SOCKETS])
     agent = Agent(
         user_id=user.id,
         organisation_id=user.organisation_id,
@@ -236,7 +271,7 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     previous = request.app[ROSTER].add(agent)
     if previous is not None:
         previous.close(CLOSE_REPLACED, "replaced by a newer connection of the same agent")
-        await switchboard.agent_gone(previous, clean=True)
+        await switchboard.agent_gone(previous, clean=False, detail="agent_reconnected")
     bound.info(logs.SOCKET_OPENED)
     socket.send(
         messages.Hello(
@@ -258,12 +293,35 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
         elif isinstance(message, messages.AgentHangup):
             await switchboard.agent_hangup(agent, message.call_id)
 
+    async def watch_session() -> None:
+        """End the socket with its session (timeout, logout, disabled user); keep it alive while open."""
+        sessions = request.app[SESSIONS]
+        while True:
+            await asyncio.sleep(SESSION_CHECK_SECONDS)
+            try:
+                alive = await sessions.lookup(token) is not None
+            except Exception:
+                bound.warning(logs.SESSION_CHECK_FAILED, exc_info=True)
+                continue
+            if not alive:
+                socket.close(CLOSE_SESSION_ENDED, "the session has ended; log in again")
+                return
+
+    watcher = asyncio.create_task(watch_session(), name="agent-session-watch")
     code = None
     try:
         code = await socket.run(messages.AGENT_MESSAGES, handle)
     finally:
+        watcher.cancel()
         request.app[ROSTER].remove(agent)
         if agent.connected:
-            await switchboard.agent_gone(agent, clean=code in (WSCloseCode.OK, WSCloseCode.GOING_AWAY))
+            await switchboard.agent_gone(agent, clean=code in _CLEAN_CLOSE)
         bound.info(logs.SOCKET_CLOSED, code=code)
     return ws
+
+
+async def close_all(app: web.Application) -> None:
+    """Close every open socket (at shutdown, once calls have ended and parties been told)."""
+    sockets = app[SOCKETS]
+    for socket in list(sockets):
+        socket.close(WSCloseCode.GOING_AWAY, "the server is shutting down")

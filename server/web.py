@@ -68,7 +68,7 @@ async def csrf_guard(
     if request.method in _UNSAFE_METHODS and request.path.startswith("/api/"):
         origin = request.headers.get("Origin")
         fetch_site = request.headers.get("Sec-Fetch-Site")
-        if origin is not None and origin != request.app[SETTINGS].origin:
+        if origin is not None and origin not in request.app[SETTINGS].origins:
             raise ApiError(403, "cross_origin", "cross-origin requests may not change anything")
         if origin is None and fetch_site not in (None, "same-origin", "none"):
             raise ApiError(403, "cross_origin", "cross-site requests may not change anything")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import aiohttp
+import yarl
 
 from server.app import Running
 from storage.db import Database
@@ -155,8 +156,17 @@ async def test_pages_carry_security_headers(server: Running) -> None:
             assert script.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
         async with http.get(f"{server.url}/demo") as demo:
             assert demo.status == 404  # only in demo mode
-        async with http.get(f"{server.url}/agent/static/../../pyproject.toml") as escape:
-            assert escape.status in (403, 404)
+        # Sent as written (the client would otherwise resolve the dots itself).
+        for path in (
+            "/agent/static/../../pyproject.toml",
+            "/agent/static/%2e%2e/%2e%2e/pyproject.toml",
+            "/agent/static/..%2f..%2fpyproject.toml",
+        ):
+            async with http.get(yarl.URL(server.url + path, encoded=True)) as escape:
+                assert escape.status in (403, 404), path
+                assert "build-system" not in await escape.text()
+        async with http.get(f"{server.url}/agent/static/agent.js") as allowed:
+            assert allowed.status == 200
         async with http.get(f"{server.url}/no/such/page") as missing:
             assert missing.status == 404 and (await missing.json())["error"] == "not_found"
 

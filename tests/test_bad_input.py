@@ -9,9 +9,13 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import structlog
 
+from server import messages
 from server.app import Running
-from server.signalling import MAX_MESSAGE_BYTES
+from server.appkeys import LIMITS
+from server.limits import VISITOR_SOCKETS_PER_ADDRESS
+from server.signalling import CLOSE_TOO_SLOW, MAX_MESSAGE_BYTES, OUTBOX_SIZE, Socket
 from storage.db import Database
 from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
 from tests.peers import Agent, Message, Visitor
@@ -81,7 +85,7 @@ async def test_visitor_socket_bad_messages(server: Running, live_call: tuple[Vis
             error = await reply_error(other, text)
             assert error["code"] == code, (text[:60], error)
             assert fragment in error["message"], (text[:60], error)
-        # None of those created a call: a real call request still works on the same socket.
+        # None of those created a call.
         assert not other.messages("call_state")
         await still_talking(visitor, agent)
     finally:
@@ -205,23 +209,117 @@ async def test_agent_socket_refusals_and_wrong_state(
             ({"type": "presence", "status": "asleep"}, "bad_message", "one of 'available', 'away'"),
             ({"type": "offer", "sdp": "v=0\r\n"}, "invalid_sdp", "exactly one audio section"),
             ({"type": "call", "sdp": "x"}, "unknown_type", "unknown message type 'call'"),
+            ("{not json", "bad_json", "not valid JSON"),
+            ({"type": "accept"}, "bad_message", "missing field 'call_id' in 'accept'"),
+            ({"type": "offer"}, "bad_message", "missing field 'sdp' in 'offer'"),
+            ({"type": "presence", "status": "available", "mood": "happy"}, "bad_message", "unknown field 'mood'"),
         ]:
             error = await reply_error(other, message)
             assert (error["code"], fragment in error["message"]) == (code, True), error
+        await other.send(json.dumps({"type": "offer", "sdp": "x" * MAX_MESSAGE_BYTES}))
+        await asyncio.wait_for(other.closed.wait(), 5)
+        assert other.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
         await still_talking(visitor, agent)
     finally:
         await other.close()
 
 
-async def test_second_call_on_one_socket_is_wrong_state(server: Running, database: Database) -> None:
+async def test_one_socket_carries_one_call(server: Running, database: Database) -> None:
     (tenant,) = await make_tenant(database)
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
     visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
     try:
+        await agent.connect()
+        await agent.go_available()
         await visitor.connect()
-        await visitor.call()
-        await visitor.expect("call_state", state="ended")
-        await visitor.send({"type": "call", "sdp": visitor.pc.localDescription.sdp})  # type: ignore[union-attr]
-        error = await visitor.expect("error")
+        call_id = await visitor.call()
+        await agent.expect("ring", call_id=call_id)
+        error = await reply_error(visitor, {"type": "call", "sdp": visitor.pc.localDescription.sdp})  # type: ignore[union-attr]
         assert error["code"] == "wrong_state" and "already has a call" in error["message"]
+        # Once the visitor has heard that the call ended, the server closes the socket.
+        await visitor.send({"type": "hangup"})
+        await visitor.expect("call_state", state="ended", reason="abandoned")
+        await asyncio.wait_for(visitor.closed.wait(), 5)
+        assert visitor.close_code == aiohttp.WSCloseCode.OK
     finally:
         await visitor.close()
+        await agent.close()
+
+
+async def test_call_attempts_are_limited_per_address(server: Running, database: Database) -> None:
+    (tenant,) = await make_tenant(database)
+    codes = []
+    for _ in range(5):
+        visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+        try:
+            await visitor.connect()
+            await visitor.send({"type": "call", "sdp": await visitor.offer(440)})
+            reply = await visitor.wait_for(lambda m: m["type"] in ("call_state", "error"), 5, "a reply")
+            codes.append(reply.get("code") or reply["state"])
+        finally:
+            await visitor.close()
+    # A burst of half the per-minute rate (6 / 2 = 3) is let through; the rest are refused.
+    assert codes == ["ended", "ended", "ended", "rate_limited", "rate_limited"]
+    rows = await database.pool.fetchval("SELECT count(*) FROM calls WHERE button_id = $1", tenant.button_id)
+    assert rows == 3
+
+
+async def test_visitor_sockets_are_capped_per_address_and_must_ask_for_a_call(
+    server: Running, database: Database
+) -> None:
+    (tenant,) = await make_tenant(database)
+    server.runner.app[LIMITS].visitor_call_deadline = 1.0
+    visitors = [Visitor(server.url, tenant.button_key, VISITOR_ORIGIN) for _ in range(VISITOR_SOCKETS_PER_ADDRESS)]
+    try:
+        for visitor in visitors:
+            await visitor.connect()
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(
+                    server.url.replace("http", "ws", 1) + f"/ws/v1/visitor?key={tenant.button_key}",
+                    headers={"Origin": VISITOR_ORIGIN},
+                )
+            assert refused.value.status == 429
+        # None of them asked for a call: each is closed after the deadline, freeing its place.
+        for visitor in visitors:
+            await asyncio.wait_for(visitor.closed.wait(), 5)
+            assert visitor.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+        again = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+        await again.connect()
+        await again.close()
+    finally:
+        for visitor in visitors:
+            await visitor.close()
+
+
+async def test_a_client_that_stops_reading_is_cut_off() -> None:
+    """The outbox is bounded: a stalled client (its TCP window full) is closed with 4003 instead of
+    growing the server's memory. The stall is injected at the socket boundary."""
+
+    class StalledWebSocket:
+        def __init__(self) -> None:
+            self.sent = 0
+            self.unblock = asyncio.Event()
+            self.closed = False
+            self.close_code: int | None = None
+
+        async def send_str(self, data: str) -> None:
+            await self.unblock.wait()
+            self.sent += 1
+
+        async def close(self, *, code: int = 1000, message: bytes = b"") -> None:
+            self.closed = True
+            self.close_code = code
+
+    ws = StalledWebSocket()
+    registry: set[Socket] = set()
+    socket = Socket(ws, structlog.get_logger(), registry)  # type: ignore[arg-type]
+    for _ in range(OUTBOX_SIZE + 50):
+        socket.send(messages.Presence(status="available"))
+    ws.unblock.set()
+    for _ in range(100):
+        if ws.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert ws.close_code == CLOSE_TOO_SLOW
+    assert ws.sent <= 1  # what was queued was dropped, not delivered late

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from media.synthetic import band_share
 from server.app import Running
 from storage.db import Database
 from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
@@ -35,17 +36,28 @@ async def test_visitor_and_agent_hear_each_other(server: Running, database: Data
 
         ring = await agent.expect("ring", call_id=call_id)
         assert ring["visitor"]["page_url"] == "https://shop.example.test/cart"
-        # Before an answer the visitor hears the server's ringback (440 + 480 Hz), not the agent.
+        # Before an answer the visitor hears the server's ringback, 440 + 480 Hz together (its own
+        # 440 Hz tone echoed back would have no 480), and nothing of the agent.
         await visitor.hears(440, tolerance=45)
+        assert visitor.sink is not None
+        ringback = visitor.sink.samples()
+        assert band_share(ringback, 440) > 0.25 and band_share(ringback, 480) > 0.25
+        assert band_share(ringback, 880) < 0.01
 
         await agent.send({"type": "accept", "call_id": call_id})
         await agent.expect("call_state", call_id=call_id, state="answered")
         await visitor.expect("call_state", call_id=call_id, state="answered")
         await agent.expect("presence", status="busy")
 
-        # Each side hears exactly the other's tone.
+        # Each side hears exactly the other's tone: no ringback leaks to the agent, none stays with
+        # the visitor.
         assert abs(await visitor.hears(880) - 880) < 15
         assert abs(await agent.hears(440) - 440) < 15
+        assert agent.sink is not None
+        assert band_share(agent.sink.samples(), 480) < 0.01
+        visitor.sink._frames.clear()
+        await asyncio.sleep(1)
+        assert band_share(visitor.sink.samples(), 880) > 0.9
 
         await visitor.send({"type": "hangup"})
         ended = await agent.expect("call_state", call_id=call_id, state="ended")

@@ -14,9 +14,11 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from server.config import VARIABLES, ConfigError, Settings, markdown_table
+from server.origins import OriginError, normalise_origin
 
 ROOT = Path(__file__).parent.parent
 
@@ -82,7 +84,7 @@ def test_bootstrap_a_tenant_from_the_command_line(migrated: str) -> None:
     assert agent.returncode == 0, agent.stderr
 
     button = run_cli(
-        ["create-button", "--org", org_id, "--name", "Support", "--origin", "https://www.acme.test"],
+        ["create-button", "--org", org_id, "--name", "Support", "--origin", "https://WWW.Acme.test:443/"],
         migrated,
         extra_env={"CALLBUTTON_PUBLIC_URL": "https://calls.acme.test"},
     )
@@ -90,6 +92,8 @@ def test_bootstrap_a_tenant_from_the_command_line(migrated: str) -> None:
     key = re.search(r"button key: (cb_[A-Za-z0-9_-]+)", button.stdout)
     assert key is not None
     assert f'<script src="https://calls.acme.test/widget.js" data-button="{key[1]}" async></script>' in button.stdout
+    stored = asyncio.run(_allowed_origins(migrated, key[1]))
+    assert stored == ["https://www.acme.test"]
 
     for args, stdin, message in [
         (
@@ -117,6 +121,14 @@ def test_bootstrap_a_tenant_from_the_command_line(migrated: str) -> None:
         failed = run_cli(args, migrated, stdin=stdin)
         assert failed.returncode == 2, (args, failed.stdout, failed.stderr)
         assert message in failed.stderr, failed.stderr
+
+
+async def _allowed_origins(dsn: str, key: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetchval("SELECT allowed_origins FROM buttons WHERE public_key = $1", key))
+    finally:
+        await conn.close()
 
 
 def test_config_errors_exit_with_a_clear_message(migrated: str) -> None:
@@ -171,3 +183,22 @@ async def test_serve_demo_starts_a_local_postgres_and_prints_how_to_call() -> No
     # The local cluster was stopped with the server.
     assert not (data / "postgres" / "postmaster.pid").exists()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_origins_are_written_as_browsers_send_them() -> None:
+    assert normalise_origin("https://Shop.Example.com:443/") == "https://shop.example.com"
+    assert normalise_origin("http://shop.example.com:8080") == "http://shop.example.com:8080"
+    assert normalise_origin("http://[::1]:8080") == "http://[::1]:8080"
+    for bad in (
+        "shop.example.com",
+        "ftp://shop.example.com",
+        "https://shop.example.com/cart",
+        "https://user:pw@shop.example.com",
+        "https://shop.example.com?x=1",
+        "https://shop.example.com:99999",
+    ):
+        with pytest.raises(OriginError):
+            normalise_origin(bad)
+    settings = Settings(host="127.0.0.1", port=8080)
+    assert settings.origins == {"http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"}
+    assert Settings(public_url="https://calls.example.com").origins == {"https://calls.example.com"}

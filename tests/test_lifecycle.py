@@ -1,0 +1,158 @@
+"""How calls and sockets end when parties go away other than by hanging up, and at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from server import signalling
+from server.app import Running, start
+from server.appkeys import SWITCHBOARD
+from server.config import Settings
+from storage.db import Database
+from tests.conftest import VISITOR_ORIGIN, Tenant
+from tests.peers import Agent, Visitor
+from tests.test_call import wait_for_row
+
+
+@pytest.fixture
+async def answered(server: Running, tenant: Tenant) -> AsyncIterator[tuple[Visitor, Agent, str]]:
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    await agent.connect()
+    await agent.go_available()
+    await visitor.connect()
+    call_id = await visitor.call()
+    await agent.expect("ring", call_id=call_id)
+    await agent.send({"type": "accept", "call_id": call_id})
+    await visitor.expect("call_state", state="answered")
+    await visitor.hears(880)
+    yield visitor, agent, call_id
+    await visitor.close()
+    await agent.close()
+
+
+async def test_visitor_closing_its_peer_connection_ends_the_call(
+    answered: tuple[Visitor, Agent, str], database: Database, tenant: Tenant
+) -> None:
+    visitor, agent, call_id = answered
+    assert visitor.pc is not None
+    await visitor.pc.close()  # the socket stays open: only the media is gone
+    ended = await agent.expect("call_state", call_id=call_id, state="ended")
+    assert ended["reason"] == "failed"
+    await visitor.expect("call_state", state="ended", reason="failed", detail="visitor_media_failed")
+    await agent.expect("presence", status="available")
+    row = await wait_for_row(database, tenant, call_id, "ended")
+    assert row.end_reason == "failed"
+
+
+async def test_agent_closing_its_peer_connection_ends_the_call(
+    answered: tuple[Visitor, Agent, str], database: Database, tenant: Tenant
+) -> None:
+    visitor, agent, call_id = answered
+    assert agent.pc is not None
+    await agent.pc.close()
+    await visitor.expect("call_state", state="ended", reason="failed", detail="agent_media_failed")
+    await agent.expect("leg_state", state="closed")
+    await agent.expect("call_state", call_id=call_id, state="ended")
+    # Without a media leg the agent is not rung: away until it offers again.
+    await agent.expect("presence", status="away")
+    row = await wait_for_row(database, tenant, call_id, "ended")
+    assert row.end_reason == "failed"
+
+
+async def test_an_agent_reconnecting_mid_call_ends_it_as_failed(
+    server: Running, answered: tuple[Visitor, Agent, str], tenant: Tenant
+) -> None:
+    visitor, agent, _ = answered
+    newer = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    try:
+        newer.cookie = agent.cookie
+        await newer.connect()
+        await asyncio.wait_for(agent.closed.wait(), 5)
+        assert agent.close_code == signalling.CLOSE_REPLACED
+        await visitor.expect("call_state", state="ended", reason="failed", detail="agent_reconnected")
+        # The newer socket is a working console.
+        await newer.go_available()
+    finally:
+        await newer.close()
+
+
+async def test_an_agent_socket_ends_with_its_session(
+    server: Running, database: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signalling, "SESSION_CHECK_SECONDS", 0.2)
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    try:
+        await agent.connect()
+        await asyncio.sleep(0.5)
+        assert not agent.closed.is_set()  # a live session is kept alive by the open console
+        await database.pool.execute("UPDATE users SET disabled_at = now() WHERE id = $1", tenant.agent_id)
+        await asyncio.wait_for(agent.closed.wait(), 5)
+        assert agent.close_code == signalling.CLOSE_SESSION_ENDED
+    finally:
+        await agent.close()
+
+
+async def test_shutdown_ends_calls_tells_everyone_and_closes_sockets(
+    settings: Settings, database: Database, tenant: Tenant
+) -> None:
+    running = await start(settings, database)
+    agent = Agent(running.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(running.url, tenant.button_key, VISITOR_ORIGIN)
+    stopped = False
+    try:
+        await agent.connect()
+        await agent.go_available()
+        await visitor.connect()
+        call_id = await visitor.call()
+        await agent.expect("ring", call_id=call_id)
+        await agent.send({"type": "accept", "call_id": call_id})
+        await visitor.expect("call_state", state="answered")
+        switchboard = running.runner.app[SWITCHBOARD]
+
+        began = time.monotonic()
+        await running.stop()
+        stopped = True
+        # Nobody waits for clients to leave (aiohttp's shutdown timeout is 5 s).
+        assert time.monotonic() - began < 4
+        await visitor.expect("call_state", state="ended", reason="shutdown")
+        await agent.expect("call_state", call_id=call_id, state="ended", reason="shutdown")
+        for peer in (visitor, agent):
+            await asyncio.wait_for(peer.closed.wait(), 5)
+        assert agent.close_code == aiohttp.WSCloseCode.GOING_AWAY
+        row = await wait_for_row(database, tenant, call_id, "ended")
+        assert row.end_reason == "shutdown"
+        # Every leg the switchboard made is closed.
+        assert not switchboard._legs and not switchboard.calls
+    finally:
+        await visitor.close()
+        await agent.close()
+        if not stopped:
+            await running.stop()
+
+
+async def test_the_console_works_on_every_loopback_name(server: Running, tenant: Tenant) -> None:
+    """Without a public URL, http://localhost:PORT is the same app as http://127.0.0.1:PORT."""
+    port = server.settings.port
+    agent = Agent(f"http://localhost:{port}", tenant.agent_email, tenant.agent_password)
+    agent.base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{agent.base_url}/api/v1/session",
+                json={"email": tenant.agent_email, "password": tenant.agent_password},
+                headers={"Origin": f"http://localhost:{port}"},
+            ) as response:
+                assert response.status == 200
+                morsel = response.cookies["__Host-callbutton_session"]
+                agent.cookie = f"{morsel.key}={morsel.value}"
+        url = agent.base_url.replace("http", "ws", 1) + "/ws/v1/agent"
+        await agent.open(url, origin=f"http://localhost:{port}", headers={"Cookie": agent.cookie})
+        await agent.expect("hello")
+    finally:
+        await agent.close()
