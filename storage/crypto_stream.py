@@ -36,8 +36,8 @@ TAG_SIZE = 16
 NONCE_PREFIX_SIZE = 7
 DERIVED_KEY_SIZE = 32
 IKM_SIZE = 32
-# 4 KiB segments: a crash loses at most the segment being filled and the full one held back (which
-# waits to learn whether it is the last), about half a second of two-channel Opus.
+# 4 KiB segments: a crash loses at most the segment being filled (held back until more data shows it
+# is not the last), about a quarter to half a second of two-channel Opus.
 SEGMENT_SIZE = 4096
 HEADER_SIZE = 1 + DERIVED_KEY_SIZE + NONCE_PREFIX_SIZE
 
