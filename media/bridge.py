@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiortc.rtp import RtpPacket
 
 from media.leg import Leg
+from media.recorder import AGENT, VISITOR, Recorder
 from media.ringback import RingbackPlayer
 
 
@@ -27,8 +28,9 @@ class Bridge:
     def start_ringback(self) -> None:
         self._ringback.start()
 
-    def connect(self, agent: Leg) -> None:
-        """Stop ringback and forward audio both ways between the visitor and ``agent``.
+    def connect(self, agent: Leg, recorder: Recorder | None = None) -> None:
+        """Stop ringback and forward audio both ways between the visitor and ``agent``; with a
+        ``recorder``, hand it every forwarded packet (before rewriting: its own RTP timestamps).
 
         Synchronous, so that whoever answers a call switches its audio in the same step as its state.
         """
@@ -36,11 +38,25 @@ class Bridge:
         self.agent = agent
         visitor = self.visitor
 
-        async def visitor_to_agent(packet: RtpPacket) -> None:
-            await agent.send(visitor, packet)
+        if recorder is None:
 
-        async def agent_to_visitor(packet: RtpPacket) -> None:
-            await visitor.send(agent, packet)
+            async def visitor_to_agent(packet: RtpPacket) -> None:
+                await agent.send(visitor, packet)
+
+            async def agent_to_visitor(packet: RtpPacket) -> None:
+                await visitor.send(agent, packet)
+
+        else:
+            recorder.start()
+            tap = recorder.tap
+
+            async def visitor_to_agent(packet: RtpPacket) -> None:
+                tap(VISITOR, packet.timestamp, packet.payload)
+                await agent.send(visitor, packet)
+
+            async def agent_to_visitor(packet: RtpPacket) -> None:
+                tap(AGENT, packet.timestamp, packet.payload)
+                await visitor.send(agent, packet)
 
         visitor.inbound = visitor_to_agent
         agent.inbound = self._agent_handler = agent_to_visitor

@@ -35,3 +35,25 @@ def encode(pcm: npt.NDArray[np.int16], bitrate: int = 32000) -> list[bytes]:
         packets.extend(bytes(p) for p in codec.encode(frame))
     packets.extend(bytes(p) for p in codec.encode(None))
     return packets
+
+
+def packet_samples(packet: bytes) -> int:
+    """Samples (at 48 kHz) an Opus packet holds, from its TOC byte (RFC 6716 section 3.1)."""
+    if not packet:
+        return 0
+    toc = packet[0]
+    config = toc >> 3
+    if config < 12:  # SILK: 10, 20, 40, 60 ms
+        frame = (480, 960, 1920, 2880)[config & 3]
+    elif config < 16:  # hybrid: 10, 20 ms
+        frame = (480, 960)[config & 1]
+    else:  # CELT: 2.5, 5, 10, 20 ms
+        frame = (120, 240, 480, 960)[config & 3]
+    code = toc & 3
+    if code == 0:
+        frames = 1
+    elif code in (1, 2):
+        frames = 2
+    else:
+        frames = packet[1] & 0x3F if len(packet) > 1 else 0
+    return min(frame * frames, 5760)  # at most 120 ms per packet

@@ -2,34 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 
 from media.aiortc_seam import pin_host_addresses
 from media.leg import IceSettings
+from media.recorder import MuxWorker
 from server import api, signalling
 from server import web as pages
-from server.appkeys import DATABASE, DEMO_PAGE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
+from server.appkeys import DATABASE, DEMO_PAGE, LIMITS, RECORDINGS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import Sessions
 from server.config import Settings
 from server.demo import DemoTenant, ensure_demo_tenant
 from server.errors import error_middleware
 from server.limits import Limits
+from server.masterkey import load_master_key
 from server.presence import Roster
 from server.routing import Switchboard
 from storage.db import Database
+from storage.keys import Keyring
+from storage.recordings import RecordingStore
+
+log = structlog.get_logger(__name__)
+
+INTERRUPTED_WORK = "server.interrupted_work_closed"
 
 OPENAPI_PATH = pages.WEB_ROOT.parent / "docs" / "openapi.json"
 
 
-def create_app(settings: Settings, database: Database, *, demo_button_key: str | None = None) -> web.Application:
+def create_app(
+    settings: Settings, database: Database, recordings: RecordingStore, *, demo_button_key: str | None = None
+) -> web.Application:
     """The application for ``settings`` over an open, migrated ``database``.
 
     The caller owns the database; the application owns everything it creates (the switchboard, its
-    calls and legs) and ends them on cleanup.
+    calls and legs, the recorder's worker thread) and ends them on cleanup.
     """
     pin_host_addresses(settings.ice_host_addresses)
     app = web.Application(
@@ -42,6 +54,8 @@ def create_app(settings: Settings, database: Database, *, demo_button_key: str |
         database.accounts, idle_timeout=settings.session_idle_timeout, max_age=settings.session_max_age
     )
     app[ROSTER] = Roster()
+    app[RECORDINGS] = recordings
+    mux = MuxWorker()
     app[api.OPENAPI] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
     if demo_button_key is not None:
         app[DEMO_PAGE] = pages.render_demo_page(demo_button_key)
@@ -50,12 +64,19 @@ def create_app(settings: Settings, database: Database, *, demo_button_key: str |
         events=database.calls,
         ice=IceSettings(servers=settings.ice_servers),
         ring_timeout=settings.ring_timeout,
+        recordings=recordings,
+        mux=mux,
     )
     app[LIMITS] = Limits(
         calls_per_address=settings.call_rate_per_address, calls_per_button=settings.call_rate_per_button
     )
     app[signalling.SOCKETS] = set()
     app.on_shutdown.append(_end_calls)
+
+    async def stop_mux(app: web.Application) -> None:
+        await asyncio.to_thread(mux.close)
+
+    app.on_cleanup.append(stop_mux)
     app.router.add_get("/ws/v1/visitor", signalling.visitor_socket)
     app.router.add_get("/ws/v1/agent", signalling.agent_socket)
     api.add_routes(app)
@@ -86,6 +107,20 @@ class Running:
         await self.runner.cleanup()
 
 
+async def recover_interrupted(database: Database, recordings: RecordingStore) -> None:
+    """What a previous process left behind when it died: its calls end as failed, its recordings
+    (files without a final segment) are marked truncated; ``callbutton recording recover`` makes
+    them playable."""
+    calls = await database.calls.close_interrupted()
+    truncated = await recordings.mark_interrupted()
+    if calls or truncated:
+        log.warning(
+            INTERRUPTED_WORK,
+            calls_closed=len(calls),
+            recordings_truncated=[str(r.id) for r in truncated],
+        )
+
+
 async def start(settings: Settings, database: Database, *, demo: bool = False) -> Running:
     """Bind, build and start the server. Port 0 binds a free port, known before the app is built
     (the app's own origin, which sockets and CSRF checks compare against, includes it).
@@ -105,9 +140,13 @@ async def start(settings: Settings, database: Database, *, demo: bool = False) -
     settings = settings.with_port(sock.getsockname()[1])
     tenant = None
     try:
+        keyring = Keyring(database.pool, load_master_key(settings))
+        await keyring.check_master_key()
+        recordings = RecordingStore(database.pool, keyring, settings.recordings_root)
+        await recover_interrupted(database, recordings)
         if demo:
             tenant = await ensure_demo_tenant(database, settings.origins)
-        app = create_app(settings, database, demo_button_key=tenant.button_key if tenant else None)
+        app = create_app(settings, database, recordings, demo_button_key=tenant.button_key if tenant else None)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         await web.SockSite(runner, sock).start()

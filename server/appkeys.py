@@ -10,11 +10,13 @@ from server.limits import Limits
 from server.presence import Roster
 from server.routing import Switchboard
 from storage.db import Database
+from storage.recordings import RecordingStore
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 SESSIONS = web.AppKey("sessions", Sessions)
 ROSTER = web.AppKey("roster", Roster)
 LIMITS = web.AppKey("limits", Limits)
+RECORDINGS = web.AppKey("recordings", RecordingStore)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 DEMO_PAGE = web.AppKey("demo_page", str)

@@ -17,15 +17,17 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import structlog
 
-from server import auth, logs
+from server import auth, logs, recording_tools
 from server.app import start
 from server.config import ConfigError, Settings, markdown_table
 from server.origins import OriginError, normalise_origin
 from storage.accounts import DuplicateEmail
 from storage.db import Database
+from storage.keys import KeyringError
 from storage.localpg import LOCAL_POSTGRES, LocalPostgres, LocalPostgresError
 from storage.migrations import MigrationError
 
@@ -121,7 +123,14 @@ async def create_user(
 
 
 async def create_button(
-    settings: Settings, *, organisation: str, name: str, origins: list[str], ring_timeout: int | None
+    settings: Settings,
+    *,
+    organisation: str,
+    name: str,
+    origins: list[str],
+    ring_timeout: int | None,
+    record: bool = False,
+    notice: str | None = None,
 ) -> None:
     org_id = _uuid(organisation, "--org")
     try:
@@ -136,6 +145,8 @@ async def create_button(
             name=name,
             allowed_origins=allowed,
             ring_timeout_s=ring_timeout,
+            recording_enabled=record,
+            recording_notice=notice,
         )
         print(f"button key: {button.public_key}")
         print("embed it with:")
@@ -185,6 +196,26 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--name", required=True)
     b.add_argument("--origin", action="append", default=[], help="website origin allowed to use it (repeat)")
     b.add_argument("--ring-timeout", type=int, help="seconds to ring before no_answer")
+    b.add_argument("--record", action="store_true", help="record this button's calls (encrypted)")
+    b.add_argument("--recording-notice", help="what the widget tells visitors before a recorded call")
+
+    r = sub.add_parser("recording", help="verify, decrypt or recover a recording")
+    rsub = r.add_subparsers(dest="action", required=True)
+    verify = rsub.add_parser("verify", help="authenticate every segment and report the duration")
+    verify.add_argument("target", metavar="ID|FILE")
+    decrypt = rsub.add_parser("decrypt", help="write the playable two-channel Ogg file")
+    decrypt.add_argument("target", metavar="ID|FILE")
+    decrypt.add_argument("-o", "--output", type=Path, required=True)
+    decrypt.add_argument("--partial", action="store_true", help="write what survived of a truncated recording")
+    recover = rsub.add_parser("recover", help="complete a recording cut short by a crash (marked truncated)")
+    recover.add_argument("target", metavar="ID|FILE")
+
+    k = sub.add_parser("keys", help="master key generation and rotation")
+    ksub = k.add_subparsers(dest="action", required=True)
+    generate = ksub.add_parser("generate", help="make a new master key (printed, or written to a new file)")
+    generate.add_argument("-o", "--output", type=Path)
+    rotate = ksub.add_parser("rotate", help="re-wrap every key under a new master key; audio is not re-encrypted")
+    rotate.add_argument("--new-master-key-file", type=Path, required=True)
     return p
 
 
@@ -225,14 +256,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name=args.name,
                     origins=args.origin,
                     ring_timeout=args.ring_timeout,
+                    record=args.record,
+                    notice=args.recording_notice,
                 )
             )
-    except (ConfigError, CliError, LocalPostgresError, MigrationError) as exc:
+        elif args.command == "recording":
+            return asyncio.run(_recording(settings, args))
+        elif args.command == "keys" and args.action == "generate":
+            return recording_tools.generate(args.output)
+        elif args.command == "keys":
+            return asyncio.run(_rotate(settings, args.new_master_key_file))
+    except (ConfigError, CliError, LocalPostgresError, MigrationError, KeyringError, recording_tools.ToolError) as exc:
         print(f"callbutton: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+async def _recording(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_database(settings) as database:
+        store = recording_tools.store_for(settings, database)
+        if args.action == "verify":
+            return await recording_tools.verify(store, args.target)
+        if args.action == "decrypt":
+            return await recording_tools.decrypt(database, store, args.target, args.output, partial=args.partial)
+        return await recording_tools.recover(store, args.target)
+
+
+async def _rotate(settings: Settings, new_key_file: Path) -> int:
+    async with open_database(settings) as database:
+        return await recording_tools.rotate(settings, database, new_key_file)
 
 
 async def _migrate(settings: Settings) -> None:

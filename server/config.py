@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiortc.rtcicetransport import parse_stun_turn_uri
@@ -31,12 +31,39 @@ class Variable:
 
 VARIABLES: tuple[Variable, ...] = (
     Variable(
+        "CALLBUTTON_ENV",
+        "development",
+        "`development` or `production`. Production refuses to start without a master key.",
+    ),
+    Variable(
         "CALLBUTTON_DATABASE_URL",
         "",
         "Postgres DSN (`postgresql://user@host/db`). Empty: a local cluster is created under "
         "`CALLBUTTON_DATA_DIR/postgres` and started with the server.",
     ),
-    Variable("CALLBUTTON_DATA_DIR", "./data", "Folder for server state (the local Postgres cluster)."),
+    Variable(
+        "CALLBUTTON_DATA_DIR",
+        "./data",
+        "Folder for server state: the local Postgres cluster, recordings, a development master key.",
+    ),
+    Variable(
+        "CALLBUTTON_RECORDINGS_DIR",
+        "",
+        "Folder for encrypted recording files. Empty: `CALLBUTTON_DATA_DIR/recordings`.",
+    ),
+    Variable(
+        "CALLBUTTON_MASTER_KEY_FILE",
+        "",
+        "File holding the master key (base64 of 32 random bytes; `callbutton keys generate` makes "
+        "one). It wraps every organisation key; it never enters the database or the logs.",
+    ),
+    Variable(
+        "CALLBUTTON_MASTER_KEY",
+        "",
+        "The master key itself (base64), when a file is not practical. Empty, with no key file: in "
+        "development a key is generated into `CALLBUTTON_DATA_DIR/master.key` with a warning; in "
+        "production the server refuses to start.",
+    ),
     Variable("CALLBUTTON_HOST", "127.0.0.1", "Address the HTTP server listens on."),
     Variable("CALLBUTTON_PORT", "8080", "Port the HTTP server listens on."),
     Variable(
@@ -93,8 +120,12 @@ _DEFAULTS = {v.name: v.default for v in VARIABLES}
 class Settings:
     """Validated settings. Build with :meth:`from_env`; tests use :func:`dataclasses.replace`."""
 
+    env: str = "development"
     database_url: str = ""
     data_dir: Path = Path("./data")
+    recordings_dir: Path | None = None
+    master_key_file: Path | None = None
+    master_key: str = field(default="", repr=False)
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
@@ -125,8 +156,12 @@ class Settings:
             raise ConfigError(f"unknown setting {unknown[0]} (see the README's configuration table)")
 
         settings = cls(
+            env=_choice(get("CALLBUTTON_ENV"), "CALLBUTTON_ENV", ("development", "production")),
             database_url=get("CALLBUTTON_DATABASE_URL"),
             data_dir=Path(get("CALLBUTTON_DATA_DIR")),
+            recordings_dir=_path(get("CALLBUTTON_RECORDINGS_DIR")),
+            master_key_file=_path(get("CALLBUTTON_MASTER_KEY_FILE")),
+            master_key=get("CALLBUTTON_MASTER_KEY"),
             host=get("CALLBUTTON_HOST"),
             port=_int(get("CALLBUTTON_PORT"), "CALLBUTTON_PORT", 0, 65535),
             public_url=get("CALLBUTTON_PUBLIC_URL").rstrip("/"),
@@ -150,6 +185,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.master_key and self.master_key_file:
+            raise ConfigError("set CALLBUTTON_MASTER_KEY or CALLBUTTON_MASTER_KEY_FILE, not both")
         if self.public_url:
             try:
                 normalised = normalise_origin(self.public_url)
@@ -167,6 +204,14 @@ class Settings:
                 parse_stun_turn_uri(url)  # what aiortc will do with it on every call
             except ValueError as exc:
                 raise ConfigError(f"CALLBUTTON_ICE_SERVERS: {url!r} is malformed ({exc})") from None
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def recordings_root(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     @property
     def origin(self) -> str:
@@ -211,6 +256,10 @@ def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _path(value: str) -> Path | None:
+    return Path(value) if value else None
 
 
 def _list(value: str) -> tuple[str, ...]:

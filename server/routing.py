@@ -20,12 +20,15 @@ import structlog
 
 from media.bridge import Bridge
 from media.leg import IceSettings, Leg, LegState
+from media.recorder import MuxWorker
 from media.sdp import SdpError, check_offer
 from server import logs, messages
 from server.calls import Call, CallEvents, CallState, EndReason
 from server.messages import ProtocolError
 from server.presence import Agent, Roster
+from server.recording import CallRecording
 from storage.buttons import Button
+from storage.recordings import RecordingStore
 
 log = structlog.get_logger(__name__)
 
@@ -48,11 +51,23 @@ class LiveCall:
     #: The visitor has our SDP answer. Until then an answered state is held back, so that the
     #: visitor always gets ``answer`` before ``call_state answered``.
     visitor_has_answer: bool = False
+    recording: CallRecording | None = None
 
 
 class Switchboard:
-    def __init__(self, *, roster: Roster, events: CallEvents, ice: IceSettings, ring_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        roster: Roster,
+        events: CallEvents,
+        ice: IceSettings,
+        ring_timeout: float,
+        recordings: RecordingStore | None = None,
+        mux: MuxWorker | None = None,
+    ) -> None:
         self.roster = roster
+        self._recordings = recordings
+        self._mux = mux
         self.calls: dict[uuid.UUID, LiveCall] = {}
         self._events = events
         self._ice = ice
@@ -190,7 +205,14 @@ class Switchboard:
         self._stop_ringing(live, "answered_elsewhere")
         live.agent = agent
         agent.call_id = call_id
-        live.bridge.connect(agent.leg)
+        if live.button.recording_enabled and self._recordings is not None and self._mux is not None:
+            live.recording = CallRecording(
+                store=self._recordings, mux=self._mux, organisation_id=call.organisation_id, call_id=call.id
+            )
+            live.bridge.connect(agent.leg, live.recording.recorder)
+            live.recording.start()
+        else:
+            live.bridge.connect(agent.leg)
         state = messages.CallState(call_id=call_id, state=CallState.ANSWERED.value)
         agent.send(state)
         if live.visitor_has_answer:
@@ -254,6 +276,8 @@ class Switchboard:
         self.calls.pop(call.id, None)
         self._spawn(call.flush())
         await live.bridge.close()
+        if live.recording is not None:
+            self._spawn(live.recording.finish())
         await live.leg.close()
 
     async def close(self) -> None:

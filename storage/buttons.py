@@ -16,6 +16,8 @@ class Button:
     name: str
     allowed_origins: tuple[str, ...]
     ring_timeout_s: int | None
+    recording_enabled: bool = False
+    recording_notice: str = "This call is recorded."
 
 
 def new_public_key() -> str:
@@ -23,7 +25,7 @@ def new_public_key() -> str:
     return "cb_" + secrets.token_urlsafe(18)
 
 
-_COLUMNS = "id, organisation_id, public_key, name, allowed_origins, ring_timeout_s"
+_COLUMNS = "id, organisation_id, public_key, name, allowed_origins, ring_timeout_s, recording_enabled, recording_notice"
 
 
 def _button(row: Any) -> Button:
@@ -34,6 +36,8 @@ def _button(row: Any) -> Button:
         name=row["name"],
         allowed_origins=tuple(row["allowed_origins"]),
         ring_timeout_s=row["ring_timeout_s"],
+        recording_enabled=row["recording_enabled"],
+        recording_notice=row["recording_notice"],
     )
 
 
@@ -48,11 +52,14 @@ class Buttons:
         name: str,
         allowed_origins: list[str],
         ring_timeout_s: int | None = None,
+        recording_enabled: bool = False,
+        recording_notice: str | None = None,
     ) -> Button:
         row = await self._pool.fetchrow(
             f"""
-            INSERT INTO buttons (organisation_id, public_key, name, allowed_origins, ring_timeout_s)
-            VALUES ($1, $2, $3, $4, $5)
+            INSERT INTO buttons (organisation_id, public_key, name, allowed_origins, ring_timeout_s,
+                                 recording_enabled, recording_notice)
+            VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, 'This call is recorded.'))
             RETURNING {_COLUMNS}
             """,
             organisation_id,
@@ -60,6 +67,8 @@ class Buttons:
             name,
             allowed_origins,
             ring_timeout_s,
+            recording_enabled,
+            recording_notice,
         )
         return _button(row)
 

@@ -168,3 +168,25 @@ class CallStore:
             call_id,
         )
         return [CallEvent(**dict(r)) for r in rows]
+
+    async def close_interrupted(self) -> list[uuid.UUID]:
+        """End, as ``failed``, every call a previous process left open (it died with them).
+
+        Run at start, before taking calls. One server process per database is assumed here; the
+        scale-out work scopes this to the calls of the process that died.
+        """
+        rows = await self._pool.fetch(
+            """
+            WITH open AS (
+                SELECT id, state FROM calls WHERE state <> 'ended' FOR UPDATE
+            ), closed AS (
+                UPDATE calls c SET state = 'ended', end_reason = 'failed', ended_at = now()
+                FROM open WHERE c.id = open.id
+                RETURNING c.id, c.organisation_id, open.state AS from_state, c.ended_at
+            )
+            INSERT INTO call_events (call_id, organisation_id, at, kind, from_state, to_state, reason)
+            SELECT id, organisation_id, ended_at, 'ended', from_state, 'ended', 'failed' FROM closed
+            RETURNING call_id
+            """
+        )
+        return [r["call_id"] for r in rows]

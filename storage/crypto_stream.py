@@ -135,11 +135,20 @@ class EncryptingWriter:
 
 
 def decrypt_segments(
-    source: BinaryIO, ikm: bytes, associated_data: bytes, *, segment_size: int = SEGMENT_SIZE
+    source: BinaryIO,
+    ikm: bytes,
+    associated_data: bytes,
+    *,
+    segment_size: int = SEGMENT_SIZE,
+    torn_tail: bool = False,
 ) -> Iterator[bytes]:
     """Yield the plaintext of each segment of ``source`` in order, each authenticated before it is
     yielded. Raises :class:`StreamError` on any tampering, :class:`TruncatedError` (after yielding
     every intact segment) when the final segment is missing.
+
+    With ``torn_tail`` (recovery after a crash), a last segment shorter than a full one that does
+    not authenticate is taken for a write cut short, and reported as truncation rather than
+    tampering.
     """
     _check_parameters(ikm, segment_size)
     header = source.read(HEADER_SIZE)
@@ -173,6 +182,8 @@ def decrypt_segments(
                     yield plaintext
                     plaintext_bytes += len(plaintext)
                     raise _truncated(index + 1, plaintext_bytes, "the final segment is missing") from None
+                if torn_tail and len(segment) < size:
+                    raise _truncated(index, plaintext_bytes, "the file ends inside a segment") from None
             raise StreamError(
                 f"segment {index} does not authenticate: the file was altered, its segments reordered "
                 "or spliced, or it is opened with the wrong key or recording id"

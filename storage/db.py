@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from storage.accounts import Accounts
+from storage.audit import AuditLog
 from storage.buttons import Buttons
 from storage.calls import CallStore
 from storage.migrations import migrate, pending
@@ -20,6 +21,7 @@ class Database:
         self.accounts = Accounts(pool)
         self.buttons = Buttons(pool)
         self.calls = CallStore(pool)
+        self.audit = AuditLog(pool)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Database:

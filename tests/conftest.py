@@ -24,10 +24,13 @@ from server import auth, logs
 from server.app import Running, start
 from server.config import Settings
 from storage.db import Database
+from storage.keys import MasterKey
 from storage.localpg import LocalPostgres
 
 VISITOR_ORIGIN = "http://shop.example.test"
 AGENT_PASSWORD = "correct horse battery staple"
+# One master key for the whole run: the database outlives each test's server.
+MASTER_KEY = MasterKey.generate()
 
 logs.configure("warning", "console")
 
@@ -98,6 +101,7 @@ def settings(tmp_path: Path) -> Settings:
         ice_host_addresses=("127.0.0.1",),
         ring_timeout=20.0,
         log_level="warning",
+        master_key=MASTER_KEY.to_text(),
     )
 
 
@@ -118,11 +122,17 @@ class Tenant:
     button_id: uuid.UUID
 
 
-async def make_tenant(database: Database, *, agents: int = 1, ring_timeout_s: int | None = None) -> list[Tenant]:
+async def make_tenant(
+    database: Database, *, agents: int = 1, ring_timeout_s: int | None = None, recording: bool = False
+) -> list[Tenant]:
     """An organisation with ``agents`` agents (one Tenant each) and one button for VISITOR_ORIGIN."""
     organisation = await database.accounts.create_organisation(f"Org {uuid.uuid4().hex[:6]}")
     button = await database.buttons.create(
-        organisation.id, name="Support", allowed_origins=[VISITOR_ORIGIN], ring_timeout_s=ring_timeout_s
+        organisation.id,
+        name="Support",
+        allowed_origins=[VISITOR_ORIGIN],
+        ring_timeout_s=ring_timeout_s,
+        recording_enabled=recording,
     )
     password_hash = await auth.hash_password(AGENT_PASSWORD)
     tenants = []

@@ -1,0 +1,255 @@
+"""The call recorder: the Opus packets the bridge forwards, remuxed (never decoded or re-encoded)
+into one Ogg file with one Opus stream per party (stream 0: visitor, stream 1: agent).
+
+Timing: each party's packets are placed on the call's timeline by their RTP timestamps, anchored
+once, by arrival time, at the party's first packet. Silence (no packets) and loss (missing packets)
+become gaps on that party's stream, so the two parties stay aligned however either one is received.
+
+Threads: the bridge's tap only puts ``(recorder, party, payload, pts)`` on a bounded queue (a full
+queue drops the packet and counts it: recording never slows the call); one worker thread per process
+does all PyAV muxing and writing, for every recording, so the event loop never blocks on it.
+
+The sink is a byte sink handed in by the caller (storage's encrypting writer): this module never
+sees a key or a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import queue
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import av
+import structlog
+
+from media.opus import packet_samples
+
+log = structlog.get_logger(__name__)
+
+RECORDING_FAILED = "recording.failed"
+VISITOR, AGENT = 0, 1
+_CLOCK = 48000
+_TIME_BASE = fractions.Fraction(1, _CLOCK)
+_PRE_SKIP = 312  # the encoder delay WebRTC's Opus uses (RFC 7845 section 4.2 suggests 80 ms max)
+QUEUE_SIZE = 20_000  # about 100 calls' worth of one second of packets
+_MAX_PENDING = 500  # packets held until the sink is attached: 2.5 s of both parties
+# Ogg pages are closed every 200 ms, so a crash loses little; the I/O buffer is small for the same
+# reason: what PyAV muxes reaches the sink (and the encrypted file) within a fraction of a second.
+_MUX_OPTIONS = {"page_duration": "200000"}
+_IO_BUFFER = 4096
+
+
+class ByteSink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+    def close(self) -> None: ...
+
+
+def opus_head(channels: int = 2) -> bytes:
+    """The OpusHead identification header Ogg needs in each stream's extradata (RFC 7845 section 5.1)."""
+    return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, _PRE_SKIP, _CLOCK, 0, 0)
+
+
+@dataclass(frozen=True)
+class RecordingResult:
+    duration_ms: int
+    packets: int
+    dropped: int
+    error: str | None
+
+
+class _Party:
+    """One party's placement on the timeline: RTP time, anchored at its first packet's arrival."""
+
+    def __init__(self) -> None:
+        self.anchor: int | None = None  # timeline position of the first packet
+        self.newest_ts = 0  # RTP timestamp of the newest packet (32-bit)
+        self.newest = 0  # the same, counted from the first packet without 32-bit wraps
+        self.last_pts = -1
+        self.end = 0  # timeline position just after the latest packet
+
+    def place(self, rtp_timestamp: int, arrival: int) -> int:
+        if self.anchor is None:
+            self.anchor = arrival
+            self.newest_ts = rtp_timestamp
+            return arrival
+        delta = (rtp_timestamp - self.newest_ts) % (1 << 32)
+        if delta >= 1 << 31:
+            delta -= 1 << 32  # older than the newest: reordered
+        position = self.newest + delta
+        if delta > 0:
+            self.newest_ts, self.newest = rtp_timestamp, position
+        return self.anchor + position
+
+
+class Recorder:
+    """Records one call: :meth:`start` when the parties are connected, :meth:`tap` every packet,
+    :meth:`close` at the end. The sink may be attached after the start (opening the file takes a
+    database round trip): packets tapped before it are held, up to a few seconds' worth."""
+
+    def __init__(self, worker: MuxWorker) -> None:
+        self._sink: ByteSink | None = None
+        self._pending: list[tuple[Recorder, int, bytes, int]] = []
+        self._worker = worker
+        self._parties = (_Party(), _Party())
+        self._start: float | None = None
+        self._closing = False
+        self.dropped = 0
+        self.packets = 0
+        # Used by the worker thread only.
+        self._container: Any = None
+        self._streams: list[Any] = []
+        self._error: str | None = None
+
+    def start(self) -> None:
+        self._start = time.monotonic()
+
+    def attach(self, sink: ByteSink) -> None:
+        """Give the recording its sink; held packets go to the worker first, in order."""
+        self._sink = sink
+        pending, self._pending = self._pending, []
+        for item in pending:
+            self._enqueue(item)
+
+    def _enqueue(self, item: tuple[Recorder, int, bytes, int]) -> None:
+        if self._worker.put(item):
+            self.packets += 1
+        else:
+            self.dropped += 1
+
+    def tap(self, party: int, rtp_timestamp: int, payload: bytes) -> None:
+        """Record one packet of ``party`` (VISITOR or AGENT). Never blocks."""
+        if self._start is None or self._closing or not payload:
+            return
+        arrival = round((time.monotonic() - self._start) * _CLOCK)
+        state = self._parties[party]
+        pts = state.place(rtp_timestamp, arrival)
+        if pts <= state.last_pts:
+            return  # a duplicate or a packet too late for its place: Ogg needs rising positions
+        state.last_pts = pts
+        state.end = max(state.end, pts + packet_samples(payload))
+        item = (self, party, payload, pts)
+        if self._sink is not None:
+            self._enqueue(item)
+        elif len(self._pending) < _MAX_PENDING:
+            self._pending.append(item)
+        else:
+            self.dropped += 1
+
+    async def close(self) -> RecordingResult:
+        """Finish the file (the sink gets its final bytes and is closed) and report. Without a sink
+        (it never came) there is nothing to finish."""
+        self._closing = True
+        self._pending.clear()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._worker.finish(self, done)
+        await done
+        duration = max(p.end for p in self._parties)
+        return RecordingResult(
+            duration_ms=duration * 1000 // _CLOCK, packets=self.packets, dropped=self.dropped, error=self._error
+        )
+
+    # --- in the worker thread -----------------------------------------------------------------------
+
+    def _mux(self, party: int, payload: bytes, pts: int) -> None:
+        if self._error is not None:
+            return
+        try:
+            if self._container is None:
+                self._open()
+            packet = av.Packet(payload)
+            packet.stream = self._streams[party]
+            packet.pts = packet.dts = pts
+            packet.time_base = _TIME_BASE
+            packet.duration = packet_samples(payload)
+            self._container.mux(packet)
+        except Exception as exc:  # PyAV raises its own errors; a bad packet must not end the call
+            self._fail(exc)
+
+    def _finish(self) -> None:
+        if self._sink is None:
+            return
+        try:
+            if self._container is None and self._error is None:
+                self._open()  # an empty recording is still a valid (empty) file
+            if self._container is not None:
+                self._container.close()
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._sink.close()
+
+    def _open(self) -> None:
+        assert self._sink is not None
+        self._container = av.open(
+            _WriteOnly(self._sink), mode="w", format="ogg", options=_MUX_OPTIONS, buffer_size=_IO_BUFFER
+        )
+        for _ in (VISITOR, AGENT):
+            stream = self._container.add_stream("libopus", rate=_CLOCK)
+            stream.codec_context.layout = "stereo"
+            stream.codec_context.extradata = opus_head()
+            stream.time_base = _TIME_BASE
+            self._streams.append(stream)
+
+    def _fail(self, exc: Exception) -> None:
+        self._error = f"{type(exc).__name__}: {exc}"
+        log.error(RECORDING_FAILED, error=self._error)
+
+
+class _WriteOnly:
+    """Hides everything but ``write`` from PyAV, so it muxes for a non-seekable stream."""
+
+    def __init__(self, sink: ByteSink) -> None:
+        self.write: Callable[[bytes], object] = sink.write
+
+
+class MuxWorker:
+    """The one thread that muxes and writes every recording of the process."""
+
+    def __init__(self, size: int = QUEUE_SIZE) -> None:
+        self._queue: queue.Queue[tuple[Recorder, int, bytes, int, asyncio.Future[None] | None] | None] = queue.Queue(
+            size
+        )
+        self._thread = threading.Thread(target=self._run, name="recorder-mux", daemon=True)
+        self._thread.start()
+
+    def put(self, item: tuple[Recorder, int, bytes, int]) -> bool:
+        try:
+            self._queue.put_nowait((*item, None))
+        except queue.Full:
+            return False
+        return True
+
+    async def finish(self, recorder: Recorder, done: asyncio.Future[None]) -> None:
+        """Queue a recording's end, which must not be dropped: wait (off the loop) for room."""
+        item = (recorder, -1, b"", 0, done)
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            await asyncio.to_thread(self._queue.put, item)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            recorder, party, payload, pts, done = item
+            if done is None:
+                recorder._mux(party, payload, pts)
+                continue
+            try:
+                recorder._finish()
+            finally:
+                done.get_loop().call_soon_threadsafe(_resolve, done)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,77 @@
+"""The recording of one call: its recorder, its encrypted file, and how the two come together.
+
+Recording starts the moment the call is answered (the recorder takes packets at once); the file
+and its key need a database round trip, so they are opened alongside, and the recorder holds what
+arrives meanwhile. ``finish`` waits for the opening, finishes the file and completes the row. When
+the recording cannot be opened (database down, disk full) the call goes on unrecorded, and that is
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+
+import structlog
+
+from media.recorder import MuxWorker, Recorder
+from storage.recordings import EncryptedFile, RecordingStore
+
+log = structlog.get_logger(__name__)
+
+RECORDING_STARTED = "recording.started"
+RECORDING_FINISHED = "recording.finished"
+RECORDING_UNAVAILABLE = "recording.unavailable"
+
+
+class CallRecording:
+    def __init__(
+        self, *, store: RecordingStore, mux: MuxWorker, organisation_id: uuid.UUID, call_id: uuid.UUID
+    ) -> None:
+        self.recorder = Recorder(mux)
+        self.recording_id: uuid.UUID | None = None
+        self._store = store
+        self._organisation_id = organisation_id
+        self._call_id = call_id
+        self._log = log.bind(call_id=str(call_id), org_id=str(organisation_id))
+        self._opening: asyncio.Task[EncryptedFile | None] | None = None
+
+    def start(self) -> None:
+        """Open the file (in the background); the recorder must already be taking packets."""
+        self._opening = asyncio.create_task(self._open(datetime.datetime.now(datetime.UTC)), name="recording-open")
+
+    async def _open(self, started_at: datetime.datetime) -> EncryptedFile | None:
+        try:
+            self.recording_id, sink = await self._store.begin(
+                organisation_id=self._organisation_id, call_id=self._call_id, started_at=started_at
+            )
+        except Exception:
+            self._log.exception(RECORDING_UNAVAILABLE)
+            return None
+        self.recorder.attach(sink)
+        self._log.info(RECORDING_STARTED, recording_id=str(self.recording_id))
+        return sink
+
+    async def finish(self) -> None:
+        sink = await self._opening if self._opening is not None else None
+        result = await self.recorder.close()
+        if sink is None or self.recording_id is None:
+            return
+        await self._store.finish(
+            organisation_id=self._organisation_id,
+            recording_id=self.recording_id,
+            ended_at=datetime.datetime.now(datetime.UTC),
+            duration_ms=result.duration_ms,
+            sink=sink,
+            state="complete" if result.error is None else "truncated",
+        )
+        self._log.info(
+            RECORDING_FINISHED,
+            recording_id=str(self.recording_id),
+            duration_ms=result.duration_ms,
+            packets=result.packets,
+            dropped=result.dropped,
+            bytes=sink.size,
+            error=result.error,
+        )

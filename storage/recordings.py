@@ -1,0 +1,256 @@
+"""Recording files (encrypted as written) and the ``recordings`` table.
+
+A recording is one file, ``<root>/<organisation id>/<recording id>.cbrec``, named only from ids the
+server generated (never from user input): the streaming AEAD's header and segments, nothing else.
+The plaintext (an Ogg file) exists only in memory, segment by segment.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from storage.crypto_stream import SEGMENT_SIZE, EncryptingWriter, StreamError, TruncatedError, decrypt_segments
+from storage.keys import DataKey, Keyring, recording_associated_data
+
+SUFFIX = ".cbrec"
+
+
+class RecordingError(Exception):
+    """A recording cannot be read or written; the message says why."""
+
+
+@dataclass(frozen=True)
+class RecordingRecord:
+    id: uuid.UUID
+    organisation_id: uuid.UUID
+    call_id: uuid.UUID
+    state: str
+    started_at: datetime.datetime
+    ended_at: datetime.datetime | None
+    duration_ms: int | None
+    byte_size: int | None
+    ciphertext_sha256: bytes | None
+    container: str
+    codec: str
+
+
+class EncryptedFile:
+    """A byte sink that encrypts into a new file as it is written (the recorder's sink).
+
+    Each ciphertext segment goes to the operating system with one unbuffered write, so a killed
+    process leaves every complete segment on disk. ``close`` writes the final segment and syncs.
+    Used from one thread at a time (the recorder's worker).
+    """
+
+    def __init__(self, path: Path, ikm: bytes, associated_data: bytes) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = path
+        self.size = 0
+        self.closed = False
+        self._digest = hashlib.sha256()
+        self._file = open(path, "xb", buffering=0)
+        self._writer = EncryptingWriter(_Ciphertext(self), ikm, associated_data)
+
+    def write(self, data: bytes) -> int:
+        """Plaintext in."""
+        self._writer.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._writer.close()
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+
+    @property
+    def sha256(self) -> bytes:
+        return self._digest.digest()
+
+    def _emit(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            view = view[written:]
+        self._digest.update(data)
+        self.size += len(data)
+
+
+class _Ciphertext:
+    """The encrypting writer's sink inside an :class:`EncryptedFile`."""
+
+    def __init__(self, file: EncryptedFile) -> None:
+        self._file = file
+
+    def write(self, data: bytes) -> None:
+        self._file._emit(data)
+
+
+class RecordingStore:
+    """Recording files under one root folder, and the rows describing them."""
+
+    def __init__(self, pool: Any, keyring: Keyring, root: Path) -> None:
+        self._pool = pool
+        self.keyring = keyring
+        self.root = root.resolve()
+
+    def path(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> Path:
+        return self.root / str(organisation_id) / f"{recording_id}{SUFFIX}"
+
+    async def begin(
+        self, *, organisation_id: uuid.UUID, call_id: uuid.UUID, started_at: datetime.datetime
+    ) -> tuple[uuid.UUID, EncryptedFile]:
+        """A new recording: a fresh data key, its row (state ``recording``) and its open file."""
+        recording_id = uuid.uuid4()
+        key: DataKey = await self.keyring.new_data_key(organisation_id, recording_id)
+        await self._pool.execute(
+            """
+            INSERT INTO recordings (id, organisation_id, call_id, state, started_at, organisation_key_id, wrapped_key)
+            VALUES ($1, $2, $3, 'recording', $4, $5, $6)
+            """,
+            recording_id,
+            organisation_id,
+            call_id,
+            started_at,
+            key.organisation_key_id,
+            key.wrapped,
+        )
+        path = self.path(organisation_id, recording_id)
+        return recording_id, EncryptedFile(path, key.ikm, recording_associated_data(recording_id))
+
+    async def finish(
+        self,
+        *,
+        organisation_id: uuid.UUID,
+        recording_id: uuid.UUID,
+        ended_at: datetime.datetime,
+        duration_ms: int,
+        sink: EncryptedFile,
+        state: str = "complete",
+    ) -> None:
+        await self._pool.execute(
+            """
+            UPDATE recordings
+            SET state = $3, ended_at = $4, duration_ms = $5, byte_size = $6, ciphertext_sha256 = $7
+            WHERE organisation_id = $1 AND id = $2 AND state = 'recording'
+            """,
+            organisation_id,
+            recording_id,
+            state,
+            ended_at,
+            duration_ms,
+            sink.size,
+            sink.sha256,
+        )
+
+    async def mark_interrupted(self) -> list[RecordingRecord]:
+        """Recordings left ``recording`` by a process that died: now ``truncated`` (run at start)."""
+        rows = await self._pool.fetch(
+            f"UPDATE recordings SET state = 'truncated' WHERE state = 'recording' RETURNING {_COLUMNS}"
+        )
+        return [_record(r) for r in rows]
+
+    async def get(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> RecordingRecord | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM recordings WHERE organisation_id = $1 AND id = $2", organisation_id, recording_id
+        )
+        return None if row is None else _record(row)
+
+    async def find(self, recording_id: uuid.UUID) -> RecordingRecord | None:
+        """A recording by id alone, for operators' CLI commands (not for tenant-facing code)."""
+        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM recordings WHERE id = $1", recording_id)
+        return None if row is None else _record(row)
+
+    async def recent(self, organisation_id: uuid.UUID, limit: int = 100) -> list[RecordingRecord]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM recordings WHERE organisation_id = $1 AND state <> 'deleted' "
+            "ORDER BY started_at DESC, id DESC LIMIT $2",
+            organisation_id,
+            limit,
+        )
+        return [_record(r) for r in rows]
+
+    async def for_call(self, organisation_id: uuid.UUID, call_id: uuid.UUID) -> list[RecordingRecord]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM recordings WHERE organisation_id = $1 AND call_id = $2 ORDER BY started_at",
+            organisation_id,
+            call_id,
+        )
+        return [_record(r) for r in rows]
+
+    async def set_recovered(
+        self, recording: RecordingRecord, *, duration_ms: int, byte_size: int, sha256: bytes
+    ) -> None:
+        await self._pool.execute(
+            """
+            UPDATE recordings SET state = 'truncated', duration_ms = $3, byte_size = $4, ciphertext_sha256 = $5,
+                                  ended_at = COALESCE(ended_at, started_at + make_interval(secs => $3 / 1000.0))
+            WHERE organisation_id = $1 AND id = $2
+            """,
+            recording.organisation_id,
+            recording.id,
+            duration_ms,
+            byte_size,
+            sha256,
+        )
+
+    async def key(self, recording: RecordingRecord) -> bytes:
+        return await self.keyring.data_key(recording.organisation_id, recording.id)
+
+
+_COLUMNS = (
+    "id, organisation_id, call_id, state, started_at, ended_at, duration_ms, byte_size, ciphertext_sha256, "
+    "container, codec"
+)
+
+
+def _record(row: Any) -> RecordingRecord:
+    return RecordingRecord(**dict(row))
+
+
+def read_plaintext(path: Path, ikm: bytes, recording_id: uuid.UUID, *, allow_truncated: bool = False) -> bytes:
+    """The whole decrypted file, in memory. Raises :class:`StreamError`; a truncated file raises
+    :class:`TruncatedError` unless ``allow_truncated``, which returns what survived."""
+    with open(path, "rb") as source:
+        return b"".join(_segments(source, ikm, recording_id, allow_truncated=allow_truncated))
+
+
+def _segments(source: BinaryIO, ikm: bytes, recording_id: uuid.UUID, *, allow_truncated: bool) -> Iterator[bytes]:
+    try:
+        yield from decrypt_segments(
+            source, ikm, recording_associated_data(recording_id), segment_size=SEGMENT_SIZE, torn_tail=allow_truncated
+        )
+    except TruncatedError:
+        if not allow_truncated:
+            raise
+
+
+def rewrite_complete(path: Path, plaintext: bytes, ikm: bytes, recording_id: uuid.UUID) -> tuple[int, bytes]:
+    """Replace ``path`` with a complete encryption of ``plaintext`` (after a recovery); return the new
+    size and SHA-256. Written beside it and renamed over it, so a crash leaves one or the other."""
+    temporary = path.with_suffix(".recovering")
+    buffer = io.BytesIO()
+    writer = EncryptingWriter(buffer, ikm, recording_associated_data(recording_id))
+    writer.write(plaintext)
+    writer.close()
+    data = buffer.getvalue()
+    with open(temporary, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    return len(data), hashlib.sha256(data).digest()
+
+
+__all__ = ["RecordingError", "RecordingStore", "StreamError", "TruncatedError"]

@@ -1,0 +1,85 @@
+"""Recorded calls: written live and encrypted, two parties on two streams, in step with the call."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from media.recording_file import decode_tracks
+from media.synthetic import band_share, dominant_frequency
+from server.app import Running
+from server.appkeys import RECORDINGS, SWITCHBOARD
+from storage.crypto_stream import HEADER_SIZE
+from storage.db import Database
+from storage.recordings import RecordingRecord, RecordingStore, read_plaintext
+from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
+from tests.peers import Agent, Visitor
+from tests.test_call import wait_for_row
+
+
+async def recorded_call(server: Running, tenant: Tenant, talk_seconds: float) -> str:
+    """A call answered at once, with ``talk_seconds`` of 440 Hz (visitor) and 880 Hz (agent)."""
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()
+        await agent.go_available(tone=880)
+        await visitor.connect()
+        call_id = await visitor.call(tone=440)
+        await agent.expect("ring", call_id=call_id)
+        await agent.send({"type": "accept", "call_id": call_id})
+        await visitor.expect("call_state", state="answered")
+        await asyncio.sleep(talk_seconds)
+        await visitor.send({"type": "hangup"})
+        await agent.expect("call_state", call_id=call_id, state="ended")
+        return call_id
+    finally:
+        await visitor.close()
+        await agent.close()
+
+
+async def finished_recording(store: RecordingStore, tenant: Tenant, call_id: str) -> RecordingRecord:
+    for _ in range(100):
+        (record,) = await store.for_call(tenant.organisation_id, uuid.UUID(call_id)) or (None,)
+        if record is not None and record.state != "recording":
+            return record
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the recording of call {call_id} did not finish")
+
+
+async def test_a_recorded_call_leaves_an_encrypted_two_channel_file(server: Running, database: Database) -> None:
+    (tenant,) = await make_tenant(database, recording=True)
+    call_id = await recorded_call(server, tenant, talk_seconds=3.0)
+    row = await wait_for_row(database, tenant, call_id, "ended")
+    assert row.answered_at is not None and row.ended_at is not None
+    talk = (row.ended_at - row.answered_at).total_seconds()
+
+    store = server.runner.app[RECORDINGS]
+    record = await finished_recording(store, tenant, call_id)
+    assert record.state == "complete" and (record.container, record.codec) == ("ogg", "opus")
+    path = store.path(tenant.organisation_id, record.id)
+    ciphertext = path.read_bytes()
+    assert record.byte_size == len(ciphertext)
+    # Encrypted as written: the file is the stream header and segments, no Ogg in sight.
+    assert ciphertext[0] == HEADER_SIZE and b"OggS" not in ciphertext and b"OpusHead" not in ciphertext
+
+    plaintext = read_plaintext(path, await store.key(record), record.id)
+    assert plaintext.startswith(b"OggS")
+    tracks = decode_tracks(plaintext)
+    # Stream 0 is the visitor (440 Hz), stream 1 the agent (880 Hz), each clean of the other.
+    middle = slice(len(tracks.visitor) // 4, 3 * len(tracks.visitor) // 4)
+    assert abs((dominant_frequency(tracks.visitor[middle]) or 0) - 440) < 15
+    assert abs((dominant_frequency(tracks.agent[middle]) or 0) - 880) < 15
+    assert band_share(tracks.visitor[middle], 880) < 0.01 and band_share(tracks.agent[middle], 440) < 0.01
+    assert abs(tracks.duration_seconds - talk) < 0.5, (tracks.duration_seconds, talk)
+    assert abs(record.duration_ms / 1000 - talk) < 0.5
+
+
+async def test_calls_on_buttons_without_recording_leave_no_recording(
+    server: Running, database: Database, tenant: Tenant
+) -> None:
+    call_id = await recorded_call(server, tenant, talk_seconds=0.5)
+    await wait_for_row(database, tenant, call_id, "ended")
+    await server.runner.app[SWITCHBOARD].drain()
+    store = server.runner.app[RECORDINGS]
+    assert await store.for_call(tenant.organisation_id, uuid.UUID(call_id)) == []
