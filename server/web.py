@@ -100,6 +100,10 @@ def render_demo_page(button_key: str) -> str:
     return template.replace("{{BUTTON_KEY}}", html.escape(button_key))
 
 
+async def admin_page(request: web.Request) -> web.StreamResponse:
+    return await _file(WEB_ROOT / "admin" / "index.html", "text/html")
+
+
 async def demo_page(request: web.Request) -> web.Response:
     page = request.app.get(DEMO_PAGE)
     if page is None:
@@ -121,4 +125,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/widget.js", widget_js)
     app.router.add_get("/agent/", agent_page)
     app.router.add_static("/agent/static/", WEB_ROOT / "agent", show_index=False, follow_symlinks=False)
+    app.router.add_get("/admin/", admin_page)
+    app.router.add_static("/admin/static/", WEB_ROOT / "admin", show_index=False, follow_symlinks=False)
     app.router.add_get("/demo", demo_page)

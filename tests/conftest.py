@@ -161,3 +161,29 @@ async def make_tenant(
 @pytest.fixture
 async def tenant(database: Database) -> Tenant:
     return (await make_tenant(database))[0]
+
+
+async def make_admin(database: Database, organisation_id: uuid.UUID) -> tuple[str, str]:
+    """An admin of ``organisation_id``: (email, password)."""
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.test"
+    await database.accounts.create_user(
+        organisation_id,
+        email=email,
+        display_name="Admin",
+        role="admin",
+        password_hash=await auth.hash_password(AGENT_PASSWORD),
+    )
+    return email, AGENT_PASSWORD
+
+
+async def login_cookie(base_url: str, email: str, password: str) -> str:
+    """A session cookie header value for ``email``."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base_url}/api/v1/session", json={"email": email, "password": password}, headers={"Origin": base_url}
+        ) as response:
+            assert response.status == 200, await response.text()
+            morsel = next(iter(response.cookies.values()))
+            return f"{morsel.key}={morsel.value}"

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
+
+import aiohttp
+import av
+import numpy as np
 
 from media.recording_file import decode_tracks
 from media.synthetic import band_share, dominant_frequency
@@ -12,7 +17,7 @@ from server.appkeys import RECORDINGS, SWITCHBOARD
 from storage.crypto_stream import HEADER_SIZE
 from storage.db import Database
 from storage.recordings import RecordingRecord, RecordingStore, read_plaintext
-from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
+from tests.conftest import VISITOR_ORIGIN, Tenant, login_cookie, make_admin, make_tenant
 from tests.peers import Agent, Visitor
 from tests.test_call import wait_for_row
 
@@ -83,3 +88,74 @@ async def test_calls_on_buttons_without_recording_leave_no_recording(
     await server.runner.app[SWITCHBOARD].drain()
     store = server.runner.app[RECORDINGS]
     assert await store.for_call(tenant.organisation_id, uuid.UUID(call_id)) == []
+
+
+async def test_admins_play_and_download_with_an_audit_trail_and_other_organisations_get_404(
+    server: Running, database: Database
+) -> None:
+    (tenant,) = await make_tenant(database, recording=True)
+    call_id = await recorded_call(server, tenant, talk_seconds=2.0)
+    record = await finished_recording(server.runner.app[RECORDINGS], tenant, call_id)
+    admin = await login_cookie(server.url, *await make_admin(database, tenant.organisation_id))
+    agent = await login_cookie(server.url, tenant.agent_email, tenant.agent_password)
+    (stranger_tenant,) = await make_tenant(database)
+    stranger = await login_cookie(server.url, *await make_admin(database, stranger_tenant.organisation_id))
+    base = f"{server.url}/api/v1/recordings"
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base, headers={"Cookie": admin}) as listing:
+            assert listing.status == 200
+            assert [r["id"] for r in (await listing.json())["recordings"]] == [str(record.id)]
+        async with http.get(f"{base}/{record.id}/audio", headers={"Cookie": admin}) as whole:
+            assert whole.status == 200
+            assert whole.headers["Cache-Control"] == "no-store"
+            assert whole.headers["Accept-Ranges"] == "bytes"
+            rendering = await whole.read()
+        # The rendering is stereo: visitor (440 Hz) left, agent (880 Hz) right.
+        left, right = stereo_channels(rendering)
+        assert abs((dominant_frequency(left) or 0) - 440) < 15
+        assert abs((dominant_frequency(right) or 0) - 880) < 15
+        async with http.get(f"{base}/{record.id}/audio", headers={"Cookie": admin, "Range": "bytes=100-199"}) as part:
+            assert part.status == 206
+            assert part.headers["Content-Range"] == f"bytes 100-199/{len(rendering)}"
+            assert await part.read() == rendering[100:200]
+        async with http.get(f"{base}/{record.id}/audio", headers={"Cookie": admin, "Range": "bytes=-10"}) as tail:
+            assert tail.status == 206 and await tail.read() == rendering[-10:]
+        far = {"Cookie": admin, "Range": f"bytes={len(rendering)}-"}
+        async with http.get(f"{base}/{record.id}/audio", headers=far) as beyond:
+            assert beyond.status == 416 and beyond.headers["Content-Range"] == f"bytes */{len(rendering)}"
+        async with http.get(f"{base}/{record.id}/file", headers={"Cookie": admin}) as download:
+            assert download.status == 200 and download.headers["Cache-Control"] == "no-store"
+            assert download.headers["Content-Disposition"] == f'attachment; filename="recording-{record.id}.ogg"'
+            original = await download.read()
+        assert original.startswith(b"OggS")
+        assert abs((dominant_frequency(decode_tracks(original).agent) or 0) - 880) < 15
+
+        for path in ("", "/audio", "/file"):
+            async with http.get(f"{base}/{record.id}{path}", headers={"Cookie": stranger}) as other_org:
+                assert other_org.status == 404, path
+            async with http.get(f"{base}/{record.id}{path}", headers={"Cookie": agent}) as not_admin:
+                assert not_admin.status == 403, path
+            async with http.get(f"{base}/{record.id}{path}") as anonymous:
+                assert anonymous.status == 401, path
+        async with http.get(f"{base}/{uuid.uuid4()}/audio", headers={"Cookie": admin}) as unknown:
+            assert unknown.status == 404
+        async with http.get(f"{base}/not-a-uuid/audio", headers={"Cookie": admin}) as malformed:
+            assert malformed.status == 404
+        async with http.get(base, headers={"Cookie": stranger}) as other_listing:
+            assert (await other_listing.json())["recordings"] == []
+
+    entries = await database.audit.for_object(tenant.organisation_id, record.id)
+    assert [e.action for e in entries] == ["recording.play"] * 4 + ["recording.download"]
+    assert all(e.address == "127.0.0.1" and e.actor_id is not None for e in entries)
+    # Only the admin's requests were allowed, so only they are audited.
+    assert len({e.actor_id for e in entries}) == 1
+
+
+def stereo_channels(ogg: bytes) -> tuple[np.ndarray, np.ndarray]:
+    container = av.open(io.BytesIO(ogg))
+    frames = [f.to_ndarray() for f in container.decode(audio=0)]
+    container.close()
+    resampled = np.concatenate([f.reshape(2, -1) if f.shape[0] == 2 else f.reshape(-1, 2).T for f in frames], axis=1)
+    scale = 32767 if resampled.dtype.kind == "f" else 1
+    return (resampled[0] * scale).astype(np.int16), (resampled[1] * scale).astype(np.int16)
