@@ -15,6 +15,7 @@ from server.appkeys import DATABASE, ROSTER, SESSIONS, SETTINGS
 from server.auth import CookiePolicy, check_password_policy
 from server.errors import ApiError
 from storage.accounts import Session, User
+from storage.buttons import Button
 
 _BUTTON_KEY = re.compile(r"^cb_[A-Za-z0-9_-]{16,64}$")
 MAX_BODY = 16 * 1024
@@ -117,9 +118,17 @@ async def widget_button(request: web.Request) -> web.Response:
         )
     available = len(request.app[ROSTER].available(button.organisation_id))
     return web.json_response(
-        {"button": {"name": button.name}, "agents_available": available > 0, "protocol": 1},
+        {"button": button_json(button), "agents_available": available > 0, "protocol": 1},
         headers=headers,
     )
+
+
+def button_json(button: Button) -> dict[str, Any]:
+    """A button as visitors see it: its name, and whether (and how) they are told calls are recorded."""
+    recording: dict[str, Any] = {"enabled": button.recording_enabled}
+    if button.recording_enabled:
+        recording["notice"] = button.recording_notice
+    return {"name": button.name, "recording": recording}
 
 
 def _error_with_headers(error: ApiError, headers: dict[str, str]) -> web.Response:

@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from media.sdp import SdpError
 from server import logs, messages
 from server.appkeys import DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
+from server.api import button_json
 from server.auth import CookiePolicy
 from server.calls import CallState
 from server.errors import json_error
@@ -194,7 +195,7 @@ async def _visitor_session(request: web.Request, button: Button, address: str) -
     limits = request.app[LIMITS]
     live: LiveCall | None = None
     bound.info(logs.SOCKET_OPENED)
-    socket.send(messages.Hello(role="visitor", button={"name": button.name}, ice_servers=_ice_servers(request)))
+    socket.send(messages.Hello(role="visitor", button=button_json(button), ice_servers=_ice_servers(request)))
 
     def send_visitor(message: messages.Outgoing) -> None:
         socket.send(message)

@@ -109,13 +109,22 @@ class Org:
     button_name: str
 
 
-async def make_org(database: Database, origin: str, *, ring_timeout_s: int | None = None) -> Org:
+async def make_org(
+    database: Database,
+    origin: str,
+    *,
+    ring_timeout_s: int | None = None,
+    recording_notice: str | None = None,
+) -> Org:
+    """With ``recording_notice``, the button records its calls and tells visitors so."""
     organisation = await database.accounts.create_organisation(f"Browser org {uuid.uuid4().hex[:6]}")
     button = await database.buttons.create(
         organisation.id,
         name="Teapot support",
         allowed_origins=[origin],
         ring_timeout_s=ring_timeout_s,
+        recording_enabled=recording_notice is not None,
+        recording_notice=recording_notice,
     )
     email = f"agent-{uuid.uuid4().hex[:8]}@example.test"
     await database.accounts.create_user(

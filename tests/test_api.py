@@ -122,7 +122,11 @@ async def test_widget_lookup_is_readable_by_allowed_origins_only(server: Running
         async with http.get(url, headers={"Origin": VISITOR_ORIGIN}) as ok:
             assert ok.status == 200
             assert ok.headers["Access-Control-Allow-Origin"] == VISITOR_ORIGIN
-            assert await ok.json() == {"button": {"name": "Support"}, "agents_available": False, "protocol": 1}
+            assert await ok.json() == {
+                "button": {"name": "Support", "recording": {"enabled": False}},
+                "agents_available": False,
+                "protocol": 1,
+            }
         async with http.get(url, headers={"Origin": "https://evil.example"}) as refused:
             assert refused.status == 403
             assert (await refused.json())["error"] == "origin_not_allowed"

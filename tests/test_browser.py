@@ -225,7 +225,8 @@ async def test_browser_call_end_to_end(
 async def test_browser_ring_timeout_says_no_answer(
     server: Running, database: Database, browser: Browser, host_site: HostSite
 ) -> None:
-    org = await make_org(database, host_site.origin, ring_timeout_s=1)
+    notice = "Calls are recorded for training. Say so if you object."
+    org = await make_org(database, host_site.origin, ring_timeout_s=1, recording_notice=notice)
     agent_context = await new_context(browser)
     visitor_context = await new_context(browser)
     try:
@@ -233,6 +234,8 @@ async def test_browser_ring_timeout_says_no_answer(
         visitor = await open_visitor(visitor_context, host_site, org)
 
         await call_button(visitor, org).click()
+        # Before anyone answers, the visitor is told the call is recorded, in the button's words.
+        await expect(visitor.locator("callbutton-widget .recording")).to_have_text(notice, timeout=MEDIA_WAIT_MS)
         await expect(agent.locator("#rings .ring")).to_have_count(1, timeout=MEDIA_WAIT_MS)
         await expect(widget_status(visitor)).to_have_text("No one answered. Please try again later.", timeout=WAIT_MS)
         await expect(agent.locator("#rings .ring")).to_have_count(0, timeout=WAIT_MS)

@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
 
 async def test_an_admin_plays_a_recording_in_the_browser(
-    server: Running, database: Database, browser: Browser  # noqa: F811
+    server: Running,
+    database: Database,
+    browser: Browser,  # noqa: F811
 ) -> None:
     (tenant,) = await make_tenant(database, recording=True)
     call_id = await recorded_call(server, tenant, talk_seconds=3.0)

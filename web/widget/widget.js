@@ -71,6 +71,11 @@ button:focus-visible { outline: 3px solid #1f6feb; outline-offset: 3px; }
 }
 .title { margin: 0 0 6px; font-weight: 600; font-size: 16px; }
 .status { margin: 0; }
+.recording { margin: 8px 0 0; font-size: 13px; color: #5b6773; }
+.recording::before {
+  content: ""; display: inline-block; width: 8px; height: 8px; margin-right: 6px;
+  border-radius: 50%; background: #c62828; vertical-align: 1px;
+}
 .timer { margin: 6px 0 0; font-variant-numeric: tabular-nums; font-size: 22px; font-weight: 600; }
 .controls { display: flex; flex-wrap: wrap; gap: 8px; margin-top: 14px; }
 .controls button {
@@ -165,6 +170,7 @@ button:focus-visible { outline: 3px solid #1f6feb; outline-offset: 3px; }
     panel: el("section", { class: "panel", hidden: "" }),
     title: el("p", { class: "title" }),
     status: el("p", { class: "status" }),
+    recording: el("p", { class: "recording", hidden: "" }),
     timer: el("p", { class: "timer", role: "timer", hidden: "", "aria-label": "Call duration" }),
     mute: el("button", { type: "button", class: "mute", "aria-pressed": "false" }, "Mute"),
     hangup: el("button", { type: "button", class: "hangup" }, "Hang up"),
@@ -177,6 +183,7 @@ button:focus-visible { outline: 3px solid #1f6feb; outline-offset: 3px; }
   ui.panel.append(
     ui.title,
     ui.status,
+    ui.recording,
     ui.timer,
     el("div", { class: "controls" }, ui.mute, ui.hangup, ui.again, ui.close),
   );
@@ -186,6 +193,7 @@ button:focus-visible { outline: 3px solid #1f6feb; outline-offset: 3px; }
   // --- state ------------------------------------------------------------------------------------
 
   let buttonName = "Support";
+  let recordingNotice = null; // the button's notice when its calls are recorded
   let unavailableMessage = null; // set when the button cannot be used from this page
   let phase = "idle";
   let current = null; // the call in progress: { ws, pc, stream, callId, sent, over, timer }
@@ -207,6 +215,9 @@ button:focus-visible { outline: 3px solid #1f6feb; outline-offset: 3px; }
     ui.fab.hidden = phase !== "idle";
     ui.status.textContent = message || "";
     ui.timer.hidden = phase !== "in-call";
+    // Visitors are told a call is recorded before it connects, and while it lasts.
+    ui.recording.hidden = !active || recordingNotice === null;
+    ui.recording.textContent = recordingNotice || "";
     ui.mute.hidden = phase !== "ringing" && phase !== "in-call";
     ui.hangup.hidden = !active;
     ui.again.hidden = phase !== "ended" || unavailableMessage !== null;
@@ -222,6 +233,15 @@ button:focus-visible { outline: 3px solid #1f6feb; outline-offset: 3px; }
         target.focus();
       }
     }
+  }
+
+  function learnRecording(button) {
+    const recording = button && button.recording;
+    if (!recording || typeof recording !== "object") {
+      return;
+    }
+    recordingNotice =
+      recording.enabled === true ? String(recording.notice || "This call is recorded.").slice(0, 500) : null;
   }
 
   function endMessage(reason, detail) {
@@ -478,6 +498,9 @@ button:focus-visible { outline: 3px solid #1f6feb; outline-offset: 3px; }
     if (call.over) {
       return;
     }
+    // The socket's greeting has the button as it is now: say so if this call will be recorded.
+    learnRecording(hello.button);
+    show(phase, ui.status.textContent);
 
     try {
       const iceServers = Array.isArray(hello.ice_servers) ? hello.ice_servers : [];
@@ -576,6 +599,9 @@ button:focus-visible { outline: 3px solid #1f6feb; outline-offset: 3px; }
     if (body && body.button && typeof body.button.name === "string" && body.button.name) {
       buttonName = body.button.name.slice(0, 100);
       setLabel();
+    }
+    if (body) {
+      learnRecording(body.button);
     }
     if (body && body.agents_available === false) {
       ui.fab.classList.add("unavailable");
