@@ -19,8 +19,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from media.sdp import SdpError
 from server import logs, messages
-from server.appkeys import DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.api import button_json
+from server.appkeys import DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import CookiePolicy
 from server.calls import CallState
 from server.errors import json_error
