@@ -42,7 +42,7 @@ _MAX_PENDING = 500  # packets held until the sink is attached: 2.5 s of both par
 # Ogg pages are closed every 200 ms, so a crash loses little; the I/O buffer is small for the same
 # reason: what PyAV muxes reaches the sink (and the encrypted file) within a fraction of a second.
 _MUX_OPTIONS = {"page_duration": "200000"}
-_IO_BUFFER = 4096
+_IO_BUFFER = 1024
 
 
 class ByteSink(Protocol):

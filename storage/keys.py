@@ -51,9 +51,9 @@ class MasterKey:
     @classmethod
     def from_text(cls, text: str) -> MasterKey:
         """A master key written as base64 (standard or URL-safe alphabet, padding optional)."""
-        cleaned = text.strip()
+        cleaned = text.strip().rstrip("=").replace("-", "+").replace("_", "/")
         try:
-            raw = base64.urlsafe_b64decode(cleaned.replace("+", "-").replace("/", "_") + "=" * (-len(cleaned) % 4))
+            raw = base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise KeyringError("the master key is not base64") from None
         return cls(raw)

@@ -194,8 +194,9 @@ class RecordingStore:
     ) -> None:
         await self._pool.execute(
             """
-            UPDATE recordings SET state = 'truncated', duration_ms = $3, byte_size = $4, ciphertext_sha256 = $5,
-                                  ended_at = COALESCE(ended_at, started_at + make_interval(secs => $3 / 1000.0))
+            UPDATE recordings SET state = 'truncated', duration_ms = $3::integer, byte_size = $4,
+                                  ciphertext_sha256 = $5,
+                                  ended_at = COALESCE(ended_at, started_at + $3::integer * interval '1 millisecond')
             WHERE organisation_id = $1 AND id = $2
             """,
             recording.organisation_id,

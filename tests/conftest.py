@@ -24,13 +24,11 @@ from server import auth, logs
 from server.app import Running, start
 from server.config import Settings
 from storage.db import Database
-from storage.keys import MasterKey
 from storage.localpg import LocalPostgres
+from tests.run_keys import MASTER_KEY
 
 VISITOR_ORIGIN = "http://shop.example.test"
 AGENT_PASSWORD = "correct horse battery staple"
-# One master key for the whole run: the database outlives each test's server.
-MASTER_KEY = MasterKey.generate()
 
 logs.configure("warning", "console")
 
@@ -187,3 +185,21 @@ async def login_cookie(base_url: str, email: str, password: str) -> str:
             assert response.status == 200, await response.text()
             morsel = next(iter(response.cookies.values()))
             return f"{morsel.key}={morsel.value}"
+
+
+@pytest.fixture
+async def fresh_database(migrated: str) -> AsyncIterator[tuple[str, Database]]:
+    """A migrated database of its own, for tests that change every organisation (key rotation)."""
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(migrated)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    host_part, _, query = migrated.partition("?")
+    dsn = host_part.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    database = await Database.connect(dsn, min_size=1, max_size=5)
+    await database.migrate()
+    try:
+        yield dsn, database
+    finally:
+        await database.close()
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

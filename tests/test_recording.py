@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import aiohttp
 import av
@@ -19,6 +23,7 @@ from storage.db import Database
 from storage.recordings import RecordingRecord, RecordingStore, read_plaintext
 from tests.conftest import VISITOR_ORIGIN, Tenant, login_cookie, make_admin, make_tenant
 from tests.peers import Agent, Visitor
+from tests.run_keys import MASTER_KEY
 from tests.test_call import wait_for_row
 
 
@@ -159,3 +164,59 @@ def stereo_channels(ogg: bytes) -> tuple[np.ndarray, np.ndarray]:
     resampled = np.concatenate([f.reshape(2, -1) if f.shape[0] == 2 else f.reshape(-1, 2).T for f in frames], axis=1)
     scale = 32767 if resampled.dtype.kind == "f" else 1
     return (resampled[0] * scale).astype(np.int16), (resampled[1] * scale).astype(np.int16)
+
+
+async def test_the_cli_verifies_and_decrypts_and_names_what_is_wrong(
+    server: Running, database: Database, migrated: str, tmp_path: Path
+) -> None:
+    (tenant,) = await make_tenant(database, recording=True)
+    first = await finished_recording(
+        server.runner.app[RECORDINGS], tenant, await recorded_call(server, tenant, talk_seconds=1.0)
+    )
+    second = await finished_recording(
+        server.runner.app[RECORDINGS], tenant, await recorded_call(server, tenant, talk_seconds=1.0)
+    )
+    store = server.runner.app[RECORDINGS]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
+    env.update(
+        {
+            "CALLBUTTON_DATABASE_URL": migrated,
+            "CALLBUTTON_RECORDINGS_DIR": str(store.root),
+            "CALLBUTTON_MASTER_KEY": MASTER_KEY.to_text(),
+            "CALLBUTTON_LOG_LEVEL": "warning",
+        }
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "server", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    ok = cli("recording", "verify", str(first.id))
+    assert ok.returncode == 0 and "every segment authenticates" in ok.stdout, ok.stdout + ok.stderr
+    out = tmp_path / "first.ogg"
+    decrypted = cli("recording", "decrypt", str(first.id), "-o", str(out))
+    assert decrypted.returncode == 0, decrypted.stderr
+    assert abs((dominant_frequency(decode_tracks(out.read_bytes()).visitor) or 0) - 440) < 15
+    assert cli("recording", "decrypt", str(first.id), "-o", str(out)).returncode == 2  # never overwrites
+    assert [e.action for e in await database.audit.for_object(tenant.organisation_id, first.id)] == [
+        "recording.decrypt"
+    ]
+
+    # A bit flipped in a copy of the file.
+    original = store.path(tenant.organisation_id, first.id)
+    tampered = tmp_path / "tampered" / original.name
+    tampered.parent.mkdir()
+    data = bytearray(original.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    tampered.write_bytes(bytes(data))
+    bad = cli("recording", "verify", str(tampered))
+    assert bad.returncode == 1 and "INVALID" in bad.stdout and "does not authenticate" in bad.stdout
+    # The first recording's file passed off as the second's: bound to its own id, it fails.
+    swapped = tmp_path / "swapped" / store.path(tenant.organisation_id, second.id).name
+    swapped.parent.mkdir()
+    swapped.write_bytes(original.read_bytes())
+    wrong_id = cli("recording", "verify", str(swapped))
+    assert wrong_id.returncode == 1 and "wrong key or recording id" in wrong_id.stdout
+    unknown = cli("recording", "verify", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and "no recording" in unknown.stderr

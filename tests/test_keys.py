@@ -1,0 +1,146 @@
+"""The key hierarchy: wrapping bound to what is wrapped, the master key checked at start, rotation."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from media.recording_file import decode_tracks
+from media.synthetic import dominant_frequency
+from server.app import start
+from server.config import Settings
+from storage.db import Database
+from storage.keys import Keyring, KeyringError, MasterKey
+from storage.recordings import RecordingStore, read_plaintext
+from tests.conftest import login_cookie, make_admin, make_tenant
+from tests.test_recording import finished_recording, recorded_call
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_master_keys_are_read_checked_and_never_printed() -> None:
+    key = MasterKey.generate()
+    assert MasterKey.from_text(key.to_text()) == key
+    assert MasterKey.from_text(key.to_text() + "=\n") == key
+    assert key.to_text() not in repr(key) and key.id in repr(key)
+    with pytest.raises(KeyringError, match="not base64"):
+        MasterKey.from_text("not base64 at all!")
+    with pytest.raises(KeyringError, match="32 bytes"):
+        MasterKey.from_text("c2hvcnQ")
+
+
+async def test_a_wrapped_key_only_unwraps_for_its_own_recording(fresh_database: tuple[str, Database]) -> None:
+    _, database = fresh_database
+    (tenant,) = await make_tenant(database)
+    keyring = Keyring(database.pool, MasterKey.generate())
+    first, second = uuid.uuid4(), uuid.uuid4()
+    key = await keyring.new_data_key(tenant.organisation_id, first)
+    for recording_id in (first, second):
+        call_id = uuid.uuid4()
+        await database.pool.execute(
+            "INSERT INTO calls (id, organisation_id, button_id, state, created_at) "
+            "VALUES ($1, $2, $3, 'created', now())",
+            call_id,
+            tenant.organisation_id,
+            tenant.button_id,
+        )
+        await database.pool.execute(
+            "INSERT INTO recordings (id, organisation_id, call_id, state, started_at, organisation_key_id, "
+            "wrapped_key) VALUES ($1, $2, $3, 'recording', now(), $4, $5)",
+            recording_id,
+            tenant.organisation_id,
+            call_id,
+            key.organisation_key_id,
+            key.wrapped,
+        )
+    assert await keyring.data_key(tenant.organisation_id, first) == key.ikm
+    # The same wrapped key copied onto another recording's row does not unwrap there.
+    with pytest.raises(KeyringError, match="does not unwrap"):
+        await keyring.data_key(tenant.organisation_id, second)
+    # A server started with another master key refuses, naming both keys.
+    other = Keyring(database.pool, MasterKey.generate())
+    with pytest.raises(KeyringError, match=f"wrapped by master key {keyring.master_key_id}"):
+        await other.check_master_key()
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_rotation_rewraps_every_key_and_the_old_master_key_is_no_longer_needed(
+    fresh_database: tuple[str, Database], settings: Settings, tmp_path: Path
+) -> None:
+    dsn, database = fresh_database
+    old = MasterKey.generate()
+    settings = dataclasses.replace(settings, master_key=old.to_text(), recordings_dir=tmp_path / "recordings")
+    (tenant,) = await make_tenant(database, recording=True)
+    running = await start(settings, database)
+    try:
+        call_id = await recorded_call(running, tenant, talk_seconds=1.5)
+        store = RecordingStore(database.pool, Keyring(database.pool, old), tmp_path / "recordings")
+        record = await finished_recording(store, tenant, call_id)
+    finally:
+        await running.stop()
+    path = store.path(tenant.organisation_id, record.id)
+    ciphertext_before = path.read_bytes()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
+    env.update(
+        {
+            "CALLBUTTON_DATABASE_URL": dsn,
+            "CALLBUTTON_RECORDINGS_DIR": str(tmp_path / "recordings"),
+            "CALLBUTTON_LOG_LEVEL": "warning",
+        }
+    )
+    new_file = tmp_path / "new-master.key"
+    generated = cli(["keys", "generate", "-o", str(new_file)], env)
+    assert generated.returncode == 0 and oct(new_file.stat().st_mode & 0o777) == "0o600"
+    rotated = cli(
+        ["keys", "rotate", "--new-master-key-file", str(new_file)], {**env, "CALLBUTTON_MASTER_KEY": old.to_text()}
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    assert "1 recording key(s) re-wrapped" in rotated.stdout and "no longer needed" in rotated.stdout
+
+    # The audio was not re-encrypted; only keys changed.
+    assert path.read_bytes() == ciphertext_before
+    # Nothing in the database unwraps with the old key any more.
+    with pytest.raises(KeyringError):
+        await Keyring(database.pool, old).data_key(tenant.organisation_id, record.id)
+    retired = await database.pool.fetch("SELECT wrapped_key FROM organisation_keys WHERE retired_at IS NOT NULL")
+    assert retired and all(r["wrapped_key"] == b"" for r in retired)
+
+    # With only the new key configured, the recording verifies and plays.
+    new_env = {**env, "CALLBUTTON_MASTER_KEY_FILE": str(new_file)}
+    verified = cli(["recording", "verify", str(record.id)], new_env)
+    assert verified.returncode == 0 and "every segment authenticates" in verified.stdout, (
+        verified.stdout + verified.stderr
+    )
+    new = MasterKey.from_text(new_file.read_text())
+    running = await start(dataclasses.replace(settings, master_key="", master_key_file=new_file), database)
+    try:
+        admin = await login_cookie(running.url, *await make_admin(database, tenant.organisation_id))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{running.url}/api/v1/recordings/{record.id}/file", headers={"Cookie": admin}) as got:
+                assert got.status == 200
+                tracks = decode_tracks(await got.read())
+        assert abs((dominant_frequency(tracks.visitor) or 0) - 440) < 15
+        # New recordings are made under the new hierarchy too.
+        call_id = await recorded_call(running, tenant, talk_seconds=0.5)
+        store = RecordingStore(database.pool, Keyring(database.pool, new), tmp_path / "recordings")
+        second = await finished_recording(store, tenant, call_id)
+        assert read_plaintext(store.path(tenant.organisation_id, second.id), await store.key(second), second.id)
+    finally:
+        await running.stop()
+
+    # The old key no longer starts the server: it says which key the database needs.
+    with pytest.raises(KeyringError, match=f"wrapped by master key {new.id}"):
+        await start(settings, database)

@@ -1,0 +1,159 @@
+"""A server killed with SIGKILL in the middle of a recorded call: at the next start the call is
+closed as failed and the recording listed as truncated; ``recording recover`` makes it playable, with
+everything up to about a second before the kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from media.recording_file import decode_tracks
+from media.synthetic import dominant_frequency
+from storage.db import Database
+from storage.keys import Keyring
+from storage.recordings import RecordingStore, read_plaintext
+from tests.conftest import VISITOR_ORIGIN, make_tenant
+from tests.peers import Agent, Visitor
+from tests.run_keys import MASTER_KEY
+from tests.test_call import wait_for_row
+
+ROOT = Path(__file__).parent.parent
+
+
+class ServerProcess:
+    """``callbutton serve`` in a process of its own, on a free port."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: asyncio.subprocess.Process | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server", "serve", env=self.env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
+        )
+        assert self.process.stderr is not None
+        while not self.url:
+            line = await asyncio.wait_for(self.process.stderr.readline(), 30)
+            assert line, "the server exited before it started"
+            event = json.loads(line)
+            if event.get("event") == "server.started":
+                self.url = event["url"]
+        self._drain = asyncio.create_task(self._discard(self.process.stderr))
+
+    @staticmethod
+    async def _discard(stream: asyncio.StreamReader) -> None:
+        while await stream.readline():
+            pass
+
+    async def kill(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        await asyncio.wait_for(self.process.wait(), 30)
+        await self._drain
+
+
+@pytest.fixture
+async def environment(migrated: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
+    env.update(
+        {
+            "CALLBUTTON_DATABASE_URL": migrated,
+            "CALLBUTTON_DATA_DIR": str(tmp_path),
+            "CALLBUTTON_PORT": "0",
+            "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1",
+            "CALLBUTTON_MASTER_KEY": MASTER_KEY.to_text(),
+            "CALLBUTTON_LOG_FORMAT": "json",
+        }
+    )
+    yield env
+
+
+async def test_sigkill_mid_call_leaves_a_recoverable_truncated_recording(
+    environment: dict[str, str], database: Database, tmp_path: Path
+) -> None:
+    (tenant,) = await make_tenant(database, recording=True)
+    first = ServerProcess(environment)
+    await first.start()
+    agent = Agent(first.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(first.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()
+        await agent.go_available(tone=880)
+        await visitor.connect()
+        call_id = await visitor.call(tone=440)
+        await agent.expect("ring", call_id=call_id)
+        await agent.send({"type": "accept", "call_id": call_id})
+        await visitor.expect("call_state", state="answered")
+        answered = time.monotonic()
+        await asyncio.sleep(4.0)
+        talked = time.monotonic() - answered
+        await first.kill(signal.SIGKILL)
+    finally:
+        await visitor.close()
+        await agent.close()
+
+    # Nothing closed the call or the recording: the process died with them.
+    row = await database.calls.get(tenant.organisation_id, uuid.UUID(call_id))
+    assert row is not None and row.state == "answered"
+
+    second = ServerProcess(environment)
+    await second.start()
+    try:
+        row = await wait_for_row(database, tenant, call_id, "ended")
+        assert row.end_reason == "failed"
+        store = RecordingStore(database.pool, Keyring(database.pool, MASTER_KEY), tmp_path / "recordings")
+        (record,) = await store.for_call(tenant.organisation_id, uuid.UUID(call_id))
+        assert record.state == "truncated"
+
+        cli_env = {**environment, "CALLBUTTON_LOG_FORMAT": "console", "CALLBUTTON_LOG_LEVEL": "warning"}
+        verify = subprocess.run(
+            [sys.executable, "-m", "server", "recording", "verify", str(record.id)],
+            env=cli_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert verify.returncode == 1 and "TRUNCATED" in verify.stdout, verify.stdout + verify.stderr
+        recover = subprocess.run(
+            [sys.executable, "-m", "server", "recording", "recover", str(record.id)],
+            env=cli_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert recover.returncode == 0, recover.stdout + recover.stderr
+        assert "s survived; marked truncated" in recover.stdout
+        verify = subprocess.run(
+            [sys.executable, "-m", "server", "recording", "verify", str(record.id)],
+            env=cli_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert verify.returncode == 0 and "every segment authenticates" in verify.stdout, verify.stdout
+
+        recovered = await store.get(tenant.organisation_id, record.id)
+        assert recovered is not None and recovered.state == "truncated"
+        plaintext = read_plaintext(store.path(tenant.organisation_id, record.id), await store.key(recovered), record.id)
+        tracks = decode_tracks(plaintext)
+        # Everything but about the last second before the kill survived, both parties in it.
+        assert talked - 1.2 <= tracks.duration_seconds <= talked + 0.2, (tracks.duration_seconds, talked)
+        assert abs((dominant_frequency(tracks.visitor[: len(tracks.visitor) // 2]) or 0) - 440) < 15
+        assert abs((dominant_frequency(tracks.agent[: len(tracks.agent) // 2]) or 0) - 880) < 15
+        assert abs(recovered.duration_ms / 1000 - tracks.duration_seconds) < 0.1
+    finally:
+        await second.kill(signal.SIGTERM)
