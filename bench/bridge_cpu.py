@@ -1,14 +1,15 @@
 """Server CPU per bridged call: callbutton's RTP-level bridge against stock aiortc relaying, one run.
 
 A media host runs in its own process and terminates both legs of N calls, either with callbutton's
-legs and bridge (``bridge``) or the way a stock aiortc server relays (``relay``: each received track
-goes through ``MediaRelay`` into the other leg's sender, which decodes and re-encodes). This process
+legs and bridge (``bridge``), the same recording every call into an encrypted file (``record``), or
+the way a stock aiortc server relays (``relay``: each received track goes through ``MediaRelay``
+into the other leg's sender, which decodes and re-encodes). This process
 plays both parties of every call with synthetic peers (pre-encoded tones), checks that each side hears
 the other's tone, and reads the host's CPU time from /proc over a fixed window.
 
     .venv/bin/python bench/bridge_cpu.py --calls 10 --seconds 20
 
-Prints CPU per call (% of one core) for each mode and the ratio bridge / relay.
+Prints CPU per call (% of one core) for each mode, the ratios to relay, and what recording adds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,10 @@ from aiortc.contrib.media import MediaRelay
 from media.aiortc_seam import pin_host_addresses
 from media.bridge import Bridge
 from media.leg import IceSettings, Leg
+from media.recorder import MuxWorker, Recorder
 from media.synthetic import AudioSink, OpusLoopTrack, dominant_frequency
+from storage.keys import recording_associated_data
+from storage.recordings import EncryptedFile
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -48,14 +55,29 @@ async def host(mode: str) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     keep: list[Any] = []
+    recorders: list[Recorder] = []
     relay = MediaRelay()
+    mux = MuxWorker()
+    folder = Path(tempfile.mkdtemp(prefix="bench-recordings-"))
     while line := await reader.readline():
         request = json.loads(line)
-        if mode == "bridge":
+        if mode in ("bridge", "record"):
             visitor, agent = Leg("visitor", IceSettings()), Leg("agent", IceSettings())
             answers = [await visitor.answer(request["visitor"]), await agent.answer(request["agent"])]
             bridge = Bridge(visitor)
-            bridge.connect(agent)
+            if mode == "record":
+                # The server's recording path without the database: a recorder into an encrypted file.
+                recording_id = uuid.uuid4()
+                recorder = Recorder(mux)
+                bridge.connect(agent, recorder)
+                recorder.attach(
+                    EncryptedFile(
+                        folder / f"{recording_id}.cbrec", os.urandom(32), recording_associated_data(recording_id)
+                    )
+                )
+                recorders.append(recorder)
+            else:
+                bridge.connect(agent)
             keep += [visitor, agent, bridge]
         else:
             pcs = [RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2)]
@@ -69,8 +91,12 @@ async def host(mode: str) -> None:
                 answers.append(pc.localDescription.sdp)
             keep += pcs
         print(json.dumps(answers), flush=True)
+    for recorder in recorders:
+        await recorder.close()
     for item in keep:
         await item.close()
+    mux.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- the driver ------------------------------------------------------------------------------------
@@ -135,18 +161,20 @@ async def run_mode(mode: str, calls: int, seconds: float) -> float:
 async def main(calls: int, seconds: float) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     pin_host_addresses(["127.0.0.1"])
-    results = {mode: await run_mode(mode, calls, seconds) for mode in ("relay", "bridge")}
+    results = {mode: await run_mode(mode, calls, seconds) for mode in ("relay", "bridge", "record")}
     print(f"{calls} concurrent calls, {seconds:g} s window, server CPU per call (% of one core):")
     for mode, value in results.items():
         print(f"  {mode:7s} {value:6.2f}%")
     print(f"  ratio bridge / relay: {results['bridge'] / results['relay']:.3f}")
+    print(f"  ratio record / relay: {results['record'] / results['relay']:.3f}")
+    print(f"  recording adds {results['record'] - results['bridge']:.2f}% of a core per call")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--host", choices=("bridge", "relay"), help=argparse.SUPPRESS)
+    parser.add_argument("--host", choices=("bridge", "record", "relay"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.host:
         asyncio.run(host(args.host))

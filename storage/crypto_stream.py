@@ -115,11 +115,16 @@ class EncryptingWriter:
         if self._closed:
             raise ValueError("write to a closed stream")
         self._buffer += data
-        # Keep a full segment back until more data shows it is not the last.
-        while len(self._buffer) > self._capacity:
-            capacity = self._capacity
-            self._emit(bytes(self._buffer[:capacity]), last=False)
-            del self._buffer[:capacity]
+        # Keep a full segment back until more data shows it is not the last. Segments are cut from a
+        # view and the buffer shortened once, not once per segment.
+        offset = 0
+        with memoryview(self._buffer) as view:
+            while len(self._buffer) - offset > self._capacity:
+                capacity = self._capacity
+                self._emit(view[offset : offset + capacity], last=False)
+                offset += capacity
+        if offset:
+            del self._buffer[:offset]
 
     def close(self) -> None:
         if not self._closed:
@@ -127,7 +132,7 @@ class EncryptingWriter:
             self._buffer.clear()
             self._closed = True
 
-    def _emit(self, plaintext: bytes, *, last: bool) -> None:
+    def _emit(self, plaintext: bytes | memoryview, *, last: bool) -> None:
         segment = self._aead.encrypt(_nonce(self._prefix, self._index, last), plaintext, None)
         self._sink.write(segment)
         self.ciphertext_bytes += len(segment)
