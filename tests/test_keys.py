@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -15,9 +17,11 @@ import pytest
 from media.recording_file import decode_tracks
 from media.synthetic import dominant_frequency
 from server.app import start
-from server.config import Settings
+from server.config import ConfigError, Settings
+from server.masterkey import load_master_key
 from storage.db import Database
 from storage.keys import Keyring, KeyringError, MasterKey
+from storage.localpg import find_bin_dir
 from storage.recordings import RecordingStore, read_plaintext
 from tests.conftest import login_cookie, make_admin, make_tenant
 from tests.test_recording import finished_recording, recorded_call
@@ -144,3 +148,46 @@ async def test_rotation_rewraps_every_key_and_the_old_master_key_is_no_longer_ne
     # The old key no longer starts the server: it says which key the database needs.
     with pytest.raises(KeyringError, match=f"wrapped by master key {new.id}"):
         await start(settings, database)
+
+
+def test_production_refuses_to_start_without_a_master_key_and_development_makes_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="production mode needs a master key"):
+        load_master_key(Settings(env="production", data_dir=tmp_path))
+    generated = load_master_key(Settings(data_dir=tmp_path))
+    key_file = tmp_path / "master.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert load_master_key(Settings(data_dir=tmp_path)) == generated  # kept for the next start
+    configured = MasterKey.generate()
+    assert load_master_key(Settings(env="production", master_key=configured.to_text())) == configured
+    with pytest.raises(ConfigError, match="not both"):
+        Settings.from_env({"CALLBUTTON_MASTER_KEY": "x", "CALLBUTTON_MASTER_KEY_FILE": "/x"})
+
+
+async def test_the_master_key_never_reaches_the_database_or_the_logs(
+    fresh_database: tuple[str, Database], settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dsn, database = fresh_database
+    key = MasterKey.generate()
+    settings = dataclasses.replace(settings, master_key=key.to_text(), recordings_dir=tmp_path / "recordings")
+    (tenant,) = await make_tenant(database, recording=True)
+    caplog.set_level(logging.DEBUG)
+    running = await start(settings, database)
+    try:
+        call_id = await recorded_call(running, tenant, talk_seconds=0.5)
+        await finished_recording(
+            RecordingStore(database.pool, Keyring(database.pool, key), tmp_path / "recordings"), tenant, call_id
+        )
+    finally:
+        await running.stop()
+    dump = subprocess.run(
+        [str(find_bin_dir() / "pg_dump"), "--data-only", "--inserts", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "organisation_keys" in dump and "recordings" in dump
+    for form in (key.to_text(), key.key.hex(), base64.b64encode(key.key).decode()):
+        assert form not in dump
+        assert form not in caplog.text
+    assert key.id in caplog.text  # the fingerprint is what identifies it
