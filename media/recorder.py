@@ -36,6 +36,8 @@ RECORDING_FAILED = "recording.failed"
 VISITOR, AGENT = 0, 1
 _CLOCK = 48000
 _TIME_BASE = fractions.Fraction(1, _CLOCK)
+#: How far (in samples) a party's RTP clock may disagree with arrival times before it is re-anchored.
+MAX_SKEW = _CLOCK  # one second: more than any jitter buffer a browser runs
 _PRE_SKIP = 312  # the encoder delay WebRTC's Opus uses (RFC 7845 section 4.2 suggests 80 ms max)
 QUEUE_SIZE = 20_000  # about 100 calls' worth of one second of packets
 _MAX_PENDING = 500  # packets held until the sink is attached: 2.5 s of both parties
@@ -61,14 +63,22 @@ class RecordingResult:
     duration_ms: int
     packets: int
     dropped: int
+    late: int
     error: str | None
 
 
 class _Party:
-    """One party's placement on the timeline: RTP time, anchored at its first packet's arrival."""
+    """One party's placement on the timeline.
+
+    Packets are placed by RTP time (so jitter does not smear them and gaps stay gaps), from an anchor
+    set by arrival time. The sender chooses its timestamps, so they are trusted only near the truth:
+    a packet whose RTP position is more than ``MAX_SKEW`` away from its arrival (a sender restart, a
+    clock jump, a hostile peer) re-anchors the party at its arrival, just after what is already
+    placed. The timeline therefore never runs ahead of the call's real length by more than that.
+    """
 
     def __init__(self) -> None:
-        self.anchor: int | None = None  # timeline position of the first packet
+        self.anchor: int | None = None  # timeline position of RTP position 0
         self.newest_ts = 0  # RTP timestamp of the newest packet (32-bit)
         self.newest = 0  # the same, counted from the first packet without 32-bit wraps
         self.last_pts = -1
@@ -83,9 +93,15 @@ class _Party:
         if delta >= 1 << 31:
             delta -= 1 << 32  # older than the newest: reordered
         position = self.newest + delta
-        if delta > 0:
+        pts = self.anchor + position
+        if abs(pts - arrival) > MAX_SKEW:
+            # A new run starts with this packet, at its arrival (never over what is placed already).
             self.newest_ts, self.newest = rtp_timestamp, position
-        return self.anchor + position
+            pts = max(arrival, self.end)
+            self.anchor = pts - position
+        elif delta > 0:
+            self.newest_ts, self.newest = rtp_timestamp, position
+        return pts
 
 
 class Recorder:
@@ -93,7 +109,8 @@ class Recorder:
     :meth:`close` at the end. The sink may be attached after the start (opening the file takes a
     database round trip): packets tapped before it are held, up to a few seconds' worth."""
 
-    def __init__(self, worker: MuxWorker) -> None:
+    def __init__(self, worker: MuxWorker, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._sink: ByteSink | None = None
         self._pending: list[tuple[Recorder, int, bytes, int]] = []
         self._worker = worker
@@ -101,6 +118,7 @@ class Recorder:
         self._start: float | None = None
         self._closing = False
         self.dropped = 0
+        self.late = 0
         self.packets = 0
         # Used by the worker thread only.
         self._container: Any = None
@@ -108,7 +126,7 @@ class Recorder:
         self._error: str | None = None
 
     def start(self) -> None:
-        self._start = time.monotonic()
+        self._start = self._clock()
 
     def attach(self, sink: ByteSink) -> None:
         """Give the recording its sink; held packets go to the worker first, in order."""
@@ -127,11 +145,12 @@ class Recorder:
         """Record one packet of ``party`` (VISITOR or AGENT). Never blocks."""
         if self._start is None or self._closing or not payload:
             return
-        arrival = round((time.monotonic() - self._start) * _CLOCK)
+        arrival = round((self._clock() - self._start) * _CLOCK)
         state = self._parties[party]
         pts = state.place(rtp_timestamp, arrival)
         if pts <= state.last_pts:
-            return  # a duplicate or a packet too late for its place: Ogg needs rising positions
+            self.late += 1  # a duplicate, or too late for its place: Ogg positions only rise
+            return
         state.last_pts = pts
         state.end = max(state.end, pts + packet_samples(payload))
         item = (self, party, payload, pts)
@@ -152,13 +171,18 @@ class Recorder:
         await done
         duration = max(p.end for p in self._parties)
         return RecordingResult(
-            duration_ms=duration * 1000 // _CLOCK, packets=self.packets, dropped=self.dropped, error=self._error
+            duration_ms=duration * 1000 // _CLOCK,
+            packets=self.packets,
+            dropped=self.dropped,
+            late=self.late,
+            error=self._error,
         )
 
     # --- in the worker thread -----------------------------------------------------------------------
 
     def _mux(self, party: int, payload: bytes, pts: int) -> None:
         if self._error is not None:
+            self.dropped += 1
             return
         try:
             if self._container is None:
@@ -176,14 +200,18 @@ class Recorder:
         if self._sink is None:
             return
         try:
-            if self._container is None and self._error is None:
-                self._open()  # an empty recording is still a valid (empty) file
-            if self._container is not None:
+            # After a failure nothing more is written (the muxer would flush into a broken sink):
+            # the file ends where it failed and reads back as truncated.
+            if self._error is None:
+                if self._container is None:
+                    self._open()  # an empty recording is still a valid (empty) file
                 self._container.close()
         except Exception as exc:
             self._fail(exc)
-        finally:
+        try:
             self._sink.close()
+        except Exception as exc:
+            self._fail(exc)
 
     def _open(self) -> None:
         assert self._sink is not None
@@ -241,13 +269,16 @@ class MuxWorker:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             recorder, party, payload, pts, done = item
-            if done is None:
-                recorder._mux(party, payload, pts)
-                continue
             try:
-                recorder._finish()
+                if done is None:
+                    recorder._mux(party, payload, pts)
+                else:
+                    recorder._finish()
+            except Exception:  # never let one recording stop the thread that serves them all
+                log.exception(RECORDING_FAILED)
             finally:
-                done.get_loop().call_soon_threadsafe(_resolve, done)
+                if done is not None:
+                    done.get_loop().call_soon_threadsafe(_resolve, done)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

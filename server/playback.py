@@ -1,9 +1,11 @@
 """Recordings over HTTP, for admins: listing, playback (a stereo rendering, seekable) and download.
 
 Every playback and download request is written to the audit log (who, which recording, when, from
-where). Responses are ``Cache-Control: no-store``. Decrypted audio exists only in memory: a bounded
-cache of stereo renderings (so that a browser's range requests do not decrypt and render again)
-whose entries expire after a few minutes; nothing decrypted is written to disk.
+where) before anything is sent. Responses are ``Cache-Control: no-store``. Playback streams a stereo
+WAV produced a second at a time for exactly the byte range asked for, so a long recording costs
+neither a long wait nor much memory; the decrypted compressed audio of recently played recordings is
+kept in memory (bounded, a few minutes) so that a browser's range requests do not decrypt it again.
+Nothing decrypted is written to disk.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import collections
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
-from media.recording_file import RecordingFormatError, render_stereo, whole_pages
+from media.recording_file import RecordingFormatError, StereoWav, whole_pages
 from server.api import current_session
 from server.appkeys import DATABASE, RECORDINGS
 from server.errors import ApiError
@@ -32,51 +35,52 @@ NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 class Renderings:
-    """Stereo renderings in memory, least recently used out first, each for a few minutes at most."""
+    """Recordings ready to play (decrypted compressed audio, indexed), in memory: least recently used
+    out first, each for a few minutes at most. Concurrent requests for one recording share the work."""
 
     def __init__(self, max_bytes: int = CACHE_BYTES, ttl: float = CACHE_SECONDS) -> None:
         self._max_bytes = max_bytes
         self._ttl = ttl
-        self._entries: collections.OrderedDict[uuid.UUID, tuple[float, bytes]] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[uuid.UUID, tuple[float, int, StereoWav]] = collections.OrderedDict()
         self._bytes = 0
-        # Renderings in progress: concurrent requests for one recording (a browser's parallel range
-        # requests) wait for the same one.
-        self._pending: dict[uuid.UUID, asyncio.Task[bytes]] = {}
+        self._pending: dict[uuid.UUID, asyncio.Task[StereoWav]] = {}
+        self._builds = asyncio.Semaphore(2)  # decrypting and indexing run in threads; at most two at once
 
-    async def get(self, store: RecordingStore, record: RecordingRecord) -> bytes:
+    async def get(self, store: RecordingStore, record: RecordingRecord) -> StereoWav:
         self._expire()
         entry = self._entries.get(record.id)
         if entry is not None:
             self._entries.move_to_end(record.id)
-            return entry[1]
+            return entry[2]
         task = self._pending.get(record.id)
         if task is None:
-            task = self._pending[record.id] = asyncio.create_task(self._render(store, record))
+            task = self._pending[record.id] = asyncio.create_task(self._build(store, record))
             task.add_done_callback(lambda _: self._pending.pop(record.id, None))
         return await asyncio.shield(task)
 
-    async def _render(self, store: RecordingStore, record: RecordingRecord) -> bytes:
-        plaintext = await _plaintext(store, record)
-        try:
-            rendering = await asyncio.to_thread(render_stereo, plaintext)
-        except RecordingFormatError as exc:
-            raise ApiError(500, "unplayable", f"the recording cannot be rendered: {exc}") from None
-        self._put(record.id, rendering)
-        return rendering
+    async def _build(self, store: RecordingStore, record: RecordingRecord) -> StereoWav:
+        async with self._builds:
+            plaintext = await _plaintext(store, record)
+            try:
+                wav = await asyncio.to_thread(StereoWav, plaintext)
+            except RecordingFormatError as exc:
+                raise ApiError(500, "unplayable", f"the recording cannot be played: {exc}") from None
+        self._put(record.id, len(plaintext), wav)
+        return wav
 
-    def _put(self, key: uuid.UUID, data: bytes) -> None:
-        if len(data) > self._max_bytes:
+    def _put(self, key: uuid.UUID, size: int, wav: StereoWav) -> None:
+        if size > self._max_bytes:
             return
-        self._entries[key] = (time.monotonic() + self._ttl, data)
-        self._bytes += len(data)
+        self._entries[key] = (time.monotonic() + self._ttl, size, wav)
+        self._bytes += size
         while self._bytes > self._max_bytes:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self._bytes -= len(evicted)
+            _, (_, evicted, _) = self._entries.popitem(last=False)
+            self._bytes -= evicted
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for key in [k for k, (deadline, _) in self._entries.items() if deadline <= now]:
-            self._bytes -= len(self._entries.pop(key)[1])
+        for key in [k for k, (deadline, _, _) in self._entries.items() if deadline <= now]:
+            self._bytes -= self._entries.pop(key)[1]
 
 
 RENDERINGS = web.AppKey("renderings", Renderings)
@@ -89,6 +93,8 @@ async def _plaintext(store: RecordingStore, record: RecordingRecord) -> bytes:
         raise ApiError(410, "deleted", "this recording was deleted")
     key = await store.key(record)
     path = store.path(record.organisation_id, record.id)
+    # A recording cut short by a crash plays up to its last complete segment (run `recording recover`
+    # to make it complete); a final segment that fails to authenticate is damage, never accepted.
     truncated = record.state == "truncated"
     try:
         plaintext = await asyncio.to_thread(read_plaintext, path, key, record.id, allow_truncated=truncated)
@@ -157,48 +163,70 @@ async def get_recording(request: web.Request) -> web.Response:
     return web.json_response({"recording": _json(await _recording(request, session))}, headers=NO_STORE)
 
 
-async def play(request: web.Request) -> web.Response:
-    """The stereo rendering (visitor left, agent right), with byte ranges for seeking."""
+async def play(request: web.Request) -> web.StreamResponse:
+    """The stereo rendering (visitor left, agent right) as WAV, with byte ranges for seeking."""
     session = await _admin(request)
     record = await _recording(request, session)
-    data = await request.app[RENDERINGS].get(request.app[RECORDINGS], record)
-    await _audit(request, session, record, "recording.play")
-    return _ranged(request, data, "audio/ogg")
+    if request.method == "GET":
+        await _audit(request, session, record, "recording.play")
+    wav = await request.app[RENDERINGS].get(request.app[RECORDINGS], record)
+    etag = f'"{record.id.hex}-{(record.ciphertext_sha256 or b"").hex()[:16]}"'
+    headers = {**NO_STORE, "Accept-Ranges": "bytes", "ETag": etag, "Content-Type": "audio/wav"}
+    start, end, status = 0, wav.size - 1, 200
+    wanted = _byte_range(request, etag)
+    if wanted is not None:
+        start, end = _resolve(wanted, wav.size)
+        if start > end:
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{wav.size}"})
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{wav.size}"
+    headers["Content-Length"] = str(end - start + 1)
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    chunks: Iterator[bytes] = wav.chunks(start, end)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def _byte_range(request: web.Request, etag: str) -> tuple[str, str] | None:
+    """The single byte range asked for, if it applies (RFC 9110 sections 14.2 and 13.1.5)."""
+    header = request.headers.get("Range")
+    if header is None:
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range != etag:
+        return None  # the client's copy is of another rendering: send the whole
+    match = _RANGE.match(header.strip())
+    if match is None or (not match[1] and not match[2]):
+        return None  # several ranges or another unit: the whole body is a valid answer
+    return match[1], match[2]
+
+
+def _resolve(wanted: tuple[str, str], size: int) -> tuple[int, int]:
+    first, last = wanted
+    if first:
+        return int(first), min(int(last), size - 1) if last else size - 1
+    return max(0, size - int(last)), size - 1
 
 
 async def download(request: web.Request) -> web.Response:
     """The original two-channel file, decrypted (stream 0 visitor, stream 1 agent)."""
     session = await _admin(request)
     record = await _recording(request, session)
-    plaintext = await _plaintext(request.app[RECORDINGS], record)
+    if request.method == "HEAD":
+        return web.Response(headers={**NO_STORE, "Content-Type": "audio/ogg"})
     await _audit(request, session, record, "recording.download")
+    plaintext = await _plaintext(request.app[RECORDINGS], record)
     headers = {
         **NO_STORE,
         # Built from our own UUID only: nothing user-supplied reaches the header.
         "Content-Disposition": f'attachment; filename="recording-{record.id}.ogg"',
     }
     return web.Response(body=plaintext, content_type="audio/ogg", headers=headers)
-
-
-def _ranged(request: web.Request, data: bytes, content_type: str) -> web.Response:
-    size = len(data)
-    headers = {**NO_STORE, "Accept-Ranges": "bytes"}
-    header = request.headers.get("Range")
-    if header is None:
-        return web.Response(body=data, content_type=content_type, headers=headers)
-    match = _RANGE.match(header.strip())
-    if match is None or (not match[1] and not match[2]):
-        # Several ranges, or another unit: the whole body is a valid answer (RFC 9110 section 14.2).
-        return web.Response(body=data, content_type=content_type, headers=headers)
-    if match[1]:
-        start = int(match[1])
-        end = min(int(match[2]), size - 1) if match[2] else size - 1
-    else:
-        start, end = max(0, size - int(match[2])), size - 1
-    if start >= size or end < start:
-        return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return web.Response(status=206, body=data[start : end + 1], content_type=content_type, headers=headers)
 
 
 def add_routes(app: web.Application) -> None:

@@ -72,6 +72,7 @@ class CallRecording:
             duration_ms=result.duration_ms,
             packets=result.packets,
             dropped=result.dropped,
+            late=result.late,
             bytes=sink.size,
             error=result.error,
         )

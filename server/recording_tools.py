@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -52,8 +54,17 @@ def _seconds(plaintext: bytes) -> float:
         raise ToolError(f"the recording decrypts but is not a playable recording: {exc}") from None
 
 
+def _refuse_live(record: RecordingRecord) -> None:
+    if record.state == "recording":
+        raise ToolError(
+            f"recording {record.id} is still being recorded (or its server died: the next start marks it "
+            "truncated); wait for the call to end"
+        )
+
+
 async def verify(store: RecordingStore, target: str) -> int:
     record, path = await resolve(store, target)
+    _refuse_live(record)
     key = await store.key(record)
     try:
         plaintext = await asyncio.to_thread(read_plaintext, path, key, record.id)
@@ -73,6 +84,7 @@ async def verify(store: RecordingStore, target: str) -> int:
 
 async def decrypt(database: Database, store: RecordingStore, target: str, output: Path, *, partial: bool) -> int:
     record, path = await resolve(store, target)
+    _refuse_live(record)
     if output.exists():
         raise ToolError(f"{output} exists; choose another output file")
     key = await store.key(record)
@@ -84,7 +96,7 @@ async def decrypt(database: Database, store: RecordingStore, target: str, output
                 f"recording {record.id} is truncated ({exc}); pass --partial to write what survived, "
                 f"or run `callbutton recording recover {record.id}` first"
             ) from None
-        plaintext = await asyncio.to_thread(read_plaintext, path, key, record.id, allow_truncated=True)
+        plaintext = await asyncio.to_thread(read_plaintext, path, key, record.id, torn_tail=True)
         plaintext = plaintext[: whole_pages(plaintext)]
     except StreamError as exc:
         raise ToolError(f"recording {record.id} does not decrypt: {exc}") from None
@@ -92,7 +104,11 @@ async def decrypt(database: Database, store: RecordingStore, target: str, output
     with os.fdopen(descriptor, "wb") as out:
         out.write(plaintext)
     await database.audit.add(
-        organisation_id=record.organisation_id, action="recording.decrypt", object_type="recording", object_id=record.id
+        organisation_id=record.organisation_id,
+        action="recording.decrypt",
+        object_type="recording",
+        object_id=record.id,
+        user_agent=_operator(),
     )
     print(f"recording {record.id}: wrote {len(plaintext)} bytes to {output} (Ogg, stream 0 visitor, stream 1 agent)")
     return 0
@@ -101,23 +117,36 @@ async def decrypt(database: Database, store: RecordingStore, target: str, output
 async def recover(store: RecordingStore, target: str) -> int:
     """Turn a file that lost its final segment (a crash) into a complete one, marked truncated."""
     record, path = await resolve(store, target)
+    _refuse_live(record)
     key = await store.key(record)
     try:
         await asyncio.to_thread(read_plaintext, path, key, record.id)
     except TruncatedError:
         pass
-    except StreamError as exc:
-        raise ToolError(f"recording {record.id} is damaged, not just cut short: {exc}") from None
+    except StreamError:
+        pass  # perhaps a segment cut short mid-write: the recovery read below tells
     else:
         print(f"recording {record.id}: complete already, nothing to recover")
         return 0
-    survived = await asyncio.to_thread(read_plaintext, path, key, record.id, allow_truncated=True)
+    try:
+        survived = await asyncio.to_thread(read_plaintext, path, key, record.id, torn_tail=True)
+    except StreamError as exc:
+        raise ToolError(f"recording {record.id} is damaged, not just cut short: {exc}") from None
     survived = survived[: whole_pages(survived)]
     seconds = await asyncio.to_thread(_seconds, survived) if survived else 0.0
     size, digest = await asyncio.to_thread(rewrite_complete, path, survived, key, record.id)
     await store.set_recovered(record, duration_ms=round(seconds * 1000), byte_size=size, sha256=digest)
     print(f"recording {record.id}: recovered, {seconds:.2f} s survived; marked truncated")
     return 0
+
+
+def _operator() -> str:
+    """Who ran the command, as far as this machine knows (the audit entry's 'who' for the CLI)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"callbutton CLI, {user}@{socket.gethostname()}"
 
 
 def generate(output: Path | None) -> int:

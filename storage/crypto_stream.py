@@ -102,6 +102,7 @@ class EncryptingWriter:
         self._index = 0
         self._buffer = bytearray()
         self._closed = False
+        self._failed = False
         self.ciphertext_bytes = HEADER_SIZE
         sink.write(bytes([HEADER_SIZE]) + salt + self._prefix)
 
@@ -112,25 +113,42 @@ class EncryptingWriter:
         return full - HEADER_SIZE if self._index == 0 else full
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise ValueError("write to a closed stream")
+        self._check_usable()
         self._buffer += data
         # Keep a full segment back until more data shows it is not the last. Segments are cut from a
         # view and the buffer shortened once, not once per segment.
         offset = 0
-        with memoryview(self._buffer) as view:
-            while len(self._buffer) - offset > self._capacity:
-                capacity = self._capacity
-                self._emit(view[offset : offset + capacity], last=False)
-                offset += capacity
+        try:
+            with memoryview(self._buffer) as view:
+                while len(self._buffer) - offset > self._capacity:
+                    capacity = self._capacity
+                    self._emit(view[offset : offset + capacity], last=False)
+                    offset += capacity
+        except BaseException:
+            # The sink failed with a segment half-handled: its nonce may be spent. Nothing more may be
+            # written to this stream (a retry would encrypt other data under a used nonce).
+            self._failed = True
+            raise
         if offset:
             del self._buffer[:offset]
 
     def close(self) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        self._check_usable()
+        try:
             self._emit(bytes(self._buffer), last=True)
-            self._buffer.clear()
-            self._closed = True
+        except BaseException:
+            self._failed = True
+            raise
+        self._buffer.clear()
+        self._closed = True
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ValueError("write to a closed stream")
+        if self._failed:
+            raise StreamError("an earlier write to this stream failed; it cannot be continued")
 
     def _emit(self, plaintext: bytes | memoryview, *, last: bool) -> None:
         segment = self._aead.encrypt(_nonce(self._prefix, self._index, last), plaintext, None)
@@ -159,8 +177,10 @@ def decrypt_segments(
     header = source.read(HEADER_SIZE)
     if len(header) == 0:
         raise StreamError("the file is empty: it has no header")
-    if header[0] != HEADER_SIZE or len(header) < HEADER_SIZE:
+    if header[0] != HEADER_SIZE:
         raise StreamError("the file does not start with an AES-GCM-HKDF streaming header")
+    if len(header) < HEADER_SIZE:
+        raise _truncated(0, 0, "the file ends inside its header")
     aead = _derive(ikm, header[1 : 1 + DERIVED_KEY_SIZE], associated_data)
     prefix = header[1 + DERIVED_KEY_SIZE :]
     index = 0

@@ -138,10 +138,14 @@ class Keyring:
                 "(CALLBUTTON_MASTER_KEY_FILE or CALLBUTTON_MASTER_KEY)"
             )
 
-    async def new_data_key(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> DataKey:
-        """A fresh data key for a recording, wrapped by the organisation's current key."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            key_id, organisation_key = await self._current_organisation_key(conn, organisation_id)
+    async def new_data_key(self, conn: Any, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> DataKey:
+        """A fresh data key for a recording, wrapped by the organisation's current key.
+
+        ``conn`` must be in a transaction, in which the caller also stores the wrapped key: the
+        organisation's key lock taken here holds until it commits, so a rotation cannot retire the
+        wrapping key in between.
+        """
+        key_id, organisation_key = await self._current_organisation_key(conn, organisation_id)
         ikm = os.urandom(IKM_SIZE)
         return DataKey(
             ikm=ikm,

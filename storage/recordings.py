@@ -7,10 +7,12 @@ The plaintext (an Ogg file) exists only in memory, segment by segment.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import io
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from storage.crypto_stream import SEGMENT_SIZE, EncryptingWriter, StreamError, T
 from storage.keys import DataKey, Keyring, recording_associated_data
 
 SUFFIX = ".cbrec"
+FLUSH_BYTES = 64 * 1024
+FLUSH_SECONDS = 0.2
 
 
 class RecordingError(Exception):
@@ -45,8 +49,9 @@ class RecordingRecord:
 class EncryptedFile:
     """A byte sink that encrypts into a new file as it is written (the recorder's sink).
 
-    Each ciphertext segment goes to the operating system with one unbuffered write, so a killed
-    process leaves every complete segment on disk. ``close`` writes the final segment and syncs.
+    Ciphertext reaches the operating system in writes of up to 64 KiB, and at least every 200 ms
+    while data keeps coming (the recorder closes an Ogg page every 200 ms), so a killed process
+    leaves every segment older than that on disk. ``close`` writes the final segment and syncs.
     Used from one thread at a time (the recorder's worker).
     """
 
@@ -56,21 +61,36 @@ class EncryptedFile:
         self.size = 0
         self.closed = False
         self._digest = hashlib.sha256()
+        self._pending = bytearray()
+        self._flushed_at = time.monotonic()
+        self._failed = False
         self._file = open(path, "xb", buffering=0)
-        self._writer = EncryptingWriter(_Ciphertext(self), ikm, associated_data)
+        try:
+            self._writer = EncryptingWriter(_Ciphertext(self), ikm, associated_data)
+        except BaseException:
+            self._file.close()
+            raise
 
     def write(self, data: bytes) -> int:
         """Plaintext in."""
+        if self._failed:
+            raise RecordingError(f"writing {self.path.name} failed earlier; the file ends there")
         self._writer.write(data)
+        if len(self._pending) >= FLUSH_BYTES or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+            self._flush()
         return len(data)
 
     def close(self) -> None:
+        """Write the final segment and sync. The file is closed even when that fails (it then reads
+        back as truncated)."""
         if self.closed:
             return
         self.closed = True
         try:
-            self._writer.close()
-            os.fsync(self._file.fileno())
+            if not self._failed:
+                self._writer.close()
+                self._flush()
+                os.fsync(self._file.fileno())
         finally:
             self._file.close()
 
@@ -79,12 +99,22 @@ class EncryptedFile:
         return self._digest.digest()
 
     def _emit(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            view = view[written:]
+        self._pending += data
         self._digest.update(data)
         self.size += len(data)
+
+    def _flush(self) -> None:
+        try:
+            with memoryview(self._pending) as view:
+                written = 0
+                while written < len(view):
+                    written += self._file.write(view[written:]) or 0
+        except BaseException:
+            # Part of it may be on disk: writing it again would corrupt the file. It ends here.
+            self._failed = True
+            raise
+        self._pending.clear()
+        self._flushed_at = time.monotonic()
 
 
 class _Ciphertext:
@@ -111,23 +141,38 @@ class RecordingStore:
     async def begin(
         self, *, organisation_id: uuid.UUID, call_id: uuid.UUID, started_at: datetime.datetime
     ) -> tuple[uuid.UUID, EncryptedFile]:
-        """A new recording: a fresh data key, its row (state ``recording``) and its open file."""
+        """A new recording: a fresh data key, its open file, and its row (state ``recording``).
+
+        One transaction, holding the organisation's key lock: a key rotation cannot slip between
+        wrapping the data key and storing it. The file is created before the row, and removed
+        again if the row cannot be stored, so no row points at a file that never existed.
+        """
         recording_id = uuid.uuid4()
-        key: DataKey = await self.keyring.new_data_key(organisation_id, recording_id)
-        await self._pool.execute(
-            """
-            INSERT INTO recordings (id, organisation_id, call_id, state, started_at, organisation_key_id, wrapped_key)
-            VALUES ($1, $2, $3, 'recording', $4, $5, $6)
-            """,
-            recording_id,
-            organisation_id,
-            call_id,
-            started_at,
-            key.organisation_key_id,
-            key.wrapped,
-        )
         path = self.path(organisation_id, recording_id)
-        return recording_id, EncryptedFile(path, key.ikm, recording_associated_data(recording_id))
+        sink: EncryptedFile | None = None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                key: DataKey = await self.keyring.new_data_key(conn, organisation_id, recording_id)
+                sink = await asyncio.to_thread(EncryptedFile, path, key.ikm, recording_associated_data(recording_id))
+                await conn.execute(
+                    """
+                    INSERT INTO recordings
+                        (id, organisation_id, call_id, state, started_at, organisation_key_id, wrapped_key)
+                    VALUES ($1, $2, $3, 'recording', $4, $5, $6)
+                    """,
+                    recording_id,
+                    organisation_id,
+                    call_id,
+                    started_at,
+                    key.organisation_key_id,
+                    key.wrapped,
+                )
+        except BaseException:
+            if sink is not None:
+                sink.closed = True  # nothing to finish: the file goes
+                await asyncio.to_thread(_discard, sink)
+            raise
+        return recording_id, sink
 
     async def finish(
         self,
@@ -216,21 +261,33 @@ _COLUMNS = (
 )
 
 
+def _discard(sink: EncryptedFile) -> None:
+    sink._file.close()
+    sink.path.unlink(missing_ok=True)
+
+
 def _record(row: Any) -> RecordingRecord:
     return RecordingRecord(**dict(row))
 
 
-def read_plaintext(path: Path, ikm: bytes, recording_id: uuid.UUID, *, allow_truncated: bool = False) -> bytes:
+def read_plaintext(
+    path: Path, ikm: bytes, recording_id: uuid.UUID, *, allow_truncated: bool = False, torn_tail: bool = False
+) -> bytes:
     """The whole decrypted file, in memory. Raises :class:`StreamError`; a truncated file raises
-    :class:`TruncatedError` unless ``allow_truncated``, which returns what survived."""
+    :class:`TruncatedError` unless ``allow_truncated``, which returns what survived. ``torn_tail``
+    (recovery only) also takes a last segment cut short mid-write for truncation, not tampering."""
     with open(path, "rb") as source:
-        return b"".join(_segments(source, ikm, recording_id, allow_truncated=allow_truncated))
+        return b"".join(
+            _segments(source, ikm, recording_id, allow_truncated=allow_truncated or torn_tail, torn_tail=torn_tail)
+        )
 
 
-def _segments(source: BinaryIO, ikm: bytes, recording_id: uuid.UUID, *, allow_truncated: bool) -> Iterator[bytes]:
+def _segments(
+    source: BinaryIO, ikm: bytes, recording_id: uuid.UUID, *, allow_truncated: bool, torn_tail: bool
+) -> Iterator[bytes]:
     try:
         yield from decrypt_segments(
-            source, ikm, recording_associated_data(recording_id), segment_size=SEGMENT_SIZE, torn_tail=allow_truncated
+            source, ikm, recording_associated_data(recording_id), segment_size=SEGMENT_SIZE, torn_tail=torn_tail
         )
     except TruncatedError:
         if not allow_truncated:

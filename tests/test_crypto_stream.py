@@ -19,6 +19,7 @@ from storage.crypto_stream import (
     StreamError,
     TruncatedError,
     decrypt,
+    decrypt_segments,
     first_segment_plaintext,
 )
 
@@ -153,3 +154,40 @@ def _readable_prefix(ciphertext: bytes, ikm: bytes, aad: bytes) -> list[bytes]:
     except TruncatedError:
         pass
     return out
+
+
+def test_a_writer_whose_sink_failed_refuses_to_go_on() -> None:
+    """Retrying after a failed write would encrypt other data under a nonce already used."""
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.writes = 0
+
+        def write(self, data: bytes) -> None:
+            self.writes += 1
+            if self.writes == 3:
+                raise OSError(28, "No space left on device")
+
+    writer = EncryptingWriter(Flaky(), os.urandom(32), b"aad")
+    with pytest.raises(OSError):
+        writer.write(os.urandom(4 * SEGMENT_SIZE))
+    with pytest.raises(StreamError, match="earlier write to this stream failed"):
+        writer.write(b"more")
+    with pytest.raises(StreamError, match="earlier write to this stream failed"):
+        writer.close()
+
+
+def test_a_segment_cut_mid_write_is_damage_unless_recovering() -> None:
+    ikm, aad = os.urandom(32), b"recording 1"
+    ciphertext = encrypt(os.urandom(3 * SEGMENT_SIZE), ikm, aad)
+    torn = ciphertext[: HEADER_SIZE + len(segments(ciphertext)[0]) + 1000]  # the second segment half written
+    with pytest.raises(StreamError, match="does not authenticate") as strict:
+        decrypt(torn, ikm, aad)
+    assert not isinstance(strict.value, TruncatedError)
+    recovered = []
+    with pytest.raises(TruncatedError, match="ends inside a segment") as truncated:
+        for plaintext in decrypt_segments(io.BytesIO(torn), ikm, aad, torn_tail=True):
+            recovered.append(plaintext)
+    assert truncated.value.segments == 1 and len(b"".join(recovered)) == FIRST
+    with pytest.raises(TruncatedError, match="inside its header"):
+        decrypt(ciphertext[:20], ikm, aad)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
+import datetime
 import logging
 import os
 import subprocess
@@ -45,7 +47,8 @@ async def test_a_wrapped_key_only_unwraps_for_its_own_recording(fresh_database: 
     (tenant,) = await make_tenant(database)
     keyring = Keyring(database.pool, MasterKey.generate())
     first, second = uuid.uuid4(), uuid.uuid4()
-    key = await keyring.new_data_key(tenant.organisation_id, first)
+    async with database.pool.acquire() as conn, conn.transaction():
+        key = await keyring.new_data_key(conn, tenant.organisation_id, first)
     for recording_id in (first, second):
         call_id = uuid.uuid4()
         await database.pool.execute(
@@ -191,3 +194,40 @@ async def test_the_master_key_never_reaches_the_database_or_the_logs(
         assert form not in dump
         assert form not in caplog.text
     assert key.id in caplog.text  # the fingerprint is what identifies it
+
+
+async def test_recordings_started_during_a_rotation_stay_readable(
+    fresh_database: tuple[str, Database], tmp_path: Path
+) -> None:
+    """A rotation and new recordings of the same organisation, interleaved: every data key ends up
+    wrapped by a live organisation key under the new master key."""
+    _, database = fresh_database
+    (tenant,) = await make_tenant(database)
+    old, new = MasterKey.generate(), MasterKey.generate()
+    store = RecordingStore(database.pool, Keyring(database.pool, old), tmp_path)
+    call_id = uuid.uuid4()
+    await database.pool.execute(
+        "INSERT INTO calls (id, organisation_id, button_id, state, created_at) VALUES ($1, $2, $3, 'created', now())",
+        call_id,
+        tenant.organisation_id,
+        tenant.button_id,
+    )
+
+    async def begin() -> uuid.UUID | None:
+        try:
+            recording_id, sink = await store.begin(
+                organisation_id=tenant.organisation_id, call_id=call_id, started_at=datetime.datetime.now(datetime.UTC)
+            )
+        except KeyringError:
+            return None  # started after the rotation with the old key: refused, nothing stored
+        sink.close()
+        return recording_id
+
+    await begin()  # the organisation has a key before the rotation starts
+    results = await asyncio.gather(*(begin() for _ in range(10)), Keyring(database.pool, old).rotate(new))
+    made = [r for r in results[:-1] if r is not None]
+    rows = await database.pool.fetch("SELECT id FROM recordings WHERE organisation_id = $1", tenant.organisation_id)
+    assert len(rows) == len(made) + 1  # a refused start left no row behind
+    after = Keyring(database.pool, new)
+    for row in rows:
+        assert len(await after.data_key(tenant.organisation_id, row["id"])) == 32

@@ -159,3 +159,43 @@ async def test_sessions_expire_when_idle_absolutely_or_when_the_user_is_disabled
 
     await database.pool.execute("UPDATE users SET disabled_at = now() WHERE id = $1", user.id)
     assert (await database.accounts.session(b"live" * 8, idle)) is None
+
+
+async def test_the_audit_log_is_append_only(database: Database) -> None:
+    (tenant,) = await make_tenant(database)
+    await database.audit.add(
+        organisation_id=tenant.organisation_id,
+        action="recording.play",
+        object_type="recording",
+        object_id=uuid.uuid4(),
+        actor_id=tenant.agent_id,
+        address="192.0.2.1",
+    )
+    for statement in (
+        "UPDATE audit_log SET action = 'nothing'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ):
+        with pytest.raises(asyncpg.RaiseError, match="audit_log is append-only"):
+            await database.pool.execute(statement)
+    assert (
+        await database.pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE organisation_id = $1", tenant.organisation_id
+        )
+        == 1
+    )
+    # Deleting a user keeps the entry (actor forgotten); deleting the organisation removes its log.
+    await database.pool.execute("DELETE FROM users WHERE id = $1", tenant.agent_id)
+    assert (
+        await database.pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE organisation_id = $1 AND actor_id IS NULL", tenant.organisation_id
+        )
+        == 1
+    )
+    await database.pool.execute("DELETE FROM organisations WHERE id = $1", tenant.organisation_id)
+    assert (
+        await database.pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE organisation_id = $1", tenant.organisation_id
+        )
+        == 0
+    )

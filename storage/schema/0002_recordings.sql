@@ -59,7 +59,7 @@ CREATE INDEX audit_log_organisation ON audit_log (organisation_id, at DESC);
 -- runs inside the referential-integrity triggers, so at a trigger depth above 1.
 CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF pg_trigger_depth() > 1 THEN
+    IF TG_OP <> 'TRUNCATE' AND pg_trigger_depth() > 1 THEN
         IF TG_OP = 'DELETE' THEN
             RETURN OLD;
         END IF;
@@ -70,3 +70,9 @@ END
 $$;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+-- The triggers hold for every role but one that owns the table and drops them: deployments that
+-- want that guarantee run migrations as an owner role and the server as a role granted only
+-- SELECT and INSERT here (docs/recordings.md).
+REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC;
