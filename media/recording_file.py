@@ -42,43 +42,14 @@ class Tracks:
 
 def decode_tracks(plaintext: bytes) -> Tracks:
     """Decode both parties, each sample placed at its position on the timeline (gaps are silence)."""
-    try:
-        container = av.open(io.BytesIO(plaintext), mode="r", format="ogg")
-    except av.FFmpegError as exc:
-        raise RecordingFormatError(f"not an Ogg recording: {exc}") from None
-    with container:
-        streams = list(container.streams.audio)
-        if len(streams) != 2:
-            raise RecordingFormatError(f"a recording has 2 audio streams, this one has {len(streams)}")
-        pieces: list[list[tuple[int, npt.NDArray[np.int16]]]] = [[], []]
-        resamplers = [av.AudioResampler(format="s16", layout="mono", rate=_RATE) for _ in streams]
-        skips = [_pre_skip(stream) for stream in streams]
-        try:
-            for packet in container.demux(*streams):
-                index = packet.stream.index
-                for frame in packet.decode():
-                    if not isinstance(frame, av.AudioFrame) or frame.pts is None:
-                        continue
-                    start = int(frame.pts) - skips[index]
-                    for out in resamplers[index].resample(frame):
-                        pieces[index].append((start, out.to_ndarray().reshape(-1).astype(np.int16)))
-                        start += out.samples
-        except av.FFmpegError as exc:
-            raise RecordingFormatError(f"the recording could not be decoded: {exc}") from None
-    length = max((start + len(samples) for track in pieces for start, samples in track), default=0)
-    tracks = []
-    for track in pieces:
-        pcm = np.zeros(length, dtype=np.int16)
-        for start, samples in track:
-            begin = max(0, start)
-            pcm[begin : start + len(samples)] = samples[begin - start :]
-        tracks.append(pcm)
-    return Tracks(visitor=tracks[VISITOR], agent=tracks[AGENT])
+    wav = StereoWav(plaintext)
+    stereo = np.frombuffer(b"".join(wav.chunks(StereoWav.HEADER, wav.size - 1)), dtype=np.int16).reshape(-1, 2)
+    return Tracks(visitor=stereo[:, VISITOR].copy(), agent=stereo[:, AGENT].copy())
 
 
 def duration_seconds(plaintext: bytes) -> float:
-    """How long the recording lasts (to its last decoded sample)."""
-    return decode_tracks(plaintext).duration_seconds
+    """How long the recording lasts (to the end of its last packet; nothing is decoded)."""
+    return StereoWav(plaintext).duration_seconds
 
 
 class StereoWav:

@@ -10,7 +10,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from media.recording_file import RecordingFormatError, decode_tracks, whole_pages
+from media.recording_file import RecordingFormatError, duration_seconds, whole_pages
 from server.config import Settings
 from server.masterkey import load_master_key, read_key_file, write_key_file
 from storage.crypto_stream import StreamError, TruncatedError
@@ -49,7 +49,7 @@ async def resolve(store: RecordingStore, target: str) -> tuple[RecordingRecord, 
 
 def _seconds(plaintext: bytes) -> float:
     try:
-        return decode_tracks(plaintext).duration_seconds
+        return duration_seconds(plaintext)
     except RecordingFormatError as exc:
         raise ToolError(f"the recording decrypts but is not a playable recording: {exc}") from None
 

@@ -25,6 +25,7 @@ from server.app import Running, start
 from server.config import Settings
 from storage.db import Database
 from storage.localpg import LocalPostgres
+from tests.peers import Agent, Visitor, answered_call
 from tests.run_keys import MASTER_KEY
 
 VISITOR_ORIGIN = "http://shop.example.test"
@@ -203,3 +204,14 @@ async def fresh_database(migrated: str) -> AsyncIterator[tuple[str, Database]]:
         await database.close()
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def answered_call_for(base_url: str, tenant: Tenant) -> tuple[Visitor, Agent, str]:
+    """An answered call on ``tenant``'s button: visitor 440 Hz, agent 880 Hz."""
+    return await answered_call(
+        base_url,
+        button_key=tenant.button_key,
+        origin=VISITOR_ORIGIN,
+        agent_email=tenant.agent_email,
+        agent_password=tenant.agent_password,
+    )

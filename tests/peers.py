@@ -179,3 +179,32 @@ class Agent(SignallingPeer):
         await self.apply_answer((await self.expect("answer"))["sdp"])
         await self.send({"type": "presence", "status": "available"})
         await self.expect("presence", status="available")
+
+
+async def answered_call(
+    base_url: str,
+    *,
+    button_key: str,
+    origin: str,
+    agent_email: str,
+    agent_password: str,
+    visitor_tone: float = 440.0,
+    agent_tone: float = 880.0,
+) -> tuple[Visitor, Agent, str]:
+    """A visitor and an agent in an answered call: the agent goes available, the visitor calls,
+    the agent accepts. The caller closes both peers."""
+    agent = Agent(base_url, agent_email, agent_password)
+    visitor = Visitor(base_url, button_key, origin)
+    try:
+        await agent.connect()
+        await agent.go_available(tone=agent_tone)
+        await visitor.connect()
+        call_id = await visitor.call(tone=visitor_tone)
+        await agent.expect("ring", call_id=call_id)
+        await agent.send({"type": "accept", "call_id": call_id})
+        await visitor.expect("call_state", state="answered")
+    except BaseException:
+        await visitor.close()
+        await agent.close()
+        raise
+    return visitor, agent, call_id

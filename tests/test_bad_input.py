@@ -17,7 +17,7 @@ from server.appkeys import LIMITS
 from server.limits import VISITOR_SOCKETS_PER_ADDRESS
 from server.signalling import CLOSE_TOO_SLOW, MAX_MESSAGE_BYTES, OUTBOX_SIZE, Socket
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
+from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant
 from tests.peers import Agent, Message, Visitor
 
 VALID_SDP_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -27,15 +27,7 @@ VALID_SDP_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 async def live_call(server: Running, database: Database) -> AsyncIterator[tuple[Visitor, Agent, Tenant]]:
     """A call in progress, to check that nothing below disturbs it."""
     (tenant,) = await make_tenant(database)
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
-    await agent.connect()
-    await agent.go_available(tone=880)
-    await visitor.connect()
-    call_id = await visitor.call(tone=440)
-    await agent.expect("ring", call_id=call_id)
-    await agent.send({"type": "accept", "call_id": call_id})
-    await visitor.expect("call_state", state="answered")
+    visitor, agent, _ = await answered_call_for(server.url, tenant)
     await visitor.hears(880)
     await agent.hears(440)
     yield visitor, agent, tenant

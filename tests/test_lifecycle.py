@@ -14,22 +14,14 @@ from server.app import Running, start
 from server.appkeys import SWITCHBOARD
 from server.config import Settings
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, Tenant
+from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for
 from tests.peers import Agent, Visitor
 from tests.test_call import wait_for_row
 
 
 @pytest.fixture
 async def answered(server: Running, tenant: Tenant) -> AsyncIterator[tuple[Visitor, Agent, str]]:
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
-    await agent.connect()
-    await agent.go_available()
-    await visitor.connect()
-    call_id = await visitor.call()
-    await agent.expect("ring", call_id=call_id)
-    await agent.send({"type": "accept", "call_id": call_id})
-    await visitor.expect("call_state", state="answered")
+    visitor, agent, call_id = await answered_call_for(server.url, tenant)
     await visitor.hears(880)
     yield visitor, agent, call_id
     await visitor.close()

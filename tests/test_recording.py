@@ -21,24 +21,15 @@ from server.appkeys import RECORDINGS, SWITCHBOARD
 from storage.crypto_stream import HEADER_SIZE
 from storage.db import Database
 from storage.recordings import RecordingRecord, RecordingStore, read_plaintext
-from tests.conftest import VISITOR_ORIGIN, Tenant, login_cookie, make_admin, make_tenant
-from tests.peers import Agent, Visitor
+from tests.conftest import Tenant, answered_call_for, login_cookie, make_admin, make_tenant
 from tests.run_keys import MASTER_KEY
 from tests.test_call import wait_for_row
 
 
 async def recorded_call(server: Running, tenant: Tenant, talk_seconds: float) -> str:
     """A call answered at once, with ``talk_seconds`` of 440 Hz (visitor) and 880 Hz (agent)."""
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, call_id = await answered_call_for(server.url, tenant)
     try:
-        await agent.connect()
-        await agent.go_available(tone=880)
-        await visitor.connect()
-        call_id = await visitor.call(tone=440)
-        await agent.expect("ring", call_id=call_id)
-        await agent.send({"type": "accept", "call_id": call_id})
-        await visitor.expect("call_state", state="answered")
         await asyncio.sleep(talk_seconds)
         await visitor.send({"type": "hangup"})
         await agent.expect("call_state", call_id=call_id, state="ended")

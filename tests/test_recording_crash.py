@@ -22,8 +22,7 @@ from media.synthetic import dominant_frequency
 from storage.db import Database
 from storage.keys import Keyring
 from storage.recordings import RecordingStore, read_plaintext
-from tests.conftest import VISITOR_ORIGIN, make_tenant
-from tests.peers import Agent, Visitor
+from tests.conftest import answered_call_for, make_tenant
 from tests.run_keys import MASTER_KEY
 from tests.test_call import wait_for_row
 
@@ -85,16 +84,8 @@ async def test_sigkill_mid_call_leaves_a_recoverable_truncated_recording(
     (tenant,) = await make_tenant(database, recording=True)
     first = ServerProcess(environment)
     await first.start()
-    agent = Agent(first.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(first.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, call_id = await answered_call_for(first.url, tenant)
     try:
-        await agent.connect()
-        await agent.go_available(tone=880)
-        await visitor.connect()
-        call_id = await visitor.call(tone=440)
-        await agent.expect("ring", call_id=call_id)
-        await agent.send({"type": "accept", "call_id": call_id})
-        await visitor.expect("call_state", state="answered")
         answered = time.monotonic()
         await asyncio.sleep(4.0)
         talked = time.monotonic() - answered
