@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -61,6 +62,22 @@ async def current_session(request: web.Request) -> Session:
     if session is None:
         raise ApiError(401, "not_authenticated", "log in first")
     return session
+
+
+async def require_admin(request: web.Request) -> Session:
+    """The caller's session, which must be an admin's (403 for agents, 401 without a session)."""
+    session = await current_session(request)
+    if session.user.role != "admin":
+        raise ApiError(403, "forbidden", "this is for admins of the organisation")
+    return session
+
+
+def path_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:
+    """A UUID from the path; anything else is simply not found."""
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise ApiError(404, "not_found", f"no such {what}") from None
 
 
 async def login(request: web.Request) -> web.Response:

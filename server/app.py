@@ -13,7 +13,7 @@ from aiohttp import web
 from media.aiortc_seam import pin_host_addresses
 from media.leg import IceSettings
 from media.recorder import MuxWorker
-from server import api, playback, signalling
+from server import api, calls_api, playback, signalling
 from server import web as pages
 from server.appkeys import DATABASE, DEMO_PAGE, LIMITS, RECORDINGS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import Sessions
@@ -81,6 +81,7 @@ def create_app(
     app.router.add_get("/ws/v1/agent", signalling.agent_socket)
     api.add_routes(app)
     playback.add_routes(app)
+    calls_api.add_routes(app)
     pages.add_routes(app)
     return app
 

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from media.recording_file import RecordingFormatError, StereoWav, whole_pages
-from server.api import current_session
+from server.api import path_uuid, require_admin
 from server.appkeys import DATABASE, RECORDINGS
 from server.errors import ApiError
 from storage.accounts import Session
@@ -105,18 +105,8 @@ async def _plaintext(store: RecordingStore, record: RecordingRecord) -> bytes:
     return plaintext[: whole_pages(plaintext)] if truncated else plaintext
 
 
-async def _admin(request: web.Request) -> Session:
-    session = await current_session(request)
-    if session.user.role != "admin":
-        raise ApiError(403, "forbidden", "only admins can list and play recordings")
-    return session
-
-
 async def _recording(request: web.Request, session: Session) -> RecordingRecord:
-    try:
-        recording_id = uuid.UUID(request.match_info["recording_id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such recording") from None
+    recording_id = path_uuid(request, "recording_id", "recording")
     # Scoped by the caller's organisation: another organisation's recording is simply not found.
     record = await request.app[RECORDINGS].get(session.user.organisation_id, recording_id)
     if record is None:
@@ -124,7 +114,7 @@ async def _recording(request: web.Request, session: Session) -> RecordingRecord:
     return record
 
 
-def _json(record: RecordingRecord) -> dict[str, Any]:
+def recording_json(record: RecordingRecord) -> dict[str, Any]:
     return {
         "id": str(record.id),
         "call_id": str(record.call_id),
@@ -153,19 +143,19 @@ async def _audit(request: web.Request, session: Session, record: RecordingRecord
 
 
 async def list_recordings(request: web.Request) -> web.Response:
-    session = await _admin(request)
+    session = await require_admin(request)
     records = await request.app[RECORDINGS].recent(session.user.organisation_id)
-    return web.json_response({"recordings": [_json(r) for r in records]}, headers=NO_STORE)
+    return web.json_response({"recordings": [recording_json(r) for r in records]}, headers=NO_STORE)
 
 
 async def get_recording(request: web.Request) -> web.Response:
-    session = await _admin(request)
-    return web.json_response({"recording": _json(await _recording(request, session))}, headers=NO_STORE)
+    session = await require_admin(request)
+    return web.json_response({"recording": recording_json(await _recording(request, session))}, headers=NO_STORE)
 
 
 async def play(request: web.Request) -> web.StreamResponse:
     """The stereo rendering (visitor left, agent right) as WAV, with byte ranges for seeking."""
-    session = await _admin(request)
+    session = await require_admin(request)
     record = await _recording(request, session)
     if request.method == "GET":
         await _audit(request, session, record, "recording.play")
@@ -215,7 +205,7 @@ def _resolve(wanted: tuple[str, str], size: int) -> tuple[int, int]:
 
 async def download(request: web.Request) -> web.Response:
     """The original two-channel file, decrypted (stream 0 visitor, stream 1 agent)."""
-    session = await _admin(request)
+    session = await require_admin(request)
     record = await _recording(request, session)
     if request.method == "HEAD":
         return web.Response(headers={**NO_STORE, "Content-Type": "audio/ogg"})

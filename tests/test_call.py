@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import aiohttp
+
 from media.synthetic import band_share
 from server.app import Running
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
+from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, login_cookie, make_admin, make_tenant
 from tests.peers import Agent, Visitor
 
 
@@ -189,3 +191,36 @@ async def test_declined_by_every_agent_is_rejected(server: Running, database: Da
     finally:
         await visitor.close()
         await agent.close()
+
+
+async def test_admins_read_a_call_with_its_timeline_and_other_organisations_get_404(
+    server: Running, database: Database, tenant: Tenant
+) -> None:
+    visitor, agent, call_id = await answered_call_for(server.url, tenant)
+    try:
+        await asyncio.sleep(0.5)
+        await agent.send({"type": "hangup", "call_id": call_id})
+        await visitor.expect("call_state", state="ended")
+    finally:
+        await visitor.close()
+        await agent.close()
+    await wait_for_row(database, tenant, call_id, "ended")
+    admin = await login_cookie(server.url, *await make_admin(database, tenant.organisation_id))
+    (other,) = await make_tenant(database)
+    stranger = await login_cookie(server.url, *await make_admin(database, other.organisation_id))
+    agent_cookie = await login_cookie(server.url, tenant.agent_email, tenant.agent_password)
+    url = f"{server.url}/api/v1/calls/{call_id}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers={"Cookie": admin}) as response:
+            assert response.status == 200 and response.headers["Cache-Control"] == "no-store"
+            body = await response.json()
+        for cookie, status in ((stranger, 404), (agent_cookie, 403), ("", 401)):
+            async with http.get(url, headers={"Cookie": cookie} if cookie else {}) as refused:
+                assert refused.status == status
+        async with http.get(f"{server.url}/api/v1/calls/{uuid.uuid4()}", headers={"Cookie": admin}) as unknown:
+            assert unknown.status == 404
+    call = body["call"]
+    assert (call["outcome"], call["end_reason"], call["agent_id"]) == ("answered", "agent_hangup", str(tenant.agent_id))
+    assert call["talk_ms"] >= 400 and call["wait_ms"] >= 0
+    assert [e["kind"] for e in body["events"]] == ["created", "queued", "agent_rung", "answered", "ended"]
+    assert body["recordings"] == []

@@ -1,0 +1,77 @@
+"""Calls over HTTP, for admins: one call with its timeline and recordings.
+
+The admin console's call list, filters and statistics build on this (issue 5); the load tester's
+pipeline checks read it to confirm that every synthetic call was stored as it happened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from server.api import path_uuid, require_admin
+from server.appkeys import DATABASE, RECORDINGS
+from server.errors import ApiError
+from server.playback import NO_STORE, recording_json
+from storage.calls import CallEvent, CallRecord
+
+
+def _ms(record: CallRecord, start: str, end: str) -> int | None:
+    first, last = getattr(record, start), getattr(record, end)
+    return None if first is None or last is None else round((last - first).total_seconds() * 1000)
+
+
+def call_json(record: CallRecord) -> dict[str, Any]:
+    def at(value: Any) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "id": str(record.id),
+        "button_id": str(record.button_id) if record.button_id else None,
+        "agent_id": str(record.agent_id) if record.agent_id else None,
+        "state": record.state,
+        "outcome": record.outcome,
+        "end_reason": record.end_reason,
+        "page_url": record.page_url,
+        "created_at": at(record.created_at),
+        "queued_at": at(record.queued_at),
+        "answered_at": at(record.answered_at),
+        "ended_at": at(record.ended_at),
+        # Waiting ends at the answer, or at the end for a call never answered.
+        "wait_ms": _ms(record, "created_at", "answered_at" if record.answered_at else "ended_at"),
+        "talk_ms": _ms(record, "answered_at", "ended_at"),
+    }
+
+
+def event_json(event: CallEvent) -> dict[str, Any]:
+    return {
+        "at": event.at.isoformat(),
+        "kind": event.kind,
+        "from_state": event.from_state,
+        "to_state": event.to_state,
+        "agent_id": str(event.agent_id) if event.agent_id else None,
+        "reason": event.reason,
+    }
+
+
+async def get_call(request: web.Request) -> web.Response:
+    session = await require_admin(request)
+    call_id = path_uuid(request, "call_id", "call")
+    organisation_id = session.user.organisation_id
+    database = request.app[DATABASE]
+    record = await database.calls.get(organisation_id, call_id)
+    if record is None:
+        raise ApiError(404, "not_found", "no such call")
+    events = await database.calls.events(organisation_id, call_id)
+    recordings = await request.app[RECORDINGS].for_call(organisation_id, call_id)
+    body = {
+        "call": call_json(record),
+        "events": [event_json(e) for e in events],
+        "recordings": [recording_json(r) for r in recordings],
+    }
+    return web.json_response(body, headers=NO_STORE)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/calls/{call_id}", get_call)
