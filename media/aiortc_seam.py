@@ -10,7 +10,10 @@ name used here: when an upgrade moves one, that test fails before any call does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -19,7 +22,7 @@ import aiortc
 from aiortc import clock
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensions, RtpPacket
+from aiortc.rtp import HeaderExtensions, RtpPacket, is_rtcp
 
 AIORTC_VERSION = "1.16.0"
 
@@ -110,3 +113,34 @@ class RtpOutlet:
         sender._RTCRtpSender__rtp_timestamp = packet.timestamp
         sender._RTCRtpSender__octet_count += len(packet.payload)
         sender._RTCRtpSender__packet_count += 1
+
+
+def impair_outgoing(sender: RTCRtpSender, *, loss: float, delay: float, jitter: float, rng: random.Random) -> None:
+    """Make ``sender``'s transport lose and delay outgoing RTP like a bad network (for synthetic
+    peers only): each packet is dropped with probability ``loss``, else sent after ``delay`` plus a
+    uniform ``-jitter..+jitter`` seconds (so packets may be reordered). RTCP goes out untouched."""
+    transport = sender.transport
+    send = transport._send_rtp
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def later(data: bytes, wait: float) -> None:
+        await asyncio.sleep(wait)
+        with contextlib.suppress(ConnectionError):
+            await send(data)
+
+    async def impaired(data: bytes) -> None:
+        if is_rtcp(data):
+            await send(data)
+            return
+        if rng.random() < loss:
+            return
+        wait = max(0.0, delay + rng.uniform(-jitter, jitter))
+        if wait <= 0:
+            await send(data)
+            return
+        task = loop.create_task(later(data, wait))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    transport._send_rtp = impaired  # type: ignore[method-assign]

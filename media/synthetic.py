@@ -42,6 +42,12 @@ class OpusLoopTrack(MediaStreamTrack):
         self._index = 0
         self._start: float | None = None
 
+    def switch(self, packets: list[bytes]) -> None:
+        """Loop other packets from the next one on (a synthetic agent's new call, a new tone)."""
+        if not packets:
+            raise ValueError("OpusLoopTrack needs at least one packet")
+        self._packets = packets
+
     @classmethod
     def of_tone(cls, frequency: float) -> OpusLoopTrack:
         # A whole number of periods in one second makes the loop seamless for integer frequencies.

@@ -210,6 +210,10 @@ def parser() -> argparse.ArgumentParser:
     recover = rsub.add_parser("recover", help="complete a recording cut short by a crash (marked truncated)")
     recover.add_argument("target", metavar="ID|FILE")
 
+    sub.add_parser(
+        "loadtest", add_help=False, help="drive synthetic calls through a deployment (callbutton loadtest --help)"
+    )
+
     k = sub.add_parser("keys", help="master key generation and rotation")
     ksub = k.add_subparsers(dest="action", required=True)
     generate = ksub.add_parser("generate", help="make a new master key (printed, or written to a new file)")
@@ -220,7 +224,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["loadtest"]:
+        # A client of a deployment, not a server command: its own options, no server settings.
+        from loadtest.cli import main as loadtest
+
+        return loadtest(arguments[1:])
+    args = parser().parse_args(arguments)
     try:
         settings = Settings.from_env()
         if getattr(args, "host", None):

@@ -1,0 +1,94 @@
+"""Pipeline checks after a run: did the deployment store what really happened?
+
+With an admin's credentials, each call's row is read back through the REST API (outcome, who hung
+up, talk time), and each recording is downloaded, decoded, and checked for both parties' tones and
+the right duration. Every mismatch becomes a ``check:...`` failure on that call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from loadtest.clients import ProtocolFailure
+from loadtest.quality import dominant
+from loadtest.runner import CallResult
+from media.recording_file import RecordingFormatError, decode_tracks
+
+DURATION_TOLERANCE = 0.5  # seconds
+TONE_TOLERANCE = 15.0  # Hz
+
+
+async def login(http: aiohttp.ClientSession, base_url: str, email: str, password: str) -> str:
+    async with http.post(
+        f"{base_url}/api/v1/session", json={"email": email, "password": password}, headers={"Origin": base_url}
+    ) as response:
+        if response.status != 200:
+            raise ProtocolFailure("admin_login_failed", f"HTTP {response.status}")
+        morsel = next(iter(response.cookies.values()))
+        return f"{morsel.key}={morsel.value}"
+
+
+async def check_calls(
+    base_url: str, admin: tuple[str, str], results: list[CallResult], *, expect_recordings: bool
+) -> dict[str, Any]:
+    """Check every call that got an id; return counts for the report."""
+    checked = recordings = 0
+    async with aiohttp.ClientSession() as http:
+        cookie = await login(http, base_url, *admin)
+        for result in results:
+            if result.call_id is None:
+                continue
+            checked += 1
+            async with http.get(f"{base_url}/api/v1/calls/{result.call_id}", headers={"Cookie": cookie}) as response:
+                if response.status != 200:
+                    result.fail("check:call_row_missing")
+                    continue
+                body = await response.json()
+            _check_row(result, body["call"])
+            if result.answered_at is None or not expect_recordings:
+                continue
+            stored = [r for r in body["recordings"] if r["state"] in ("complete", "truncated")]
+            if not stored:
+                result.fail("check:recording_missing")
+                continue
+            recordings += 1
+            async with http.get(f"{base_url}{stored[0]['file_url']}", headers={"Cookie": cookie}) as response:
+                if response.status != 200:
+                    result.fail("check:recording_unreadable")
+                    continue
+                data = await response.read()
+            await asyncio.to_thread(_check_recording, result, data, stored[0])
+    return {"calls_checked": checked, "recordings_checked": recordings}
+
+
+def _check_row(result: CallResult, call: dict[str, Any]) -> None:
+    if result.answered_at is None:
+        if call["outcome"] == "answered":
+            result.fail("check:row_says_answered")
+        return
+    if call["outcome"] != "answered":
+        result.fail(f"check:row_outcome_{call['outcome']}")
+    if result.hung_up_by and call["end_reason"] != f"{result.hung_up_by}_hangup":
+        result.fail(f"check:row_end_reason_{call['end_reason']}")
+    if result.talk_seconds is not None and call["talk_ms"] is not None:
+        if abs(call["talk_ms"] / 1000 - result.talk_seconds) > DURATION_TOLERANCE:
+            result.fail("check:row_talk_time")
+
+
+def _check_recording(result: CallResult, data: bytes, recording: dict[str, Any]) -> None:
+    try:
+        tracks = decode_tracks(data)
+    except RecordingFormatError:
+        result.fail("check:recording_undecodable")
+        return
+    middle = slice(len(tracks.visitor) // 4, 3 * len(tracks.visitor) // 4)
+    visitor, agent = dominant(tracks.visitor[middle]), dominant(tracks.agent[middle])
+    if visitor is None or abs(visitor - result.visitor_tone) > TONE_TOLERANCE:
+        result.fail("check:recording_visitor_channel")
+    if agent is None or abs(agent - result.agent_tone) > TONE_TOLERANCE:
+        result.fail("check:recording_agent_channel")
+    if result.talk_seconds is not None and abs(tracks.duration_seconds - result.talk_seconds) > DURATION_TOLERANCE:
+        result.fail("check:recording_duration")

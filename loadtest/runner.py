@@ -1,0 +1,324 @@
+"""Running a load test: calls started at a rate, up to a concurrency, each measured end to end.
+
+Every call gets its own pair of tones (visitor low, agent high), so each party's check proves it hears
+exactly its own partner: no silence, no cross-talk, no swapped legs. Phases are timed on this
+process's clock from the messages each side sends and receives.
+
+One call at a time is ringing: the next call is requested once the previous one is answered (or has
+failed), because the server rings every available agent for each call and refuses a call that
+arrives while every agent is ringing; without that gate the test would measure the routing policy,
+not the deployment. ``--overlapping-rings`` removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from tqdm import tqdm
+
+from loadtest.clients import ProtocolFailure, SyntheticAgent, SyntheticVisitor
+from loadtest.peer import Impairment, LoadPeer
+from loadtest.quality import mos, percentiles
+
+PHASES = (
+    "socket_connected",
+    "request_to_ringing",
+    "accept_to_connected",
+    "accept_to_first_audio_visitor",
+    "accept_to_first_audio_agent",
+    "hangup_to_ended",
+)
+HEARD_SHARE = 0.8  # of the window's power at the partner's tone
+_TIMEOUT = 10.0
+
+
+@dataclass
+class Options:
+    base_url: str
+    button_key: str
+    origin: str
+    agents: list[tuple[str, str]]
+    calls: int = 20
+    rate: float = 2.0  # calls started per second
+    concurrency: int = 5
+    talk_time: float = 3.0
+    answer_delay: float = 0.0
+    duration_limit: float = 600.0
+    hangup_by: str = "alternate"  # visitor, agent or alternate
+    impairment: Impairment = field(default_factory=Impairment)
+    overlapping_rings: bool = False
+    seed: int = 1
+    progress: bool = False
+
+
+@dataclass
+class Side:
+    """What one party of one call measured."""
+
+    heard_share: float = 0.0
+    heard_frequency: float = 0.0
+    packets: int = 0
+    lost: int = 0
+    loss_percent: float = 0.0
+    jitter_ms: float = 0.0
+    rtt_ms: float | None = None
+    mos: float | None = None
+
+
+@dataclass
+class CallResult:
+    index: int
+    visitor_tone: float
+    agent_tone: float
+    agent: str = ""
+    call_id: str | None = None
+    started_at: float = 0.0  # seconds since the run started
+    answered_at: float | None = None
+    ended_at: float | None = None
+    talk_seconds: float | None = None
+    hung_up_by: str = ""
+    phases: dict[str, float] = field(default_factory=dict)  # milliseconds
+    visitor: Side = field(default_factory=Side)
+    agent_side: Side = field(default_factory=Side)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def fail(self, reason: str) -> None:
+        if reason not in self.failures:
+            self.failures.append(reason)
+
+
+def tones(index: int) -> tuple[float, float]:
+    """Call ``index``'s (visitor, agent) tones: 45 visitor and 75 agent tones, 20 Hz apart, far
+    from the ringback's 440/480 Hz on the agent's side. Calls that could overlap never share one."""
+    return 300.0 + 20 * (index % 45), 1500.0 + 20 * (index % 75)
+
+
+class Run:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.results: list[CallResult] = []
+        self.concurrency_samples: list[tuple[float, int]] = []
+        self._active = 0
+        self._rng = random.Random(options.seed)
+        self._free: asyncio.Queue[SyntheticAgent] = asyncio.Queue()
+        self._ringing = asyncio.Lock()
+        self._began = 0.0
+        self._bar: Any = None
+        #: The button records its calls (the visitor socket's greeting says so).
+        self.recorded = False
+
+    async def run(self) -> list[CallResult]:
+        options = self.options
+        self._began = time.monotonic()
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            agents = [
+                SyntheticAgent(http, options.base_url, email, password, impairment=options.impairment, rng=self._rng)
+                for email, password in options.agents
+            ]
+            try:
+                await asyncio.gather(*(agent.start(listen_tone=1000.0) for agent in agents))
+                for agent in agents:
+                    self._free.put_nowait(agent)
+                await self._calls(http, min(options.concurrency, len(agents)))
+            finally:
+                for agent in agents:
+                    await agent.close()
+        return self.results
+
+    async def _calls(self, http: aiohttp.ClientSession, concurrency: int) -> None:
+        options = self.options
+        slots = asyncio.Semaphore(concurrency)
+        tasks: list[asyncio.Task[None]] = []
+        sampler = asyncio.create_task(self._sample())
+        self._bar = tqdm(total=options.calls, unit="call", disable=not options.progress, dynamic_ncols=True)
+        try:
+            for index in range(options.calls):
+                due = self._began + index / options.rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if time.monotonic() - self._began > options.duration_limit:
+                    break
+                await slots.acquire()
+                result = CallResult(index, *tones(index))
+                result.started_at = time.monotonic() - self._began
+                self.results.append(result)
+                task = asyncio.create_task(self._call(http, result))
+                task.add_done_callback(lambda _: slots.release())
+                tasks.append(task)
+            await asyncio.gather(*tasks)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            self._bar.close()
+
+    async def _sample(self) -> None:
+        while True:
+            self.concurrency_samples.append((round(time.monotonic() - self._began, 2), self._active))
+            await asyncio.sleep(0.5)
+
+    async def _call(self, http: aiohttp.ClientSession, result: CallResult) -> None:
+        self._active += 1
+        agent = await self._free.get()
+        result.agent = agent.email
+        visitor = SyntheticVisitor(http, self.options.base_url, self.options.button_key, self.options.origin)
+        try:
+            await self._talk(result, visitor, agent)
+        except ProtocolFailure as failure:
+            result.fail(failure.reason)
+        except Exception as exc:  # a bug or an unexpected server answer: counted, not fatal to the run
+            result.fail(f"error:{type(exc).__name__}")
+        finally:
+            self._active -= 1
+            await visitor.close()
+            if agent.peer is not None and agent.socket.closed:
+                result.fail("agent_socket_lost")
+            self._free.put_nowait(agent)
+            self._progress(result)
+
+    async def _talk(self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent) -> None:
+        options = self.options
+        began = time.monotonic()
+        await visitor.connect()
+        result.phases["socket_connected"] = _ms(time.monotonic() - began)
+        self.recorded = self.recorded or bool((visitor.hello.get("button") or {}).get("recording", {}).get("enabled"))
+        peer = visitor.peer = LoadPeer(
+            send_tone=result.visitor_tone, expect_tone=result.agent_tone,
+            ice_servers=visitor.hello.get("ice_servers") or [], impairment=options.impairment, rng=self._rng,
+        )  # fmt: skip
+        assert agent.peer is not None
+        agent.peer.next_call(send_tone=result.agent_tone, expect_tone=result.visitor_tone)
+        offer = await peer.offer()
+
+        async with contextlib.nullcontext() if options.overlapping_rings else self._ringing:
+            requested = time.monotonic()
+            await visitor.socket.send({"type": "call", "sdp": offer, "page_url": "https://loadtest.invalid/call"})
+            state = await visitor.socket.wait(
+                lambda m: m.get("type") in ("call_state", "error"), _TIMEOUT, "no_call_state"
+            )
+            if state["type"] == "error":
+                # Refused before a call existed (a rate limit, a refused offer): say which.
+                raise ProtocolFailure(f"refused:{state.get('code')}", str(state.get("message", "")))
+            call_id = result.call_id = str(state["call_id"])
+            if state.get("state") == "ended":
+                raise ProtocolFailure(f"{state.get('reason')}:{state.get('detail') or ''}".rstrip(":"))
+            answer = await visitor.socket.wait(lambda m: m.get("type") == "answer", _TIMEOUT, "no_answer_sdp")
+            await peer.answer(answer["sdp"])
+            for _ in range(int(_TIMEOUT / 0.01)):
+                if call_id in agent.rings:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise ProtocolFailure("agent_not_rung")
+            result.phases["request_to_ringing"] = _ms(agent.rings.pop(call_id) - requested)
+            await asyncio.sleep(options.answer_delay)
+            accepted = time.monotonic()
+            peer.listen_for_partner(accepted)
+            agent.peer.listen_for_partner(accepted)
+            await agent.socket.send({"type": "accept", "call_id": call_id})
+            answered = await visitor.socket.wait(
+                lambda m: m.get("type") == "call_state" and m.get("state") in ("answered", "ended"),
+                _TIMEOUT,
+                "not_connected",
+            )
+            if answered.get("state") != "answered":
+                raise ProtocolFailure(f"{answered.get('reason')}:{answered.get('detail') or ''}".rstrip(":"))
+        result.phases["accept_to_connected"] = _ms(answered["_at"] - accepted)
+        result.answered_at = accepted - self._began
+
+        window_at = accepted + min(1.0, options.talk_time / 2)
+        peer.capture_window(window_at)
+        agent.peer.capture_window(window_at)
+        first_visitor, first_agent = await asyncio.gather(
+            peer.wait_first_audio(_TIMEOUT), agent.peer.wait_first_audio(_TIMEOUT)
+        )
+        if first_visitor is None:
+            result.fail("no_audio_at_visitor")
+        else:
+            result.phases["accept_to_first_audio_visitor"] = _ms(first_visitor - accepted)
+        if first_agent is None:
+            result.fail("no_audio_at_agent")
+        else:
+            result.phases["accept_to_first_audio_agent"] = _ms(first_agent - accepted)
+        await asyncio.sleep(max(0.0, accepted + options.talk_time - time.monotonic()))
+        for side, listener in ((result.visitor, peer), (result.agent_side, agent.peer)):
+            if await listener.wait_window(1.0):
+                side.heard_share, side.heard_frequency = listener.heard()
+        if result.visitor.heard_share < HEARD_SHARE:
+            result.fail("visitor_heard_wrong_audio")
+        if result.agent_side.heard_share < HEARD_SHARE:
+            result.fail("agent_heard_wrong_audio")
+
+        await self._hang_up(result, visitor, agent, call_id)
+        result.talk_seconds = round((result.ended_at or 0) - (result.answered_at or 0), 3)
+        await self._quality(result.visitor, peer)
+        await self._quality(result.agent_side, agent.peer)
+        agent.socket.forget(lambda m: m.get("call_id") == call_id)
+
+    async def _hang_up(
+        self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent, call_id: str
+    ) -> None:
+        by = self.options.hangup_by
+        if by == "alternate":
+            by = "visitor" if result.index % 2 == 0 else "agent"
+        result.hung_up_by = by
+        hung_up = time.monotonic()
+        if by == "visitor":
+            await visitor.socket.send({"type": "hangup"})
+            ended = await agent.socket.wait(
+                lambda m: m.get("type") == "call_state" and m.get("call_id") == call_id and m.get("state") == "ended",
+                _TIMEOUT,
+                "not_ended",
+            )
+        else:
+            await agent.socket.send({"type": "hangup", "call_id": call_id})
+            ended = await visitor.socket.wait(
+                lambda m: m.get("type") == "call_state" and m.get("state") == "ended", _TIMEOUT, "not_ended"
+            )
+        result.phases["hangup_to_ended"] = _ms(ended["_at"] - hung_up)
+        result.ended_at = hung_up - self._began
+        expected = f"{by}_hangup"
+        if ended.get("reason") != expected:
+            result.fail(f"ended_as_{ended.get('reason')}")
+
+    @staticmethod
+    async def _quality(side: Side, peer: LoadPeer) -> None:
+        reception = peer.reception
+        side.packets = reception.call_packets
+        side.lost = reception.lost
+        side.loss_percent = round(reception.loss_percent, 2)
+        side.jitter_ms = round(reception.jitter * 1000, 2)
+        side.rtt_ms = (await peer.stats())["rtt_ms"]
+        side.mos = mos(side.loss_percent, side.jitter_ms, side.rtt_ms)
+
+    def _progress(self, result: CallResult) -> None:
+        if self._bar is None:
+            return
+        done = [r for r in self.results if r.ended_at is not None or r.failures]
+        first_audio = [
+            r.phases[p] for r in done for p in ("accept_to_first_audio_visitor", "accept_to_first_audio_agent")
+            if p in r.phases
+        ]  # fmt: skip
+        self._bar.set_postfix(
+            started=len(self.results),
+            connected=sum(1 for r in self.results if r.answered_at is not None),
+            failed=sum(1 for r in done if r.failures),
+            concurrent=self._active,
+            first_audio_p95_ms=percentiles(first_audio)["p95"],
+            refresh=False,
+        )
+        self._bar.update(1)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

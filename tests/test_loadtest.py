@@ -1,0 +1,156 @@
+"""``callbutton loadtest`` against the real server: a clean run passes every check and reports every
+figure; a server that swaps legs, drops a direction or loses a recording is caught, call by call;
+network impairment shows up as loss and a lower MOS."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import recording as recording_module
+from server.app import Running, start
+from server.appkeys import SWITCHBOARD
+from server.config import Settings
+from storage.db import Database
+from tests.conftest import VISITOR_ORIGIN, Tenant, make_admin, make_tenant
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def loaded_server(settings: Settings, database: Database) -> AsyncIterator[Running]:
+    # One address makes every synthetic call: lift the per-address call limit for it.
+    running = await start(dataclasses.replace(settings, call_rate_per_address=10_000), database)
+    yield running
+    await running.stop()
+
+
+async def loadtest(
+    server: Running, tenants: list[Tenant], admin: tuple[str, str] | None, tmp_path: Path, *extra: str
+) -> tuple[int, dict[str, Any], str]:
+    report = tmp_path / "report.json"
+    args = [
+        sys.executable, "-m", "server", "loadtest", server.url,
+        "--button", tenants[0].button_key, "--origin", VISITOR_ORIGIN,
+        "--ice-host", "127.0.0.1", "--json", str(report), "--html", str(tmp_path / "report.html"), "--no-progress",
+    ]  # fmt: skip
+    for tenant in tenants:
+        args += ["--agent", f"{tenant.agent_email}:{tenant.agent_password}"]
+    if admin is not None:
+        args += ["--admin", f"{admin[0]}:{admin[1]}"]
+    process = await asyncio.create_subprocess_exec(
+        *args, *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    assert report.exists(), output.decode()
+    return process.returncode or 0, json.loads(report.read_text()), output.decode()
+
+
+async def test_a_small_load_test_passes_every_check_and_reports_every_figure(
+    loaded_server: Running, database: Database, tmp_path: Path
+) -> None:
+    tenants = await make_tenant(database, agents=5, recording=True)
+    admin = await make_admin(database, tenants[0].organisation_id)
+    code, report, output = await loadtest(
+        loaded_server, tenants, admin, tmp_path,
+        "--calls", "20", "--concurrency", "5", "--rate", "5", "--talk-time", "1.5", "--max-first-audio-p95", "1000",
+    )  # fmt: skip
+    assert code == 0, output
+    assert report["verdict"] == "pass" and report["thresholds_crossed"] == []
+    assert report["calls"] == {
+        "started": 20, "answered": 20, "ok": 20, "failed": 0, "failures_by_reason": {}, "failed_calls": [],
+    }  # fmt: skip
+    assert report["checks"] == {"calls_checked": 20, "recordings_checked": 20}
+    for phase in (
+        "socket_connected", "request_to_ringing", "accept_to_connected",
+        "accept_to_first_audio_visitor", "accept_to_first_audio_agent", "hangup_to_ended",
+    ):  # fmt: skip
+        stats = report["phases_ms"][phase]
+        assert stats["count"] == 20 and 0 <= stats["p50"] <= stats["p95"] <= stats["p99"] <= stats["max"], phase
+    for figure in ("loss_percent", "jitter_ms", "mos"):
+        assert report["quality"][figure]["count"] == 40  # both parties of every call
+    assert report["quality"]["loss_percent"]["max"] < 1.0
+    assert report["quality"]["mos"]["p50"] > 4.0
+    assert max(c for _, c in report["concurrency"]) >= 2
+    call = report["per_call"][0]
+    assert call["visitor"]["heard_share"] > 0.8 and call["agent_side"]["heard_share"] > 0.8
+    assert (tmp_path / "report.html").read_text().count("<svg") >= 6
+    # No password in a report.
+    assert tenants[0].agent_password not in json.dumps(report)
+
+
+async def test_the_checker_catches_swapped_legs_a_dropped_direction_and_a_lost_recording(
+    loaded_server: Running, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenants = await make_tenant(database, agents=2, recording=True)
+    admin = await make_admin(database, tenants[0].organisation_id)
+    switchboard = loaded_server.runner.app[SWITCHBOARD]
+    accepted: list[Any] = []
+    accept = switchboard.accept
+
+    async def faulty_accept(agent: Any, call_id: Any) -> None:
+        await accept(agent, call_id)
+        live = switchboard.calls[call_id]
+        accepted.append(live)
+        if len(accepted) == 2:
+            # The server crosses the first two calls, both still in progress.
+            first, second = accepted
+            first.bridge.connect(second.agent.leg)
+            second.bridge.connect(first.agent.leg)
+        if len(accepted) == 4:
+            live.agent.leg.inbound = None  # the agent's audio never reaches the visitor
+
+    monkeypatch.setattr(switchboard, "accept", faulty_accept)
+
+    starts = 0
+    start_recording = recording_module.CallRecording.start
+
+    def losing_start(self: Any) -> None:
+        nonlocal starts
+        starts += 1
+        if starts != 6:  # the sixth call's recording is lost
+            start_recording(self)
+
+    monkeypatch.setattr(recording_module.CallRecording, "start", losing_start)
+
+    code, report, output = await loadtest(
+        loaded_server, tenants, admin, tmp_path,
+        "--calls", "6", "--concurrency", "2", "--rate", "4", "--talk-time", "2.5",
+    )  # fmt: skip
+    assert code == 1, output
+    ids = [str(live.call.id) for live in accepted]
+    failed = {f["call_id"]: set(f["reasons"]) for f in report["calls"]["failed_calls"]}
+    assert set(failed) == {ids[0], ids[1], ids[3], ids[5]}, failed
+    for swapped in (ids[0], ids[1]):
+        assert {"visitor_heard_wrong_audio", "agent_heard_wrong_audio"} <= failed[swapped]
+    assert {"no_audio_at_visitor", "visitor_heard_wrong_audio"} <= failed[ids[3]]
+    assert "agent_heard_wrong_audio" not in failed[ids[3]]  # only the one direction was dropped
+    assert failed[ids[5]] == {"check:recording_missing"}
+    assert report["verdict"] == "fail" and report["calls"]["ok"] == 2
+    assert f"call 5 ({ids[5]}): check:recording_missing" in output
+
+
+async def test_packet_loss_shows_in_the_report_and_lowers_the_mos(
+    loaded_server: Running, database: Database, tmp_path: Path
+) -> None:
+    tenants = await make_tenant(database, agents=2)
+    clean_code, clean, _ = await loadtest(
+        loaded_server, tenants, None, tmp_path, "--calls", "4", "--concurrency", "2", "--talk-time", "3"
+    )
+    lossy_code, lossy, output = await loadtest(
+        loaded_server, tenants, None, tmp_path, "--calls", "4", "--concurrency", "2", "--talk-time", "3",
+        "--loss", "5", "--max-loss", "1",
+    )  # fmt: skip
+    assert clean_code == 0 and clean["quality"]["loss_percent"]["max"] == 0
+    assert 2.0 <= lossy["quality"]["loss_percent"]["p50"] <= 10.0, lossy["quality"]
+    assert lossy["quality"]["mos"]["p50"] < clean["quality"]["mos"]["p50"] - 0.3
+    # The calls themselves still work; the loss threshold is what fails the run.
+    assert lossy["calls"]["failed"] == 0
+    assert lossy_code == 1 and any("loss p95" in c for c in lossy["thresholds_crossed"]), output
