@@ -68,7 +68,9 @@ def create_app(
         mux=mux,
     )
     app[LIMITS] = Limits(
-        calls_per_address=settings.call_rate_per_address, calls_per_button=settings.call_rate_per_button
+        calls_per_address=settings.call_rate_per_address,
+        calls_per_button=settings.call_rate_per_button,
+        visitor_sockets_per_address=settings.visitor_sockets_per_address,
     )
     app[signalling.SOCKETS] = set()
     app.on_shutdown.append(_end_calls)

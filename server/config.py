@@ -109,6 +109,11 @@ VARIABLES: tuple[Variable, ...] = (
         "120",
         "Calls a minute one button may take (bursts of half that); more are refused.",
     ),
+    Variable(
+        "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS",
+        "10",
+        "Visitor sockets one address may have open at once; more are refused with 429.",
+    ),
     Variable("CALLBUTTON_LOG_FORMAT", "console", "`console` (human-readable) or `json`."),
     Variable("CALLBUTTON_LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`."),
 )
@@ -136,6 +141,7 @@ class Settings:
     session_max_age: float = 43200.0
     call_rate_per_address: float = 6.0
     call_rate_per_button: float = 120.0
+    visitor_sockets_per_address: int = 10
     log_format: str = "console"
     log_level: str = "info"
 
@@ -175,6 +181,9 @@ class Settings:
             ),
             call_rate_per_button=_float(
                 get("CALLBUTTON_CALL_RATE_PER_BUTTON"), "CALLBUTTON_CALL_RATE_PER_BUTTON", "calls a minute"
+            ),
+            visitor_sockets_per_address=_int(
+                get("CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS"), "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS", 1, 10**6
             ),
             log_format=_choice(get("CALLBUTTON_LOG_FORMAT"), "CALLBUTTON_LOG_FORMAT", ("console", "json")),
             log_level=_choice(

@@ -10,7 +10,6 @@ import collections
 import time
 from collections.abc import Hashable
 
-VISITOR_SOCKETS_PER_ADDRESS = 10
 # A visitor socket is opened at the click; one that asks for no call by then is closed.
 VISITOR_CALL_DEADLINE_SECONDS = 30.0
 
@@ -81,8 +80,8 @@ class Limits:
     button (per minute, with bursts of half that), so that one script cannot keep every agent ringing.
     """
 
-    def __init__(self, *, calls_per_address: float, calls_per_button: float) -> None:
+    def __init__(self, *, calls_per_address: float, calls_per_button: float, visitor_sockets_per_address: int) -> None:
         self.calls_per_address = KeyedLimiter(calls_per_address, max(1.0, calls_per_address / 2))
         self.calls_per_button = KeyedLimiter(calls_per_button, max(1.0, calls_per_button / 2))
-        self.visitor_sockets = Counter(VISITOR_SOCKETS_PER_ADDRESS)
+        self.visitor_sockets = Counter(visitor_sockets_per_address)
         self.visitor_call_deadline = VISITOR_CALL_DEADLINE_SECONDS

@@ -14,7 +14,6 @@ import structlog
 from server import messages
 from server.app import Running
 from server.appkeys import LIMITS
-from server.limits import VISITOR_SOCKETS_PER_ADDRESS
 from server.signalling import CLOSE_TOO_SLOW, MAX_MESSAGE_BYTES, OUTBOX_SIZE, Socket
 from storage.db import Database
 from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant
@@ -261,7 +260,8 @@ async def test_visitor_sockets_are_capped_per_address_and_must_ask_for_a_call(
 ) -> None:
     (tenant,) = await make_tenant(database)
     server.runner.app[LIMITS].visitor_call_deadline = 1.0
-    visitors = [Visitor(server.url, tenant.button_key, VISITOR_ORIGIN) for _ in range(VISITOR_SOCKETS_PER_ADDRESS)]
+    cap = server.settings.visitor_sockets_per_address
+    visitors = [Visitor(server.url, tenant.button_key, VISITOR_ORIGIN) for _ in range(cap)]
     try:
         for visitor in visitors:
             await visitor.connect()

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 async def loaded_server(settings: Settings, database: Database) -> AsyncIterator[Running]:
     # One address makes every synthetic call: lift the per-address call limit for it.
-    running = await start(dataclasses.replace(settings, call_rate_per_address=10_000), database)
+    running = await start(
+        dataclasses.replace(settings, call_rate_per_address=10_000, visitor_sockets_per_address=10_000), database
+    )
     yield running
     await running.stop()
 

@@ -1,0 +1,193 @@
+"""How many concurrent calls a server carries, callbutton against a stock aiortc relay, in one run.
+
+Both servers are the same program but for the media path (bench/stock_relay.py swaps it), on a
+throwaway Postgres, driven by the same load generator (``callbutton loadtest``) at rising
+concurrency. A level passes when every call verifies, accept -> first audio p95 is under 300 ms and
+the p95 of packet loss under 1%. Server CPU per concurrent call is read from /proc over the steady
+part of each level.
+
+    .venv/bin/python bench/capacity.py [--levels 2,4,8,12,16,24,32] [--talk 8] [--record]
+
+The load generator runs on the same machine (2 cores here): at high levels it competes with the
+server, which the figures include. Results go in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from server import auth
+from storage.db import Database
+from storage.keys import MasterKey
+from storage.localpg import LocalPostgres
+
+ROOT = Path(__file__).resolve().parent.parent
+ORIGIN = "http://bench.example.test"
+PASSWORD = "bench password 123"
+
+
+async def tenant(database: Database, agents: int, record: bool) -> tuple[str, list[str], str]:
+    organisation = await database.accounts.create_organisation(f"Bench {uuid.uuid4().hex[:6]}")
+    button = await database.buttons.create(
+        organisation.id, name="Bench", allowed_origins=[ORIGIN], recording_enabled=record
+    )
+    password_hash = await auth.hash_password(PASSWORD)
+    emails = []
+    for index in range(agents):
+        email = f"bench-agent-{index}-{uuid.uuid4().hex[:6]}@example.test"
+        await database.accounts.create_user(
+            organisation.id, email=email, display_name=f"Agent {index}", role="agent", password_hash=password_hash
+        )
+        emails.append(email)
+    admin = f"bench-admin-{uuid.uuid4().hex[:6]}@example.test"
+    await database.accounts.create_user(
+        organisation.id, email=admin, display_name="Admin", role="admin", password_hash=password_hash
+    )
+    return button.public_key, emails, admin
+
+
+class Server:
+    def __init__(self, kind: str, env: dict[str, str]) -> None:
+        self.kind = kind
+        self.env = env
+        self.process: asyncio.subprocess.Process | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        program = ["-m", "server", "serve"] if self.kind == "callbutton" else [str(ROOT / "bench" / "stock_relay.py")]
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, *program, env=self.env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
+        )
+        assert self.process.stderr is not None
+        while not self.url:
+            line = await asyncio.wait_for(self.process.stderr.readline(), 60)
+            if not line:
+                raise RuntimeError(f"{self.kind} server exited")
+            event = json.loads(line)
+            if event.get("event") == "server.started":
+                self.url = event["url"]
+        self._drain = asyncio.create_task(self._discard(self.process.stderr))
+
+    @staticmethod
+    async def _discard(stream: asyncio.StreamReader) -> None:
+        while await stream.readline():
+            pass
+
+    async def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        await self.process.wait()
+
+
+async def level(server: Server, button: str, agents: list[str], admin: str, concurrency: int, talk: float,
+                folder: Path) -> dict[str, Any]:  # fmt: skip
+    report = folder / f"{server.kind}-{concurrency}.json"
+    assert server.process is not None
+    args = [
+        sys.executable, "-m", "server", "loadtest", server.url, "--button", button, "--origin", ORIGIN,
+        "--calls", str(2 * concurrency), "--concurrency", str(concurrency),
+        "--rate", str(max(1.0, concurrency / talk)), "--talk-time", str(talk),
+        "--ice-host", "127.0.0.1", "--server-pid", str(server.process.pid), "--json", str(report), "--no-progress",
+        "--admin", f"{admin}:{PASSWORD}", "--max-first-audio-p95", "300", "--max-loss", "1",
+    ]  # fmt: skip
+    for email in agents[:concurrency]:
+        args += ["--agent", f"{email}:{PASSWORD}"]
+    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT)
+    code = await process.wait()
+    data = json.loads(report.read_text())
+    # CPU per concurrent call over the samples taken while the level was at (nearly) full concurrency.
+    per_call = [
+        sample["cpu_percent"] / active
+        for sample in data["server_resources"]
+        if (active := _nearest(data["concurrency"], sample["t"])) >= max(1, concurrency * 0.8)
+    ]
+    return {
+        "concurrency": concurrency,
+        "passed": code == 0,
+        "failed_calls": data["calls"]["failed"],
+        "failures": data["calls"]["failures_by_reason"],
+        "first_audio_p95_ms": data["first_audio_ms"]["p95"],
+        "loss_p95": data["quality"]["loss_percent"]["p95"],
+        "cpu_per_call": round(statistics.median(per_call), 2) if per_call else None,
+        "rss_mib": max((s["rss_mib"] for s in data["server_resources"]), default=None),
+    }
+
+
+def _nearest(samples: list[list[float]], t: float) -> int:
+    return int(min(samples, key=lambda s: abs(s[0] - t))[1]) if samples else 0
+
+
+async def main(levels: list[int], talk: float, record: bool) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="callbutton-capacity-"))
+    folder.chmod(0o755)
+    cluster = LocalPostgres(folder / "pg")
+    dsn = cluster.start()
+    database = await Database.connect(dsn)
+    await database.migrate()
+    results: dict[str, list[dict[str, Any]]] = {}
+    try:
+        tenants = {
+            "stock-relay": await tenant(database, max(levels), False),  # the baseline records nothing
+            "callbutton": await tenant(database, max(levels), record),
+        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
+        env.update({
+            "CALLBUTTON_DATABASE_URL": dsn, "CALLBUTTON_DATA_DIR": str(folder), "CALLBUTTON_PORT": "0",
+            "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1", "CALLBUTTON_LOG_FORMAT": "json",
+            "CALLBUTTON_LOG_LEVEL": "info", "CALLBUTTON_CALL_RATE_PER_ADDRESS": "100000",
+            "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS": "100000",
+            "CALLBUTTON_MASTER_KEY": MasterKey.generate().to_text(),
+        })  # fmt: skip
+        for kind in ("stock-relay", "callbutton"):
+            button, agents, admin = tenants[kind]
+            server = Server(kind, env)
+            await server.start()
+            results[kind] = []
+            failures = 0
+            try:
+                for concurrency in levels:
+                    outcome = await level(server, button, agents, admin, concurrency, talk, folder)
+                    results[kind].append(outcome)
+                    print(kind, outcome, flush=True)
+                    failures = 0 if outcome["passed"] else failures + 1
+                    if failures == 2:
+                        break
+            finally:
+                await server.stop()
+    finally:
+        await database.close()
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(f"\nrecording {'on' if record else 'off'}, talk {talk:g} s, levels {levels}")
+    best: dict[str, dict[str, Any] | None] = {}
+    for kind, outcomes in results.items():
+        passing = [o for o in outcomes if o["passed"]]
+        best[kind] = max(passing, key=lambda o: o["concurrency"]) if passing else None
+        top = best[kind]
+        print(
+            f"  {kind:12s} carries {top['concurrency'] if top else 0} concurrent calls; "
+            f"CPU per call at that level {top['cpu_per_call'] if top else '-'}% of a core"
+        )
+    ours, theirs = best.get("callbutton"), best.get("stock-relay")
+    if ours and theirs and ours["cpu_per_call"] and theirs["cpu_per_call"]:
+        print(f"  CPU per call, callbutton / stock relay: {ours['cpu_per_call'] / theirs['cpu_per_call']:.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", default="2,4,8,12,16,24,32")
+    parser.add_argument("--talk", type=float, default=8.0)
+    parser.add_argument("--record", action="store_true", help="record every call on the callbutton server")
+    args = parser.parse_args()
+    asyncio.run(main([int(x) for x in args.levels.split(",")], args.talk, args.record))
