@@ -106,11 +106,12 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
     code = await process.wait()
     data = json.loads(report.read_text())
     # CPU per concurrent call over the samples taken while the level was at (nearly) full concurrency.
-    per_call = [
-        sample["cpu_percent"] / active
+    steady = [
+        (sample, active)
         for sample in data["server_resources"]
         if (active := _nearest(data["concurrency"], sample["t"])) >= max(1, concurrency * 0.8)
     ]
+    per_call = [sample["cpu_percent"] / active for sample, active in steady]
     return {
         "concurrency": concurrency,
         "passed": code == 0,
@@ -119,7 +120,8 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         "first_audio_p95_ms": data["first_audio_ms"]["p95"],
         "loss_p95": data["quality"]["loss_percent"]["p95"],
         "cpu_per_call": round(statistics.median(per_call), 2) if per_call else None,
-        "rss_mib": max((s["rss_mib"] for s in data["server_resources"]), default=None),
+        "rss_mib_steady": round(statistics.median(s["rss_mib"] for s, _ in steady), 1) if steady else None,
+        "rss_mib_peak": max((s["rss_mib"] for s in data["server_resources"]), default=None),
     }
 
 
@@ -127,7 +129,7 @@ def _nearest(samples: list[list[float]], t: float) -> int:
     return int(min(samples, key=lambda s: abs(s[0] - t))[1]) if samples else 0
 
 
-async def main(levels: list[int], talk: float, record: bool) -> None:
+async def main(levels: list[int], talk: float, record: bool, kinds: list[str], keep: Path | None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="callbutton-capacity-"))
     folder.chmod(0o755)
     cluster = LocalPostgres(folder / "pg")
@@ -148,15 +150,16 @@ async def main(levels: list[int], talk: float, record: bool) -> None:
             "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS": "100000",
             "CALLBUTTON_MASTER_KEY": MasterKey.generate().to_text(),
         })  # fmt: skip
-        for kind in ("stock-relay", "callbutton"):
+        for kind in kinds:
             button, agents, admin = tenants[kind]
             server = Server(kind, env)
             await server.start()
+            reports = keep or folder
             results[kind] = []
             failures = 0
             try:
                 for concurrency in levels:
-                    outcome = await level(server, button, agents, admin, concurrency, talk, folder)
+                    outcome = await level(server, button, agents, admin, concurrency, talk, reports)
                     results[kind].append(outcome)
                     print(kind, outcome, flush=True)
                     failures = 0 if outcome["passed"] else failures + 1
@@ -189,5 +192,9 @@ if __name__ == "__main__":
     parser.add_argument("--levels", default="2,4,8,12,16,24,32")
     parser.add_argument("--talk", type=float, default=8.0)
     parser.add_argument("--record", action="store_true", help="record every call on the callbutton server")
+    parser.add_argument("--servers", default="stock-relay,callbutton", help="which servers to measure")
+    parser.add_argument("--keep", type=Path, help="keep every level's JSON report in this folder")
     args = parser.parse_args()
-    asyncio.run(main([int(x) for x in args.levels.split(",")], args.talk, args.record))
+    asyncio.run(
+        main([int(x) for x in args.levels.split(",")], args.talk, args.record, args.servers.split(","), args.keep)
+    )

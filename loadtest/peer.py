@@ -10,7 +10,6 @@ first audio; a short window mid-call, to prove which tone arrives).
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,18 +23,12 @@ from aiortc.rtp import RtpPacket
 
 from loadtest.quality import tone_share
 from media import opus
-from media.aiortc_seam import impair_outgoing, intercept_rtp
-from media.synthetic import OpusLoopTrack, tone
+from media.aiortc_seam import impair_outgoing, intercept_rtp, shrink_receive_buffers
+from media.synthetic import OpusLoopTrack, tone_loop
 
 FIRST_AUDIO_SHARE = 0.5  # a packet is "the partner's audio" when half its power is the partner's tone
 _MAX_FIRST_AUDIO_PACKETS = 250  # five seconds of looking
 _WINDOW_PACKETS = 30  # 0.6 s of audio for the tone check
-
-
-@functools.cache
-def tone_packets(frequency: float) -> tuple[bytes, ...]:
-    """One second of ``frequency`` as Opus packets (integer frequencies loop seamlessly)."""
-    return tuple(opus.encode(tone(frequency, 1.0)))
 
 
 @dataclass
@@ -120,7 +113,7 @@ class LoadPeer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.expect_tone = expect_tone
         self.reception = Reception()
-        self._track = OpusLoopTrack(list(tone_packets(send_tone)))
+        self._track = OpusLoopTrack(list(tone_loop(send_tone)))
         self._sender = self.pc.addTrack(self._track)
         self._impairment = impairment
         self._rng = rng
@@ -134,6 +127,7 @@ class LoadPeer:
     async def offer(self) -> str:
         """Our offer with every candidate (the server takes no trickled ones)."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        shrink_receive_buffers(self.pc)
         receiver = self.pc.getTransceivers()[0].receiver
         intercept_rtp(receiver, self._received, opus.SAMPLE_RATE)
         if self._impairment.active:
@@ -151,7 +145,7 @@ class LoadPeer:
 
     def next_call(self, *, send_tone: float, expect_tone: float) -> None:
         """Reuse this connection for another call (an agent's standing leg): new tones, fresh checks."""
-        self._track.switch(list(tone_packets(send_tone)))
+        self._track.switch(list(tone_loop(send_tone)))
         self.expect_tone = expect_tone
         self._listen_from = None
         self._window_from = None

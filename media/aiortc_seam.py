@@ -19,7 +19,7 @@ from typing import Any
 
 import aioice.ice
 import aiortc
-from aiortc import clock
+from aiortc import RTCPeerConnection, clock
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, RtpPacket, is_rtcp
@@ -144,3 +144,19 @@ def impair_outgoing(sender: RTCRtpSender, *, loss: float, delay: float, jitter: 
         task.add_done_callback(pending.discard)
 
     transport._send_rtp = impaired  # type: ignore[method-assign]
+
+
+#: Bytes read per datagram. asyncio reads each one with ``recvfrom(max_size)``, 256 KiB by default:
+#: every packet allocates 256 KiB and shrinks it, which costs CPU and, through the fragmentation it
+#: leaves, memory. No RTP, RTCP, STUN or DTLS datagram here comes near the path MTU.
+DATAGRAM_BUFFER = 2048
+
+
+def shrink_receive_buffers(pc: RTCPeerConnection) -> None:
+    """Read ``pc``'s ICE sockets with a datagram-sized buffer (call once gathering is done)."""
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        for protocol in connection._protocols:
+            transport = getattr(protocol, "transport", None)
+            if transport is not None and hasattr(transport, "max_size"):
+                transport.max_size = DATAGRAM_BUFFER

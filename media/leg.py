@@ -29,7 +29,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.frame import Frame
 
-from media.aiortc_seam import RtpOutlet, check_version, intercept_rtp
+from media.aiortc_seam import RtpOutlet, check_version, intercept_rtp, shrink_receive_buffers
 from media.rtp_stream import OutgoingStream
 from media.sdp import SdpError, check_offer
 
@@ -163,6 +163,7 @@ class Leg:
             raise SdpError(f"the SDP offer was refused{detail}") from None
         intercept_rtp(transceiver.receiver, self._received, OPUS_CLOCK_RATE)
         await pc.setLocalDescription(await pc.createAnswer())
+        shrink_receive_buffers(pc)
         local = pc.localDescription
         answer = SessionDescription.parse(local.sdp)
         codecs = answer.media[0].rtp.codecs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import fractions
+import functools
 import time
 
 import av
@@ -21,6 +22,19 @@ from aiortc.mediastreams import MediaStreamError
 from media import opus
 
 _TIME_BASE = fractions.Fraction(1, opus.SAMPLE_RATE)
+
+
+@functools.cache
+def tone_loop(frequency: float) -> tuple[bytes, ...]:
+    """One second of ``frequency`` as Opus packets that loop without a seam.
+
+    Encoding exactly one second and looping it clicks at every turn: the first packets carry the
+    encoder's start-up (its look-ahead and ramp), the last ones the signal 6.5 ms short of the end.
+    So two seconds are encoded and the second one kept: it starts and ends in the encoder's steady
+    state, and for an integer frequency it holds whole periods, so its end runs on into its start.
+    """
+    packets_per_second = opus.SAMPLE_RATE // opus.FRAME_SAMPLES
+    return tuple(opus.encode(tone(frequency, 2.0))[packets_per_second : 2 * packets_per_second])
 
 
 def tone(frequency: float, seconds: float, amplitude: float = 0.3) -> npt.NDArray[np.int16]:
@@ -50,8 +64,7 @@ class OpusLoopTrack(MediaStreamTrack):
 
     @classmethod
     def of_tone(cls, frequency: float) -> OpusLoopTrack:
-        # A whole number of periods in one second makes the loop seamless for integer frequencies.
-        return cls(opus.encode(tone(frequency, 1.0)))
+        return cls(list(tone_loop(frequency)))
 
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         if self.readyState != "live":

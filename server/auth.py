@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import hashlib
 import secrets
+import weakref
 from dataclasses import dataclass
 
 import structlog
@@ -29,6 +30,11 @@ _hasher = PasswordHasher()
 # enumeration by timing).
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
+# argon2-cffi's default costs 64 MiB of memory per hash: a storm of logins (a shift starting, a load
+# test, an attacker) must not multiply that by the thread pool's size.
+_HASHING_AT_ONCE = 2
+_hashing: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
 
@@ -44,8 +50,23 @@ def check_password_policy(password: str) -> None:
         raise PasswordPolicyError(f"a password has at most {MAX_PASSWORD_LENGTH} characters")
 
 
+def _slots() -> asyncio.Semaphore:
+    """The running loop's hashing slots (a semaphore belongs to one event loop)."""
+    loop = asyncio.get_running_loop()
+    slots = _hashing.get(loop)
+    if slots is None:
+        slots = _hashing[loop] = asyncio.Semaphore(_HASHING_AT_ONCE)
+    return slots
+
+
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    async with _slots():
+        return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def _verify_in_thread(password_hash: str, password: str) -> bool:
+    async with _slots():
+        return await asyncio.to_thread(_verify, password_hash, password)
 
 
 def _verify(password_hash: str, password: str) -> bool:
@@ -113,7 +134,7 @@ class Sessions:
         """A new session token for valid credentials; None otherwise, in the same time either way."""
         user = await self._accounts.user_by_email(email)
         password_hash = user.password_hash if user is not None else _DUMMY_HASH
-        valid = await asyncio.to_thread(_verify, password_hash, password)
+        valid = await _verify_in_thread(password_hash, password)
         if user is None or not valid or user.disabled:
             log.info(logs.LOGIN_FAILED)
             return None
