@@ -76,12 +76,14 @@ class Server:
             event = json.loads(line)
             if event.get("event") == "server.started":
                 self.url = event["url"]
-        self._drain = asyncio.create_task(self._discard(self.process.stderr))
+        self._drain = asyncio.create_task(self._collect(self.process.stderr))
 
-    @staticmethod
-    async def _discard(stream: asyncio.StreamReader) -> None:
-        while await stream.readline():
-            pass
+    async def _collect(self, stream: asyncio.StreamReader) -> None:
+        """Keep the server's warnings and errors: a failed level should say why."""
+        self.problems: list[str] = []
+        while line := await stream.readline():
+            if b'"level": "warning"' in line or b'"level": "error"' in line:
+                self.problems.append(line.decode()[:600])
 
     async def stop(self) -> None:
         assert self.process is not None
@@ -147,7 +149,7 @@ async def main(levels: list[int], talk: float, record: bool, kinds: list[str], k
             "CALLBUTTON_DATABASE_URL": dsn, "CALLBUTTON_DATA_DIR": str(folder), "CALLBUTTON_PORT": "0",
             "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1", "CALLBUTTON_LOG_FORMAT": "json",
             "CALLBUTTON_LOG_LEVEL": "info", "CALLBUTTON_CALL_RATE_PER_ADDRESS": "100000",
-            "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS": "100000",
+            "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS": "100000", "CALLBUTTON_CALL_RATE_PER_BUTTON": "100000",
             "CALLBUTTON_MASTER_KEY": MasterKey.generate().to_text(),
         })  # fmt: skip
         for kind in kinds:
@@ -162,6 +164,9 @@ async def main(levels: list[int], talk: float, record: bool, kinds: list[str], k
                     outcome = await level(server, button, agents, admin, concurrency, talk, reports)
                     results[kind].append(outcome)
                     print(kind, outcome, flush=True)
+                    for problem in server.problems[:5]:
+                        print("   server:", problem.strip(), flush=True)
+                    server.problems.clear()
                     failures = 0 if outcome["passed"] else failures + 1
                     if failures == 2:
                         break

@@ -18,6 +18,7 @@ from loadtest.runner import CallResult
 from media.recording_file import RecordingFormatError, decode_tracks
 
 DURATION_TOLERANCE = 0.5  # seconds
+SETTLE_SECONDS = 10
 TONE_TOLERANCE = 15.0  # Hz
 
 
@@ -42,17 +43,17 @@ async def check_calls(
             if result.call_id is None:
                 continue
             checked += 1
-            async with http.get(f"{base_url}/api/v1/calls/{result.call_id}", headers={"Cookie": cookie}) as response:
-                if response.status != 200:
-                    result.fail("check:call_row_missing")
-                    continue
-                body = await response.json()
+            body = await _settled_call(http, base_url, cookie, result.call_id)
+            if body is None:
+                result.fail("check:call_row_missing")
+                continue
             _check_row(result, body["call"])
             if result.answered_at is None or not expect_recordings:
                 continue
             stored = [r for r in body["recordings"] if r["state"] in ("complete", "truncated")]
             if not stored:
-                result.fail("check:recording_missing")
+                unfinished = any(r["state"] == "recording" for r in body["recordings"])
+                result.fail("check:recording_unfinished" if unfinished else "check:recording_missing")
                 continue
             recordings += 1
             async with http.get(f"{base_url}{stored[0]['file_url']}", headers={"Cookie": cookie}) as response:
@@ -62,6 +63,21 @@ async def check_calls(
                 data = await response.read()
             await asyncio.to_thread(_check_recording, result, data, stored[0])
     return {"calls_checked": checked, "recordings_checked": recordings}
+
+
+async def _settled_call(http: aiohttp.ClientSession, base_url: str, cookie: str, call_id: str) -> dict[str, Any] | None:
+    """The call as stored, once its recordings are finished (the server completes a recording
+    moments after the call ends: the last calls of a run may still be finishing)."""
+    body: dict[str, Any] | None = None
+    for _ in range(SETTLE_SECONDS * 4):
+        async with http.get(f"{base_url}/api/v1/calls/{call_id}", headers={"Cookie": cookie}) as response:
+            if response.status != 200:
+                return None
+            body = dict(await response.json())
+        if body["call"]["state"] == "ended" and all(r["state"] != "recording" for r in body["recordings"]):
+            return body
+        await asyncio.sleep(0.25)
+    return body
 
 
 def _check_row(result: CallResult, call: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -27,8 +28,16 @@ RECORDING_UNAVAILABLE = "recording.unavailable"
 
 class CallRecording:
     def __init__(
-        self, *, store: RecordingStore, mux: MuxWorker, organisation_id: uuid.UUID, call_id: uuid.UUID
+        self,
+        *,
+        store: RecordingStore,
+        mux: MuxWorker,
+        organisation_id: uuid.UUID,
+        call_id: uuid.UUID,
+        call_stored: Callable[[], Awaitable[None]],
     ) -> None:
+        """``call_stored`` waits until the call's own row is written (the recording's row refers to
+        it, and call writes are queued behind the call, not waited for)."""
         self.recorder = Recorder(mux)
         self.recording_id: uuid.UUID | None = None
         self._store = store
@@ -36,6 +45,7 @@ class CallRecording:
         self._call_id = call_id
         self._log = log.bind(call_id=str(call_id), org_id=str(organisation_id))
         self._opening: asyncio.Task[EncryptedFile | None] | None = None
+        self._call_stored = call_stored
 
     def start(self) -> None:
         """Open the file (in the background); the recorder must already be taking packets."""
@@ -43,6 +53,7 @@ class CallRecording:
 
     async def _open(self, started_at: datetime.datetime) -> EncryptedFile | None:
         try:
+            await self._call_stored()
             self.recording_id, sink = await self._store.begin(
                 organisation_id=self._organisation_id, call_id=self._call_id, started_at=started_at
             )

@@ -207,7 +207,11 @@ class Switchboard:
         agent.call_id = call_id
         if live.button.recording_enabled and self._recordings is not None and self._mux is not None:
             live.recording = CallRecording(
-                store=self._recordings, mux=self._mux, organisation_id=call.organisation_id, call_id=call.id
+                store=self._recordings,
+                mux=self._mux,
+                organisation_id=call.organisation_id,
+                call_id=call.id,
+                call_stored=call.flush,
             )
             live.bridge.connect(agent.leg, live.recording.recorder)
             live.recording.start()
