@@ -158,7 +158,10 @@ class SyntheticAgent:
 
     def _on_message(self, message: Message) -> None:
         if message.get("type") == "ring":
-            self.rings[str(message.get("call_id"))] = time.monotonic()
+            now = time.monotonic()
+            self.rings[str(message.get("call_id"))] = now
+            if len(self.rings) > 1000:  # rings of calls other agents took
+                self.rings = {k: v for k, v in self.rings.items() if now - v < 60}
 
     async def close(self) -> None:
         if self.peer is not None:

@@ -263,7 +263,11 @@ class Run:
         result.talk_seconds = round((result.ended_at or 0) - (result.answered_at or 0), 3)
         await self._quality(result.visitor, peer)
         await self._quality(result.agent_side, agent.peer)
-        agent.socket.forget(lambda m: m.get("call_id") == call_id)
+        # An agent's socket lives for the whole run and hears every call's ring: keep only what is
+        # still to be waited for, or a long run slows down and grows.
+        agent.socket.forget(
+            lambda m: m.get("call_id") == call_id or m.get("type") in ("ring", "ring_stopped", "presence", "leg_state")
+        )
 
     async def _hang_up(
         self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent, call_id: str
