@@ -41,7 +41,7 @@ async def ensure_demo_tenant(database: Database, origins: Iterable[str]) -> Demo
         )
     else:
         await database.accounts.set_password_hash(user.id, password_hash)
-    buttons = await database.buttons.list(user.organisation_id)
+    buttons = await database.buttons.all(user.organisation_id)
     if buttons:
         button = buttons[0]
         for origin in allowed:

@@ -33,6 +33,8 @@ class User:
     role: str
     password_hash: str
     disabled: bool
+    agent_code: str | None = None
+    phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,11 @@ class Session:
     expires_at: datetime.datetime
 
 
-_USER_COLUMNS = "u.id, u.organisation_id, u.email, u.display_name, u.role, u.password_hash, u.disabled_at"
+_USER_COLUMNS = (
+    "u.id, u.organisation_id, u.email, u.display_name, u.role, u.password_hash, u.disabled_at, u.agent_code, u.phone"
+)
+#: What an admin may change on a user (the password has its own method).
+USER_FIELDS = ("email", "display_name", "role", "agent_code", "phone")
 
 
 def _user(row: Any) -> User:
@@ -55,6 +61,8 @@ def _user(row: Any) -> User:
         role=row["role"],
         password_hash=row["password_hash"],
         disabled=row["disabled_at"] is not None,
+        agent_code=row["agent_code"],
+        phone=row["phone"],
     )
 
 
@@ -78,12 +86,14 @@ class Accounts:
         display_name: str,
         role: str,
         password_hash: str,
+        agent_code: str | None = None,
+        phone: str | None = None,
     ) -> User:
         try:
             row = await self._pool.fetchrow(
                 f"""
-                INSERT INTO users AS u (organisation_id, email, display_name, role, password_hash)
-                VALUES ($1, $2, $3, $4, $5)
+                INSERT INTO users AS u (organisation_id, email, display_name, role, password_hash, agent_code, phone)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
                 RETURNING {_USER_COLUMNS}
                 """,
                 organisation_id,
@@ -91,6 +101,8 @@ class Accounts:
                 display_name,
                 role,
                 password_hash,
+                agent_code,
+                phone,
             )
         except asyncpg.UniqueViolationError:
             raise DuplicateEmail(email) from None
@@ -109,6 +121,57 @@ class Accounts:
             user_id,
         )
         return None if row is None else _user(row)
+
+    async def users(self, organisation_id: uuid.UUID) -> list[User]:
+        rows = await self._pool.fetch(
+            f"SELECT {_USER_COLUMNS} FROM users u WHERE u.organisation_id = $1 ORDER BY u.display_name, u.id",
+            organisation_id,
+        )
+        return [_user(r) for r in rows]
+
+    async def update_user(self, organisation_id: uuid.UUID, user_id: uuid.UUID, changes: dict[str, Any]) -> User | None:
+        """Change some of ``USER_FIELDS``; None when the organisation has no such user."""
+        unknown = set(changes) - set(USER_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown user field {sorted(unknown)[0]}")
+        if "email" in changes:
+            changes = {**changes, "email": str(changes["email"]).strip().lower()}
+        names = list(changes)
+        if not names:
+            return await self.user(organisation_id, user_id)
+        assignments = ", ".join(f"{name} = ${i + 3}" for i, name in enumerate(names))
+        try:
+            row = await self._pool.fetchrow(
+                f"UPDATE users AS u SET {assignments} WHERE u.organisation_id = $1 AND u.id = $2 RETURNING {_USER_COLUMNS}",
+                organisation_id,
+                user_id,
+                *(changes[n] for n in names),
+            )
+        except asyncpg.UniqueViolationError:
+            raise DuplicateEmail(str(changes.get("email"))) from None
+        return None if row is None else _user(row)
+
+    async def set_disabled(self, organisation_id: uuid.UUID, user_id: uuid.UUID, disabled: bool) -> User | None:
+        """Disable (ending every session of the user) or enable a user."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""
+                UPDATE users AS u SET disabled_at = CASE WHEN $3 THEN COALESCE(disabled_at, now()) END
+                WHERE u.organisation_id = $1 AND u.id = $2 RETURNING {_USER_COLUMNS}
+                """,
+                organisation_id,
+                user_id,
+                disabled,
+            )
+            if row is not None and disabled:
+                await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
+        return None if row is None else _user(row)
+
+    async def delete_user(self, organisation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        status = await self._pool.execute(
+            "DELETE FROM users WHERE organisation_id = $1 AND id = $2", organisation_id, user_id
+        )
+        return bool(status == "DELETE 1")
 
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
         await self._pool.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)

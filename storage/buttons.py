@@ -1,11 +1,14 @@
-"""Call buttons: what a website embeds, and which origins may use it."""
+"""Call buttons: what a website embeds, who answers it, when, and how it looks."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+DEFAULT_FORM = {"name": "optional", "email": "off", "phone": "off"}
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,37 @@ class Button:
     ring_timeout_s: int | None
     recording_enabled: bool = False
     recording_notice: str = "This call is recorded."
+    strategy: str = "ring_all"
+    max_queue_wait_s: int = 300
+    wrap_up_s: int = 0
+    opening_hours: dict[str, list[list[str]]] | None = None
+    time_zone: str = "UTC"
+    closed_message: str = "We are closed right now. Leave your details and we will call you back."
+    form_fields: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FORM))
+    language: str = "en"
+    colour: str = "#1a7f4b"
+    position: str = "bottom-right"
+
+
+#: The settings an admin may change, with the column each is stored in.
+SETTINGS = (
+    "name",
+    "allowed_origins",
+    "ring_timeout_s",
+    "recording_enabled",
+    "recording_notice",
+    "strategy",
+    "max_queue_wait_s",
+    "wrap_up_s",
+    "opening_hours",
+    "time_zone",
+    "closed_message",
+    "form_fields",
+    "language",
+    "colour",
+    "position",
+)
+_JSON = frozenset({"opening_hours", "form_fields"})
 
 
 def new_public_key() -> str:
@@ -25,20 +59,24 @@ def new_public_key() -> str:
     return "cb_" + secrets.token_urlsafe(18)
 
 
-_COLUMNS = "id, organisation_id, public_key, name, allowed_origins, ring_timeout_s, recording_enabled, recording_notice"
+_COLUMNS = "id, organisation_id, public_key, " + ", ".join(SETTINGS)
 
 
 def _button(row: Any) -> Button:
-    return Button(
-        id=row["id"],
-        organisation_id=row["organisation_id"],
-        public_key=row["public_key"],
-        name=row["name"],
-        allowed_origins=tuple(row["allowed_origins"]),
-        ring_timeout_s=row["ring_timeout_s"],
-        recording_enabled=row["recording_enabled"],
-        recording_notice=row["recording_notice"],
-    )
+    values = dict(row)
+    values["allowed_origins"] = tuple(values["allowed_origins"])
+    for name in _JSON:
+        if isinstance(values[name], str):
+            values[name] = json.loads(values[name])
+    return Button(**values)
+
+
+def _stored(name: str, value: Any) -> Any:
+    if name in _JSON and value is not None:
+        return json.dumps(value)
+    if name == "allowed_origins":
+        return list(value)
+    return value
 
 
 class Buttons:
@@ -54,31 +92,71 @@ class Buttons:
         ring_timeout_s: int | None = None,
         recording_enabled: bool = False,
         recording_notice: str | None = None,
+        **settings: Any,
     ) -> Button:
+        """A new button; any setting of ``SETTINGS`` may be given, the rest take their defaults."""
+        values: dict[str, Any] = {
+            "name": name,
+            "allowed_origins": allowed_origins,
+            "ring_timeout_s": ring_timeout_s,
+            "recording_enabled": recording_enabled,
+        }
+        if recording_notice is not None:
+            values["recording_notice"] = recording_notice
+        unknown = set(settings) - set(SETTINGS)
+        if unknown:
+            raise TypeError(f"unknown button setting {sorted(unknown)[0]}")
+        values.update(settings)
+        names = list(values)
+        placeholders = ", ".join(f"${i + 3}" + ("::jsonb" if n in _JSON else "") for i, n in enumerate(names))
         row = await self._pool.fetchrow(
             f"""
-            INSERT INTO buttons (organisation_id, public_key, name, allowed_origins, ring_timeout_s,
-                                 recording_enabled, recording_notice)
-            VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, 'This call is recorded.'))
+            INSERT INTO buttons (organisation_id, public_key, {", ".join(names)})
+            VALUES ($1, $2, {placeholders})
             RETURNING {_COLUMNS}
             """,
             organisation_id,
             new_public_key(),
-            name,
-            allowed_origins,
-            ring_timeout_s,
-            recording_enabled,
-            recording_notice,
+            *(_stored(n, values[n]) for n in names),
         )
         return _button(row)
+
+    async def update(self, organisation_id: uuid.UUID, button_id: uuid.UUID, changes: dict[str, Any]) -> Button | None:
+        """Change some settings; None when the organisation has no such button."""
+        unknown = set(changes) - set(SETTINGS)
+        if unknown:
+            raise TypeError(f"unknown button setting {sorted(unknown)[0]}")
+        if not changes:
+            return await self.get(organisation_id, button_id)
+        names = list(changes)
+        assignments = ", ".join(f"{n} = ${i + 3}" + ("::jsonb" if n in _JSON else "") for i, n in enumerate(names))
+        row = await self._pool.fetchrow(
+            f"UPDATE buttons SET {assignments} WHERE organisation_id = $1 AND id = $2 RETURNING {_COLUMNS}",
+            organisation_id,
+            button_id,
+            *(_stored(n, changes[n]) for n in names),
+        )
+        return None if row is None else _button(row)
+
+    async def delete(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> bool:
+        status = await self._pool.execute(
+            "DELETE FROM buttons WHERE organisation_id = $1 AND id = $2", organisation_id, button_id
+        )
+        return bool(status == "DELETE 1")
+
+    async def get(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> Button | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM buttons WHERE organisation_id = $1 AND id = $2", organisation_id, button_id
+        )
+        return None if row is None else _button(row)
 
     async def by_public_key(self, public_key: str) -> Button | None:
         row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM buttons WHERE public_key = $1", public_key)
         return None if row is None else _button(row)
 
-    async def list(self, organisation_id: uuid.UUID) -> list[Button]:
+    async def all(self, organisation_id: uuid.UUID) -> list[Button]:
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM buttons WHERE organisation_id = $1 ORDER BY created_at",
+            f"SELECT {_COLUMNS} FROM buttons WHERE organisation_id = $1 ORDER BY created_at, id",
             organisation_id,
         )
         return [_button(r) for r in rows]
@@ -100,3 +178,65 @@ class Buttons:
         if row is None:
             raise LookupError(f"no button {button_id}")
         return _button(row)
+
+    async def targets(
+        self, organisation_id: uuid.UUID, button_id: uuid.UUID
+    ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+        """The agents and teams a button routes to (both empty: every agent of the organisation)."""
+        rows = await self._pool.fetch(
+            """
+            SELECT t.user_id, t.team_id FROM button_targets t JOIN buttons b ON b.id = t.button_id
+            WHERE b.organisation_id = $1 AND t.button_id = $2
+            """,
+            organisation_id,
+            button_id,
+        )
+        return [r["user_id"] for r in rows if r["user_id"]], [r["team_id"] for r in rows if r["team_id"]]
+
+    async def set_targets(
+        self, organisation_id: uuid.UUID, button_id: uuid.UUID, users: list[uuid.UUID], teams: list[uuid.UUID]
+    ) -> bool:
+        """Replace whom the button routes to; every id must be of the organisation. False when not."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            owned = await conn.fetchval(
+                """
+                SELECT (SELECT count(*) FROM buttons WHERE organisation_id = $1 AND id = $2) = 1
+                   AND (SELECT count(*) FROM users WHERE organisation_id = $1 AND id = ANY($3)) = cardinality($3)
+                   AND (SELECT count(*) FROM teams WHERE organisation_id = $1 AND id = ANY($4)) = cardinality($4)
+                """,
+                organisation_id,
+                button_id,
+                list(dict.fromkeys(users)),
+                list(dict.fromkeys(teams)),
+            )
+            if not owned:
+                return False
+            await conn.execute("DELETE FROM button_targets WHERE button_id = $1", button_id)
+            await conn.executemany(
+                "INSERT INTO button_targets (button_id, user_id, team_id) VALUES ($1, $2, $3)",
+                [(button_id, user, None) for user in dict.fromkeys(users)]
+                + [(button_id, None, team) for team in dict.fromkeys(teams)],
+            )
+        return True
+
+    async def eligible_agents(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> frozenset[uuid.UUID] | None:
+        """The users a button may ring (listed, or members of listed teams); None: everyone."""
+        rows = await self._pool.fetch(
+            """
+            SELECT t.user_id AS id FROM button_targets t WHERE t.button_id = $2 AND t.user_id IS NOT NULL
+            UNION
+            SELECT m.user_id FROM button_targets t JOIN team_members m ON m.team_id = t.team_id
+            WHERE t.button_id = $2
+            """,
+            organisation_id,
+            button_id,
+        )
+        listed = await self._pool.fetchval(
+            "SELECT count(*) FROM button_targets t JOIN buttons b ON b.id = t.button_id "
+            "WHERE b.organisation_id = $1 AND t.button_id = $2",
+            organisation_id,
+            button_id,
+        )
+        if not listed:
+            return None
+        return frozenset(r["id"] for r in rows)

@@ -12,6 +12,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+_CALL_COLUMNS = (
+    "id, organisation_id, button_id, agent_id, state, end_reason, outcome, page_url, created_at, queued_at, "
+    "answered_at, ended_at, direction, visitor_name, visitor_email, visitor_phone, rating, rating_comment, notes"
+)
+
 # The column set on entering each state.
 _STATE_COLUMN = {"queued": "queued_at", "answered": "answered_at", "ended": "ended_at"}
 
@@ -30,6 +35,13 @@ class CallRecord:
     queued_at: datetime.datetime | None
     answered_at: datetime.datetime | None
     ended_at: datetime.datetime | None
+    direction: str = "inbound"
+    visitor_name: str | None = None
+    visitor_email: str | None = None
+    visitor_phone: str | None = None
+    rating: int | None = None
+    rating_comment: str | None = None
+    notes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,21 +63,29 @@ class CallStore:
         *,
         call_id: uuid.UUID,
         organisation_id: uuid.UUID,
-        button_id: uuid.UUID,
+        button_id: uuid.UUID | None,
         page_url: str | None,
         at: datetime.datetime,
+        direction: str = "inbound",
+        visitor: dict[str, str | None] | None = None,
     ) -> None:
+        visitor = visitor or {}
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """
-                INSERT INTO calls (id, organisation_id, button_id, state, page_url, created_at)
-                VALUES ($1, $2, $3, 'created', $4, $5)
+                INSERT INTO calls (id, organisation_id, button_id, state, page_url, created_at, direction,
+                                   visitor_name, visitor_email, visitor_phone)
+                VALUES ($1, $2, $3, 'created', $4, $5, $6, $7, $8, $9)
                 """,
                 call_id,
                 organisation_id,
                 button_id,
                 page_url,
                 at,
+                direction,
+                visitor.get("name"),
+                visitor.get("email"),
+                visitor.get("phone"),
             )
             await conn.execute(
                 """
@@ -148,15 +168,81 @@ class CallStore:
 
     async def get(self, organisation_id: uuid.UUID, call_id: uuid.UUID) -> CallRecord | None:
         row = await self._pool.fetchrow(
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE organisation_id = $1 AND id = $2", organisation_id, call_id
+        )
+        return None if row is None else CallRecord(**dict(row))
+
+    async def of_agent(self, organisation_id: uuid.UUID, agent_id: uuid.UUID, limit: int = 50) -> list[CallRecord]:
+        """An agent's own calls, newest first."""
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_CALL_COLUMNS} FROM calls WHERE organisation_id = $1 AND agent_id = $2
+            ORDER BY created_at DESC, id DESC LIMIT $3
+            """,
+            organisation_id,
+            agent_id,
+            limit,
+        )
+        return [CallRecord(**dict(r)) for r in rows]
+
+    async def earlier_calls(
+        self, organisation_id: uuid.UUID, call_id: uuid.UUID, email: str | None, phone: str | None
+    ) -> int:
+        """How many earlier calls came from the same email or phone (what an agent sees on a ring)."""
+        if not email and not phone:
+            return 0
+        return int(
+            await self._pool.fetchval(
+                """
+                SELECT count(*) FROM calls
+                WHERE organisation_id = $1 AND id <> $2
+                  AND ((visitor_email IS NOT NULL AND visitor_email = $3)
+                       OR (visitor_phone IS NOT NULL AND visitor_phone = $4))
+                """,
+                organisation_id,
+                call_id,
+                email,
+                phone,
+            )
+        )
+
+    async def set_rating_token(self, *, call_id: uuid.UUID, organisation_id: uuid.UUID, token_hash: bytes) -> None:
+        await self._pool.execute(
+            "UPDATE calls SET rating_token_hash = $3 WHERE organisation_id = $1 AND id = $2",
+            organisation_id,
+            call_id,
+            token_hash,
+        )
+
+    async def rate(self, call_id: uuid.UUID, token_hash: bytes, rating: int, comment: str | None) -> bool:
+        """Store the visitor's rating, once, if ``token_hash`` is the call's rating token."""
+        status = await self._pool.execute(
             """
-            SELECT id, organisation_id, button_id, agent_id, state, end_reason, outcome, page_url,
-                   created_at, queued_at, answered_at, ended_at
-            FROM calls WHERE organisation_id = $1 AND id = $2
+            UPDATE calls SET rating = $3, rating_comment = $4, rating_token_hash = NULL
+            WHERE id = $1 AND rating_token_hash = $2 AND answered_at IS NOT NULL
+            """,
+            call_id,
+            token_hash,
+            rating,
+            comment,
+        )
+        return bool(status == "UPDATE 1")
+
+    async def set_notes(
+        self, organisation_id: uuid.UUID, call_id: uuid.UUID, notes: str, *, agent_id: uuid.UUID | None
+    ) -> bool:
+        """Write the call's notes; with ``agent_id``, only if that agent answered the call."""
+        status = await self._pool.execute(
+            """
+            UPDATE calls SET notes = $3
+            WHERE organisation_id = $1 AND id = $2 AND ($4::uuid IS NULL OR agent_id = $4)
             """,
             organisation_id,
             call_id,
+            notes,
+            agent_id,
         )
-        return None if row is None else CallRecord(**dict(row))
+        return bool(status == "UPDATE 1")
 
     async def events(self, organisation_id: uuid.UUID, call_id: uuid.UUID) -> list[CallEvent]:
         rows = await self._pool.fetch(

@@ -9,8 +9,11 @@ import asyncpg
 from storage.accounts import Accounts
 from storage.audit import AuditLog
 from storage.buttons import Buttons
+from storage.call_links import CallLinks
+from storage.callbacks import Callbacks
 from storage.calls import CallStore
 from storage.migrations import migrate, pending
+from storage.teams import Teams
 
 
 class Database:
@@ -22,6 +25,9 @@ class Database:
         self.buttons = Buttons(pool)
         self.calls = CallStore(pool)
         self.audit = AuditLog(pool)
+        self.teams = Teams(pool)
+        self.callbacks = Callbacks(pool)
+        self.call_links = CallLinks(pool)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Database:
