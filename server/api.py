@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from server.appkeys import DATABASE, ROSTER, SESSIONS, SETTINGS
+from server import hours
+from server.appkeys import DATABASE, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import CookiePolicy, check_password_policy
 from server.errors import ApiError
 from storage.accounts import Session, User
@@ -101,9 +102,7 @@ async def logout(request: web.Request) -> web.Response:
     token = request.cookies.get(cookie.name)
     if token:
         await request.app[SESSIONS].logout(token)
-        for agent in request.app[ROSTER]:
-            if agent.session == token:
-                agent.close(CLOSE_SESSION_ENDED, "logged out")
+        request.app[ROSTER].close_sockets(CLOSE_SESSION_ENDED, "logged out", session=token)
     response = web.Response(status=204)
     cookie.clear(response)
     return response
@@ -134,18 +133,32 @@ async def widget_button(request: web.Request) -> web.Response:
             ApiError(403, "origin_not_allowed", "this call button may not be used from this website"), headers
         )
     available = len(request.app[ROSTER].available(button.organisation_id))
-    return web.json_response(
-        {"button": button_json(button), "agents_available": available > 0, "protocol": 1},
-        headers=headers,
-    )
+    is_open = hours.is_open(button.opening_hours, button.time_zone, request.app[SWITCHBOARD].clock())
+    body: dict[str, Any] = {
+        "button": button_json(button),
+        "open": is_open,
+        "agents_available": available > 0,
+        "protocol": 1,
+    }
+    if not is_open:
+        body["closed_message"] = button.closed_message
+    return web.json_response(body, headers=headers)
 
 
-def button_json(button: Button) -> dict[str, Any]:
-    """A button as visitors see it: its name, and whether (and how) they are told calls are recorded."""
+def button_json(button: Button, *, link: bool = False) -> dict[str, Any]:
+    """A button as visitors see it: its name, look and language, the pre-call form, and whether (and
+    how) they are told calls are recorded. A call link's visitor fills in no form."""
     recording: dict[str, Any] = {"enabled": button.recording_enabled}
     if button.recording_enabled:
         recording["notice"] = button.recording_notice
-    return {"name": button.name, "recording": recording}
+    return {
+        "name": button.name,
+        "recording": recording,
+        "form_fields": {} if link else dict(button.form_fields),
+        "language": button.language,
+        "colour": button.colour,
+        "position": button.position,
+    }
 
 
 def _error_with_headers(error: ApiError, headers: dict[str, str]) -> web.Response:

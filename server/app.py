@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import uuid
 from dataclasses import dataclass
 
 import structlog
@@ -64,6 +65,7 @@ def create_app(
         events=database.calls,
         ice=IceSettings(servers=settings.ice_servers),
         ring_timeout=settings.ring_timeout,
+        directory=Directory(database),
         recordings=recordings,
         mux=mux,
     )
@@ -86,6 +88,21 @@ def create_app(
     calls_api.add_routes(app)
     pages.add_routes(app)
     return app
+
+
+class Directory:
+    """What routing reads from the database: whom a button rings, a visitor's earlier calls."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def eligible_agents(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> frozenset[uuid.UUID] | None:
+        return await self._database.buttons.eligible_agents(organisation_id, button_id)
+
+    async def earlier_calls(
+        self, organisation_id: uuid.UUID, call_id: uuid.UUID, email: str | None, phone: str | None
+    ) -> int:
+        return await self._database.calls.earlier_calls(organisation_id, call_id, email, phone)
 
 
 async def _end_calls(app: web.Application) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import enum
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -62,6 +63,8 @@ class CallEvents(Protocol):
         button_id: uuid.UUID,
         page_url: str | None,
         at: datetime.datetime,
+        direction: str = "inbound",
+        visitor: dict[str, str | None] | None = None,
     ) -> None: ...
 
     async def transition(
@@ -87,6 +90,8 @@ class CallEvents(Protocol):
         reason: str | None = None,
     ) -> None: ...
 
+    async def set_rating_token(self, *, call_id: uuid.UUID, organisation_id: uuid.UUID, token_hash: bytes) -> None: ...
+
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
@@ -102,11 +107,16 @@ class Call:
         button_id: uuid.UUID,
         page_url: str | None,
         events: CallEvents,
+        direction: str = "inbound",
+        visitor: dict[str, str] | None = None,
     ) -> None:
         self.id = uuid.uuid4()
         self.organisation_id = organisation_id
         self.button_id = button_id
         self.page_url = page_url
+        #: ``outbound`` for a call an agent asked for through a call link.
+        self.direction = direction
+        self.visitor = dict(visitor or {})
         self.state = CallState.CREATED
         self.end_reason: EndReason | None = None
         self.agent_id: uuid.UUID | None = None
@@ -121,6 +131,8 @@ class Call:
                 button_id=button_id,
                 page_url=page_url,
                 at=self.created_at,
+                direction=direction,
+                visitor=dict(self.visitor),
             )
         )
         self._log.info(logs.CALL_STATE, transition="-> created", button_id=str(button_id))
@@ -155,6 +167,15 @@ class Call:
                 agent_id=agent_id,
                 at=at,
                 reason=reason,
+            )
+        )
+
+    def rating_token(self, token: str) -> None:
+        """Store (the hash of) the token with which the visitor may rate this call, once."""
+        token_hash = hashlib.sha256(token.encode()).digest()
+        self._persist(
+            lambda: self._events.set_rating_token(
+                call_id=self.id, organisation_id=self.organisation_id, token_hash=token_hash
             )
         )
 

@@ -82,13 +82,17 @@ def _fields(obj: dict[str, Any], cls: Any) -> _Fields:
 # --- sent by visitors ---------------------------------------------------------------------------
 
 
+VISITOR_FIELDS = {"name": 200, "email": 320, "phone": 32}
+
+
 @dataclass(frozen=True)
 class CallRequest:
-    """The visitor asks for a call, with the SDP offer for its leg."""
+    """The visitor asks for a call, with the SDP offer for its leg and the pre-call form's answers."""
 
     type: ClassVar[str] = "call"
     sdp: str
     page_url: str | None = None
+    visitor: dict[str, str] | None = None
 
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> Self:
@@ -96,7 +100,17 @@ class CallRequest:
         page_url = f.text("page_url", max_chars=MAX_URL_CHARS, required=False)
         if page_url is not None and not page_url.startswith(("http://", "https://")):
             raise ProtocolError("bad_message", "field 'page_url' in 'call' must be an http(s) URL", cls.type)
-        return cls(sdp=f.required_text("sdp", max_chars=MAX_SDP_CHARS), page_url=page_url)
+        visitor = obj.get("visitor")
+        if visitor is not None:
+            if not isinstance(visitor, dict):
+                raise ProtocolError("bad_message", "field 'visitor' in 'call' must be an object", cls.type)
+            answers = _Fields(visitor, "call.visitor", frozenset(VISITOR_FIELDS))
+            visitor = {
+                name: value.strip()
+                for name, limit in VISITOR_FIELDS.items()
+                if (value := answers.text(name, max_chars=limit, required=False)) is not None and value.strip()
+            }
+        return cls(sdp=f.required_text("sdp", max_chars=MAX_SDP_CHARS), page_url=page_url, visitor=visitor or None)
 
 
 @dataclass(frozen=True)
@@ -225,24 +239,35 @@ class Answer(_Outgoing):
 
 @dataclass(frozen=True)
 class CallState(_Outgoing):
-    """A call's state as its visitor or its answering agent sees it."""
+    """A call's state as its visitor or its answering agent sees it.
+
+    While ``queued``: ``position`` (1 is next) and whether an agent is ``ringing`` for it. When it
+    ends: ``reason``, ``detail``, a ``message`` to show (a closed button's words) and, after a
+    conversation, the visitor's ``rating_token``.
+    """
 
     type: ClassVar[str] = "call_state"
     call_id: uuid.UUID
     state: str
     reason: str | None = None
     detail: str | None = None
+    position: int | None = None
+    ringing: bool | None = None
+    message: str | None = None
+    rating_token: str | None = None
 
 
 @dataclass(frozen=True)
 class Ring(_Outgoing):
-    """An incoming call for an agent, with what the agent needs to decide."""
+    """An incoming call for an agent, with what the agent needs to decide: the button, the
+    visitor's form answers and page, how many earlier calls came from the same email or phone."""
 
     type: ClassVar[str] = "ring"
     call_id: uuid.UUID
     button: dict[str, Any]
     visitor: dict[str, Any]
     ring_timeout: float
+    direction: str = "inbound"
 
 
 @dataclass(frozen=True)
@@ -254,8 +279,21 @@ class RingStopped(_Outgoing):
 
 @dataclass(frozen=True)
 class Presence(_Outgoing):
+    """The agent's presence; ``wants_available`` is its own choice (kept across a page reload),
+    ``wrap_up_seconds`` the wrap-up left."""
+
     type: ClassVar[str] = "presence"
     status: str
+    wants_available: bool | None = None
+    wrap_up_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class CallbackNotice(_Outgoing):
+    """A new callback request, for agents' lists."""
+
+    type: ClassVar[str] = "callback"
+    callback: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -272,4 +310,4 @@ class Error(_Outgoing):
     ref: str | None = None
 
 
-Outgoing = Hello | Answer | CallState | Ring | RingStopped | Presence | LegState | Error
+Outgoing = Hello | Answer | CallState | Ring | RingStopped | Presence | LegState | Error | CallbackNotice

@@ -1,9 +1,20 @@
-"""The switchboard: places calls, rings agents, connects the first who accepts, ends calls.
+"""The switchboard: places calls, queues them, rings agents, connects the first who accepts, ends calls.
 
-Routing in this version rings every available agent of the button's organisation at once (ring-all);
-the first to accept gets the call and the others stop ringing. A call nobody accepts within the ring
-timeout ends as ``no_answer``; a call every rung agent declines, or that finds no agent available,
-ends as ``rejected``.
+Each button has a queue of calls waiting for an agent, first come first served. Whenever an agent may
+have become free, or a call may need one, :meth:`Switchboard.dispatch` walks the queues in order
+and rings agents for every call that is ringing nobody, by the button's strategy:
+
+- ``ring_all``: every available agent the button routes to, at once; the first to accept wins;
+- ``longest_idle``: the available agent idle the longest;
+- ``round_robin``: the next available agent after the one rung last, in a fixed order.
+
+An agent rung for ``ring_timeout`` without answering is skipped for the next (and rung again only
+when every other has been tried); an agent who declines is not rung for that call again, and a call
+every online agent declined ends as ``rejected``. A call waiting longer than the button's maximum
+queue wait ends as ``no_answer``; outside opening hours, or with no agent of the button online, a
+call is refused at once (``rejected``), so nobody queues forever. After a call an agent wraps up
+for the button's wrap-up time before being rung again. A call made through a call link rings only
+that link's agent.
 
 The switchboard owns the live calls of this process and every task and timer it starts for them.
 """
@@ -11,10 +22,14 @@ The switchboard owns the live calls of this process and every task and timer it 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import re
+import secrets
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -22,10 +37,10 @@ from media.bridge import Bridge
 from media.leg import IceSettings, Leg, LegState
 from media.recorder import MuxWorker
 from media.sdp import SdpError, check_offer
-from server import logs, messages
+from server import hours, logs, messages
 from server.calls import Call, CallEvents, CallState, EndReason
 from server.messages import ProtocolError
-from server.presence import Agent, Roster
+from server.presence import RELOAD_GRACE_SECONDS, Agent, AgentSocket, Presence, Roster
 from server.recording import CallRecording
 from storage.buttons import Button
 from storage.recordings import RecordingStore
@@ -33,6 +48,54 @@ from storage.recordings import RecordingStore
 log = structlog.get_logger(__name__)
 
 VisitorSend = Callable[[messages.Outgoing], None]
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9 ().-]{3,30}$")
+LINK_WAIT_SECONDS = 120.0
+
+
+class LinkClaim(Protocol):
+    """A call link a visitor calls through (``server.links``)."""
+
+    agent_id: uuid.UUID
+
+    async def claim(self) -> bool:
+        """Mark the link used; False when it was used already or has expired."""
+        ...
+
+    async def attach(self, call_id: uuid.UUID) -> None:
+        """Record which call used the link (once the call's row exists)."""
+        ...
+
+
+class Directory(Protocol):
+    """What routing reads from storage besides call events (``storage.db.Database`` parts)."""
+
+    async def eligible_agents(
+        self, organisation_id: uuid.UUID, button_id: uuid.UUID
+    ) -> frozenset[uuid.UUID] | None: ...
+
+    async def earlier_calls(
+        self, organisation_id: uuid.UUID, call_id: uuid.UUID, email: str | None, phone: str | None
+    ) -> int: ...
+
+
+def check_visitor_form(form_fields: dict[str, str], answers: dict[str, str] | None) -> dict[str, str]:
+    """The visitor's answers the button asks for, validated; raises ProtocolError naming the field."""
+    answers = answers or {}
+    kept = {}
+    for name in ("name", "email", "phone"):
+        mode = form_fields.get(name, "off")
+        value = answers.get(name)
+        if mode == "off" or not value:
+            if mode == "required":
+                raise ProtocolError("bad_message", f"this button's form requires the visitor's {name}", "call")
+            continue
+        if name == "email" and not _EMAIL.match(value):
+            raise ProtocolError("bad_message", "the email address is not valid", "call")
+        if name == "phone" and not _PHONE.match(value):
+            raise ProtocolError("bad_message", "the phone number is not valid", "call")
+        kept[name] = value
+    return kept
 
 
 @dataclass(eq=False)
@@ -45,13 +108,29 @@ class LiveCall:
     leg: Leg
     bridge: Bridge
     ring_timeout: float
-    rung: dict[uuid.UUID, Agent] = field(default_factory=dict)
+    visitor: dict[str, str] = field(default_factory=dict)
+    #: Who may be rung: None for every agent of the organisation.
+    eligible: frozenset[uuid.UUID] | None = None
+    #: A call link's agent: the only one rung.
+    only_agent: uuid.UUID | None = None
+    earlier_calls: int = 0
+    rung: dict[uuid.UUID, tuple[Agent, asyncio.TimerHandle]] = field(default_factory=dict)
+    declined: set[uuid.UUID] = field(default_factory=set)
+    timed_out: set[uuid.UUID] = field(default_factory=set)
     agent: Agent | None = None
-    timer: asyncio.TimerHandle | None = None
+    wait_timer: asyncio.TimerHandle | None = None
     #: The visitor has our SDP answer. Until then an answered state is held back, so that the
     #: visitor always gets ``answer`` before ``call_state answered``.
     visitor_has_answer: bool = False
     recording: CallRecording | None = None
+    told: tuple[int, bool] | None = None  # the queue position and ringing flag last sent
+
+    def may_ring(self, agent: Agent) -> bool:
+        if self.only_agent is not None:
+            return agent.user_id == self.only_agent
+        return agent.organisation_id == self.call.organisation_id and (
+            self.eligible is None or agent.user_id in self.eligible
+        )
 
 
 class Switchboard:
@@ -62,19 +141,28 @@ class Switchboard:
         events: CallEvents,
         ice: IceSettings,
         ring_timeout: float,
+        directory: Directory | None = None,
         recordings: RecordingStore | None = None,
         mux: MuxWorker | None = None,
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.roster = roster
-        self._recordings = recordings
-        self._mux = mux
         self.calls: dict[uuid.UUID, LiveCall] = {}
+        self.queues: dict[uuid.UUID, list[LiveCall]] = {}
+        self.clock = clock
+        self.closing = False
         self._events = events
+        self._directory = directory
         self._ice = ice
         self._ring_timeout = ring_timeout
+        self._recordings = recordings
+        self._mux = mux
+        self._round_robin: dict[uuid.UUID, uuid.UUID] = {}
+        self._wrap_up_timers: dict[uuid.UUID, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._legs: set[Leg] = set()
-        self.closing = False
+        #: Told when a call ends (to close the visitor's socket, say).
+        self.on_call_ended: Callable[[LiveCall], None] | None = None
 
     # --- visitors ---------------------------------------------------------------------------------
 
@@ -85,23 +173,34 @@ class Switchboard:
         page_url: str | None,
         offer_sdp: str,
         send_visitor: VisitorSend,
+        visitor: dict[str, str] | None = None,
         admit: Callable[[], None] = lambda: None,
+        link: LinkClaim | None = None,
     ) -> LiveCall:
         """Start a call from a visitor's request; the visitor is told every state through ``send_visitor``.
 
         ``admit`` runs once the request is known to be well-formed and may refuse it by raising
-        (rate limits); a refused or malformed request creates no call.
+        (rate limits); a refused or malformed request creates no call. With ``link`` the call is an
+        outbound call through a call link: it rings only the link's agent, and only if the link can
+        still be claimed.
         """
         if self.closing:
             raise ProtocolError("unavailable", "the service is shutting down; call again in a moment", "call")
         check_offer(offer_sdp)  # a malformed offer is a bad request, not a call attempt
+        answers = check_visitor_form(button.form_fields, visitor) if link is None else {}
         admit()
+        if link is not None and not await link.claim():
+            raise ProtocolError("link_used", "this call link was used already or has expired", "call")
         call = Call(
             organisation_id=button.organisation_id,
             button_id=button.id,
             page_url=page_url,
             events=self._events,
+            direction="outbound" if link is not None else "inbound",
+            visitor=answers,
         )
+        if link is not None:
+            self._spawn(self._attach_link(link, call))
         leg = self._new_leg("visitor")
         leg.bind(call_id=str(call.id), org_id=str(button.organisation_id))
         live = LiveCall(
@@ -111,33 +210,33 @@ class Switchboard:
             leg=leg,
             bridge=Bridge(leg),
             ring_timeout=float(button.ring_timeout_s or self._ring_timeout),
+            visitor=answers,
+            only_agent=link.agent_id if link is not None else None,
         )
         leg.on_state = lambda changed, state: self._visitor_leg_state(live, changed, state)
         self.calls[call.id] = live
 
-        agents = self.roster.available(button.organisation_id)
-        if not agents:
+        if link is None:
+            if not hours.is_open(button.opening_hours, button.time_zone, self.clock()):
+                await self.end(live, EndReason.REJECTED, detail="closed", message=button.closed_message)
+                return live
+            if self._directory is not None:
+                live.eligible = await self._directory.eligible_agents(button.organisation_id, button.id)
+                live.earlier_calls = await self._directory.earlier_calls(
+                    button.organisation_id, call.id, answers.get("email"), answers.get("phone")
+                )
+        if not self._anyone_online(live):
             await self.end(live, EndReason.REJECTED, detail="no_agent_available")
             return live
 
         call.queue()
-        send_visitor(messages.CallState(call_id=call.id, state=CallState.QUEUED.value))
-        ring = messages.Ring(
-            call_id=call.id,
-            button={"id": str(button.id), "name": button.name},
-            visitor={"page_url": page_url},
-            ring_timeout=live.ring_timeout,
+        self.queues.setdefault(button.id, []).append(live)
+        wait = LINK_WAIT_SECONDS if link is not None else float(button.max_queue_wait_s)
+        live.wait_timer = asyncio.get_running_loop().call_later(
+            wait, lambda: self._spawn(self.end(live, EndReason.NO_ANSWER, detail="max_wait"))
         )
-        for agent in agents:
-            live.rung[agent.user_id] = agent
-            agent.ringing.add(call.id)
-            agent.send(ring)
-            agent.changed()
-            call.agent_event("agent_rung", agent.user_id)
-            log.info(logs.AGENT_RUNG, call_id=str(call.id), agent_id=str(agent.user_id))
-        live.timer = asyncio.get_running_loop().call_later(
-            live.ring_timeout, lambda: self._spawn(self.end(live, EndReason.NO_ANSWER))
-        )
+        self.dispatch(button.organisation_id)
+        self._announce(button.id)
 
         try:
             answer = await leg.answer(offer_sdp)
@@ -156,6 +255,13 @@ class Switchboard:
             live.bridge.start_ringback()
         return live
 
+    async def _attach_link(self, link: LinkClaim, call: Call) -> None:
+        await call.flush()
+        try:
+            await link.attach(call.id)
+        except Exception:
+            log.warning(logs.TASK_FAILED, exc_info=True, call_id=str(call.id))
+
     async def visitor_hangup(self, live: LiveCall) -> None:
         answered = live.call.state is CallState.ANSWERED
         await self.end(live, EndReason.VISITOR_HANGUP if answered else EndReason.ABANDONED)
@@ -169,42 +275,51 @@ class Switchboard:
 
     # --- agents -----------------------------------------------------------------------------------
 
-    async def agent_offer(self, agent: Agent, sdp: str) -> str:
-        """Negotiate ``agent``'s standing leg, replacing an earlier one; return our answer."""
-        if agent.call_id is not None:
+    async def agent_offer(self, agent: Agent, socket: AgentSocket, sdp: str) -> str:
+        """Negotiate ``socket``'s standing leg, replacing an earlier one; return our answer."""
+        if agent.call_socket is socket:
             raise ProtocolError("wrong_state", "the audio connection cannot be replaced during a call", "offer")
         leg = self._new_leg("agent")
         leg.bind(agent_id=str(agent.user_id), org_id=str(agent.organisation_id))
-        leg.on_state = lambda changed, state: self._agent_leg_state(agent, changed, state)
+        leg.on_state = lambda changed, state: self._agent_leg_state(agent, socket, changed, state)
         answer = await leg.answer(sdp)
-        if not agent.connected or agent.call_id is not None:
+        if socket not in agent.sockets or agent.call_socket is socket:
             # The socket went (or took a call) while we answered: this leg has no owner.
             await leg.close()
             raise ProtocolError("wrong_state", "the audio connection is no longer wanted", "offer")
-        previous, agent.leg = agent.leg, leg
+        previous, socket.leg = socket.leg, leg
         if previous is not None:
             await previous.close()
-        agent.changed()
+        self.changed(agent)
         return answer
 
     def set_presence(self, agent: Agent, status: str) -> None:
         agent.wants_available = status == "available"
-        agent.changed()
+        self.changed(agent)
 
-    async def accept(self, agent: Agent, call_id: uuid.UUID) -> None:
+    def changed(self, agent: Agent) -> None:
+        """Some part of ``agent``'s presence changed: tell the agent, and route if it became free."""
+        if agent.changed():
+            self.dispatch(agent.organisation_id)
+
+    async def accept(self, agent: Agent, socket: AgentSocket, call_id: uuid.UUID) -> None:
         live = self.calls.get(call_id)
         if live is None or call_id not in agent.ringing:
             raise ProtocolError("wrong_state", f"call {call_id} is not ringing you", "accept")
-        if agent.leg is None or agent.leg.state is not LegState.CONNECTED:
+        leg = agent.connected_leg(socket)
+        if leg is None:
             raise ProtocolError("wrong_state", "your audio is not connected; send an offer first", "accept")
         call = live.call
-        self._cancel_timer(live)
-        call.answer(agent.user_id)
+        self._cancel(live.wait_timer)
+        _, timer = live.rung.pop(agent.user_id)
+        timer.cancel()
         agent.ringing.discard(call_id)
-        del live.rung[agent.user_id]
+        call.answer(agent.user_id)
         self._stop_ringing(live, "answered_elsewhere")
+        self._dequeue(live)
         live.agent = agent
         agent.call_id = call_id
+        agent.call_socket = socket
         if live.button.recording_enabled and self._recordings is not None and self._mux is not None:
             live.recording = CallRecording(
                 store=self._recordings,
@@ -213,24 +328,30 @@ class Switchboard:
                 call_id=call.id,
                 call_stored=call.flush,
             )
-            live.bridge.connect(agent.leg, live.recording.recorder)
+            live.bridge.connect(leg, live.recording.recorder)
             live.recording.start()
         else:
-            live.bridge.connect(agent.leg)
+            live.bridge.connect(leg)
         state = messages.CallState(call_id=call_id, state=CallState.ANSWERED.value)
         agent.send(state)
         if live.visitor_has_answer:
             live.send_visitor(state)
-        agent.changed()
+        self.changed(agent)
+        self._announce(live.button.id)
 
     async def decline(self, agent: Agent, call_id: uuid.UUID) -> None:
         live = self.calls.get(call_id)
         if live is None or call_id not in agent.ringing:
             raise ProtocolError("wrong_state", f"call {call_id} is not ringing you", "decline")
+        live.declined.add(agent.user_id)
         self._unring(live, agent, "declined")
         live.call.agent_event("agent_declined", agent.user_id)
-        if not live.rung:
+        self.changed(agent)
+        self.dispatch(live.call.organisation_id)
+        if not live.call.ended and not live.rung and self._all_declined(live):
             await self.end(live, EndReason.REJECTED, detail="declined")
+        else:
+            self._announce(live.button.id)
 
     async def agent_hangup(self, agent: Agent, call_id: uuid.UUID) -> None:
         live = self.calls.get(call_id)
@@ -238,57 +359,86 @@ class Switchboard:
             raise ProtocolError("wrong_state", f"you are not in call {call_id}", "hangup")
         await self.end(live, EndReason.AGENT_HANGUP)
 
-    async def agent_gone(self, agent: Agent, *, clean: bool, detail: str | None = None) -> None:
-        """The agent's socket closed (or was replaced): release its calls and its leg.
+    async def agent_gone(self, agent: Agent, socket: AgentSocket, *, clean: bool, detail: str | None = None) -> None:
+        """One of the agent's sockets closed: its leg goes, and its call if it carried one; when it
+        was the last, the agent's rings stop and, after the reload grace, the agent is forgotten.
 
         A call in progress ends as ``agent_hangup`` when the socket closed normally, else ``failed``.
         """
-        agent.connected = False
-        for call_id in list(agent.ringing):
-            live = self.calls.get(call_id)
-            if live is not None:
-                self._unring(live, agent, "agent_offline")
-                live.call.agent_event("agent_ring_stopped", agent.user_id, "agent_offline")
-                if not live.rung:
-                    await self.end(live, EndReason.REJECTED, detail="agent_offline")
-        if agent.call_id is not None and (live := self.calls.get(agent.call_id)) is not None:
+        if socket in agent.sockets:
+            agent.sockets.remove(socket)
+        if agent.call_socket is socket and agent.call_id is not None and (live := self.calls.get(agent.call_id)):
             if clean:
                 await self.end(live, EndReason.AGENT_HANGUP)
             else:
                 await self.end(live, EndReason.FAILED, detail=detail or "agent_disconnected")
-        if agent.leg is not None:
-            await agent.leg.close()
-            agent.leg = None
-        agent.changed()
+        if socket.leg is not None:
+            leg, socket.leg = socket.leg, None
+            await leg.close()
+        if not agent.sockets:
+            for call_id in list(agent.ringing):
+                live = self.calls.get(call_id)
+                if live is not None:
+                    self._unring(live, agent, "agent_offline")
+                    live.call.agent_event("agent_ring_stopped", agent.user_id, "agent_offline")
+                    self.dispatch(live.call.organisation_id)
+                    if not live.call.ended and not self._anyone_online(live):
+                        await self.end(live, EndReason.REJECTED, detail="agent_offline")
+            asyncio.get_running_loop().call_later(RELOAD_GRACE_SECONDS, self.roster.forget, agent)
+        self.changed(agent)
 
     # --- ending -----------------------------------------------------------------------------------
 
-    async def end(self, live: LiveCall, reason: EndReason, detail: str | None = None) -> None:
+    async def end(
+        self, live: LiveCall, reason: EndReason, detail: str | None = None, message: str | None = None
+    ) -> None:
         """End a call for everyone on it; a no-op when it already ended."""
         call = live.call
+        answered = call.state is CallState.ANSWERED
         if not call.end(reason):
             return
-        self._cancel_timer(live)
+        self._cancel(live.wait_timer)
         self._stop_ringing(live, "ended")
+        self._dequeue(live)
+        rating_token = None
+        if answered:
+            rating_token = secrets.token_urlsafe(18)
+            call.rating_token(rating_token)
         ended = messages.CallState(call_id=call.id, state=CallState.ENDED.value, reason=reason.value, detail=detail)
-        live.send_visitor(ended)
+        live.send_visitor(
+            messages.CallState(
+                call_id=call.id,
+                state=CallState.ENDED.value,
+                reason=reason.value,
+                detail=detail,
+                message=message,
+                rating_token=rating_token,
+            )
+        )
         agent = live.agent
         if agent is not None:
             agent.call_id = None
+            agent.call_socket = None
             agent.send(ended)
-            agent.changed()
+            self._wrap_up(agent, live.button.wrap_up_s)
+            self.changed(agent)
         self.calls.pop(call.id, None)
         self._spawn(call.flush())
+        if self.on_call_ended is not None:
+            self.on_call_ended(live)
+        self._announce(live.button.id)
         await live.bridge.close()
+        await live.leg.close()
         if live.recording is not None:
             self._spawn(live.recording.finish())
-        await live.leg.close()
 
     async def close(self) -> None:
         """Shut down: refuse new calls, end every call, close every leg, wait for every write."""
         self.closing = True
         for live in list(self.calls.values()):
             await self.end(live, EndReason.SHUTDOWN)
+        for timer in self._wrap_up_timers.values():
+            timer.cancel()
         for leg in list(self._legs):
             await leg.close()
         await self.drain()
@@ -298,24 +448,133 @@ class Switchboard:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    # --- internals --------------------------------------------------------------------------------
+    # --- routing ----------------------------------------------------------------------------------
+
+    def dispatch(self, organisation_id: uuid.UUID) -> None:
+        """Ring agents for every queued call of the organisation that rings nobody, oldest first."""
+        for button_id, queue in list(self.queues.items()):
+            if not queue or queue[0].call.organisation_id != organisation_id:
+                continue
+            for live in list(queue):
+                if live.rung or live.call.ended:
+                    continue
+                candidates = [
+                    agent
+                    for agent in self.roster.available(organisation_id)
+                    if live.may_ring(agent) and agent.user_id not in live.declined
+                ]
+                fresh = [agent for agent in candidates if agent.user_id not in live.timed_out]
+                if not fresh:
+                    live.timed_out.clear()  # everyone was tried: start another round
+                    fresh = candidates
+                for agent in self._choose(live.button, fresh):
+                    self._ring(live, agent)
+            self._announce(button_id)
+
+    def _choose(self, button: Button, candidates: list[Agent]) -> list[Agent]:
+        if not candidates:
+            return []
+        if button.strategy == "longest_idle":
+            return [min(candidates, key=lambda a: a.idle_since)]
+        if button.strategy == "round_robin":
+            ordered = sorted(candidates, key=lambda a: str(a.user_id))
+            last = self._round_robin.get(button.id)
+            after = [a for a in ordered if last is not None and str(a.user_id) > str(last)]
+            chosen = (after or ordered)[0]
+            self._round_robin[button.id] = chosen.user_id
+            return [chosen]
+        return candidates
+
+    def _ring(self, live: LiveCall, agent: Agent) -> None:
+        call = live.call
+        timer = asyncio.get_running_loop().call_later(live.ring_timeout, self._ring_timed_out, live, agent)
+        live.rung[agent.user_id] = (agent, timer)
+        agent.ringing.add(call.id)
+        agent.send(
+            messages.Ring(
+                call_id=call.id,
+                button={"id": str(live.button.id), "name": live.button.name},
+                visitor={**live.visitor, "page_url": call.page_url, "earlier_calls": live.earlier_calls},
+                ring_timeout=live.ring_timeout,
+                direction=call.direction,
+            )
+        )
+        self.changed(agent)
+        call.agent_event("agent_rung", agent.user_id)
+        log.info(logs.AGENT_RUNG, call_id=str(call.id), agent_id=str(agent.user_id))
+
+    def _ring_timed_out(self, live: LiveCall, agent: Agent) -> None:
+        if agent.user_id not in live.rung or live.call.ended:
+            return
+        live.timed_out.add(agent.user_id)
+        self._unring(live, agent, "timeout")
+        live.call.agent_event("agent_ring_timeout", agent.user_id)
+        self.changed(agent)
+        self.dispatch(live.call.organisation_id)
 
     def _unring(self, live: LiveCall, agent: Agent, reason: str) -> None:
-        live.rung.pop(agent.user_id, None)
+        entry = live.rung.pop(agent.user_id, None)
+        if entry is not None:
+            entry[1].cancel()
         agent.ringing.discard(live.call.id)
-        if agent.connected:
-            agent.send(messages.RingStopped(call_id=live.call.id, reason=reason))
+        agent.send(messages.RingStopped(call_id=live.call.id, reason=reason))
         agent.changed()
 
     def _stop_ringing(self, live: LiveCall, reason: str) -> None:
-        for agent in list(live.rung.values()):
+        for agent, _ in list(live.rung.values()):
             self._unring(live, agent, reason)
             live.call.agent_event("agent_ring_stopped", agent.user_id, reason)
 
-    def _cancel_timer(self, live: LiveCall) -> None:
-        if live.timer is not None:
-            live.timer.cancel()
-            live.timer = None
+    def _anyone_online(self, live: LiveCall) -> bool:
+        """Whether an agent who may answer this call is there at all (not offline, not away)."""
+        return any(
+            live.may_ring(agent) and agent.presence not in (Presence.OFFLINE, Presence.AWAY)
+            for agent in self.roster.of(live.call.organisation_id)
+        )
+
+    def _all_declined(self, live: LiveCall) -> bool:
+        online = [
+            agent
+            for agent in self.roster.of(live.call.organisation_id)
+            if live.may_ring(agent) and agent.presence not in (Presence.OFFLINE, Presence.AWAY)
+        ]
+        return all(agent.user_id in live.declined for agent in online)
+
+    def _dequeue(self, live: LiveCall) -> None:
+        queue = self.queues.get(live.button.id)
+        if queue is not None and live in queue:
+            queue.remove(live)
+            if not queue:
+                del self.queues[live.button.id]
+
+    def _announce(self, button_id: uuid.UUID) -> None:
+        """Tell each waiting visitor of the button its place, when it changed."""
+        for index, live in enumerate(self.queues.get(button_id, [])):
+            told = (index + 1, bool(live.rung))
+            if told != live.told and live.call.state is CallState.QUEUED:
+                live.told = told
+                live.send_visitor(
+                    messages.CallState(
+                        call_id=live.call.id, state=CallState.QUEUED.value, position=told[0], ringing=told[1]
+                    )
+                )
+
+    def _wrap_up(self, agent: Agent, seconds: int) -> None:
+        previous = self._wrap_up_timers.pop(agent.user_id, None)
+        self._cancel(previous)
+        if seconds <= 0:
+            agent.wrap_up_until = 0.0
+            return
+        loop = asyncio.get_running_loop()
+        agent.wrap_up_until = time.monotonic() + seconds
+
+        def done() -> None:
+            self._wrap_up_timers.pop(agent.user_id, None)
+            self.changed(agent)
+
+        self._wrap_up_timers[agent.user_id] = loop.call_later(seconds, done)
+
+    # --- internals --------------------------------------------------------------------------------
 
     def _new_leg(self, role: str) -> Leg:
         """A leg this switchboard tracks until it closes, so that none outlives :meth:`close`."""
@@ -331,18 +590,22 @@ class Switchboard:
         if state in (LegState.FAILED, LegState.CLOSED) and not live.call.ended:
             self._spawn(self.end(live, EndReason.FAILED, detail="visitor_media_failed"))
 
-    def _agent_leg_state(self, agent: Agent, leg: Leg, state: LegState) -> None:
+    def _agent_leg_state(self, agent: Agent, socket: AgentSocket, leg: Leg, state: LegState) -> None:
         if state is LegState.CLOSED:
             self._legs.discard(leg)
-        if leg is not agent.leg:
+        if leg is not socket.leg:
             return
-        if agent.connected:
-            agent.send(messages.LegState(state=state.value))
-        if state in (LegState.FAILED, LegState.CLOSED) and agent.call_id is not None:
+        socket.send(messages.LegState(state=state.value))
+        if state in (LegState.FAILED, LegState.CLOSED) and agent.call_socket is socket and agent.call_id:
             live = self.calls.get(agent.call_id)
             if live is not None:
                 self._spawn(self.end(live, EndReason.FAILED, detail="agent_media_failed"))
-        agent.changed()
+        self.changed(agent)
+
+    @staticmethod
+    def _cancel(timer: asyncio.TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -10,6 +10,7 @@ as they were. ``docs/protocol.md`` describes the messages.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,15 +19,16 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from media.sdp import SdpError
-from server import logs, messages
+from server import links, logs, messages
 from server.api import button_json
 from server.appkeys import DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import CookiePolicy
 from server.calls import CallState
 from server.errors import json_error
 from server.limits import TokenBucket
+from server.links import CallLinkClaim
 from server.messages import ProtocolError
-from server.presence import Agent
+from server.presence import SOCKETS_PER_AGENT, AgentSocket
 from server.routing import LiveCall
 from storage.buttons import Button
 
@@ -164,29 +166,57 @@ def _prepare() -> web.WebSocketResponse:
 
 
 async def visitor_socket(request: web.Request) -> web.StreamResponse:
-    """``GET /ws/v1/visitor?key=BUTTON_KEY``: a visitor's socket, authorised by key and Origin."""
-    key = request.query.get("key", "")
-    button = None
-    if _BUTTON_KEY.match(key):
-        button = await request.app[DATABASE].buttons.by_public_key(key)
-    if button is None:
-        return json_error(404, "unknown_button", "no call button has this key")
-    origin = request.headers.get("Origin")
-    if origin is None or origin not in button.allowed_origins:
-        log.info(logs.SOCKET_REJECTED, role="visitor", reason="origin", button_id=str(button.id))
-        return json_error(403, "origin_not_allowed", "this call button may not be used from this website")
+    """``GET /ws/v1/visitor?key=BUTTON_KEY``: a visitor's socket, authorised by key and Origin.
+
+    ``GET /ws/v1/visitor?link=TOKEN``: a customer calling back through an agent's call link, from
+    the call-link page on the app's own origin.
+    """
+    link: CallLinkClaim | None = None
+    if "link" in request.query:
+        found = await _link_button(request)
+        if isinstance(found, web.Response):
+            return found
+        button, link = found
+    else:
+        key = request.query.get("key", "")
+        found_button = await request.app[DATABASE].buttons.by_public_key(key) if _BUTTON_KEY.match(key) else None
+        if found_button is None:
+            return json_error(404, "unknown_button", "no call button has this key")
+        button = found_button
+        origin = request.headers.get("Origin")
+        if origin is None or origin not in button.allowed_origins:
+            log.info(logs.SOCKET_REJECTED, role="visitor", reason="origin", button_id=str(button.id))
+            return json_error(403, "origin_not_allowed", "this call button may not be used from this website")
 
     address = request.remote or ""
     limits = request.app[LIMITS]
     if not limits.visitor_sockets.acquire(address):
         return json_error(429, "too_many_sockets", "too many open calls from this address")
     try:
-        return await _visitor_session(request, button, address)
+        return await _visitor_session(request, button, address, link)
     finally:
         limits.visitor_sockets.release(address)
 
 
-async def _visitor_session(request: web.Request, button: Button, address: str) -> web.WebSocketResponse:
+async def _link_button(request: web.Request) -> tuple[Button, CallLinkClaim] | web.Response:
+    """The button and claim of a call link socket, or the response refusing it."""
+    if request.headers.get("Origin") not in request.app[SETTINGS].origins:
+        log.info(logs.SOCKET_REJECTED, role="visitor", reason="origin")
+        return json_error(403, "origin_not_allowed", "call links are opened from this server's own page")
+    database = request.app[DATABASE]
+    token = request.query["link"]
+    found = await database.call_links.find(token) if links.TOKEN.match(token) else None
+    if found is None or not found.usable(datetime.datetime.now(datetime.UTC)):
+        return json_error(410, "link_used", "this call link was used already or has expired")
+    button = await database.buttons.get(found.organisation_id, found.button_id) if found.button_id else None
+    if button is None:
+        return json_error(410, "link_used", "this call link's button no longer exists")
+    return button, CallLinkClaim(database.call_links, token, found.agent_id)
+
+
+async def _visitor_session(
+    request: web.Request, button: Button, address: str, link: CallLinkClaim | None
+) -> web.WebSocketResponse:
     ws = _prepare()
     await ws.prepare(request)
     bound = log.bind(role="visitor", button_id=str(button.id), org_id=str(button.organisation_id))
@@ -195,7 +225,11 @@ async def _visitor_session(request: web.Request, button: Button, address: str) -
     limits = request.app[LIMITS]
     live: LiveCall | None = None
     bound.info(logs.SOCKET_OPENED)
-    socket.send(messages.Hello(role="visitor", button=button_json(button), ice_servers=_ice_servers(request)))
+    socket.send(
+        messages.Hello(
+            role="visitor", button=button_json(button, link=link is not None), ice_servers=_ice_servers(request)
+        )
+    )
 
     def send_visitor(message: messages.Outgoing) -> None:
         socket.send(message)
@@ -224,7 +258,9 @@ async def _visitor_session(request: web.Request, button: Button, address: str) -
                 page_url=message.page_url,
                 offer_sdp=message.sdp,
                 send_visitor=send_visitor,
+                visitor=message.visitor,
                 admit=admit,
+                link=link,
             )
             socket.log = bound.bind(call_id=str(live.call.id))
         elif isinstance(message, messages.VisitorHangup):
@@ -244,7 +280,11 @@ async def _visitor_session(request: web.Request, button: Button, address: str) -
 
 
 async def agent_socket(request: web.Request) -> web.StreamResponse:
-    """``GET /ws/v1/agent``: a logged-in agent's socket, from the app's own origin."""
+    """``GET /ws/v1/agent``: a logged-in agent's socket, from the app's own origin.
+
+    An agent may have several (tabs, devices), up to ``SOCKETS_PER_AGENT``; one more closes the
+    oldest that carries no call.
+    """
     settings = request.app[SETTINGS]
     if request.headers.get("Origin") not in settings.origins:
         log.info(logs.SOCKET_REJECTED, role="agent", reason="origin")
@@ -260,35 +300,43 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     bound = log.bind(role="agent", agent_id=str(user.id), org_id=str(user.organisation_id))
     socket = Socket(ws, bound, request.app[SOCKETS])
-    agent = Agent(
-        user_id=user.id,
-        organisation_id=user.organisation_id,
-        display_name=user.display_name,
-        send=socket.send,
-        close=socket.close,
-        session=token,
-    )
+    console = AgentSocket(send=socket.send, close=socket.close, session=token)
     switchboard = request.app[SWITCHBOARD]
-    previous = request.app[ROSTER].add(agent)
-    if previous is not None:
-        previous.close(CLOSE_REPLACED, "replaced by a newer connection of the same agent")
-        await switchboard.agent_gone(previous, clean=False, detail="agent_reconnected")
+    agent = request.app[ROSTER].join(
+        user_id=user.id, organisation_id=user.organisation_id, display_name=user.display_name
+    )
+    if len(agent.sockets) >= SOCKETS_PER_AGENT:
+        oldest = next((s for s in agent.sockets if s is not agent.call_socket), None)
+        if oldest is not None:
+            oldest.close(CLOSE_REPLACED, "replaced by a newer console of the same agent")
+            await switchboard.agent_gone(agent, oldest, clean=False, detail="agent_reconnected")
     bound.info(logs.SOCKET_OPENED)
+    # Joined before the hello, so that the hello tells the presence the agent now has.
+    agent.sockets.append(console)
+    presence = agent.presence_message()
     socket.send(
         messages.Hello(
             role="agent",
-            agent={"id": str(user.id), "name": user.display_name, "presence": agent.presence.value},
+            agent={
+                "id": str(user.id),
+                "name": user.display_name,
+                "presence": presence.status,
+                "wants_available": agent.wants_available,
+                "wrap_up_seconds": presence.wrap_up_seconds,
+                "in_call": str(agent.call_id) if agent.call_id else None,
+            },
             ice_servers=_ice_servers(request),
         )
     )
+    switchboard.changed(agent)
 
     async def handle(message: messages.AgentMessage) -> None:
         if isinstance(message, messages.Offer):
-            socket.send(messages.Answer(sdp=await switchboard.agent_offer(agent, message.sdp)))
+            console.send(messages.Answer(sdp=await switchboard.agent_offer(agent, console, message.sdp)))
         elif isinstance(message, messages.SetPresence):
             switchboard.set_presence(agent, message.status)
         elif isinstance(message, messages.Accept):
-            await switchboard.accept(agent, message.call_id)
+            await switchboard.accept(agent, console, message.call_id)
         elif isinstance(message, messages.Decline):
             await switchboard.decline(agent, message.call_id)
         elif isinstance(message, messages.AgentHangup):
@@ -314,9 +362,8 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
         code = await socket.run(messages.AGENT_MESSAGES, handle)
     finally:
         watcher.cancel()
-        request.app[ROSTER].remove(agent)
-        if agent.connected:
-            await switchboard.agent_gone(agent, clean=code in _CLEAN_CLOSE)
+        if console in agent.sockets:
+            await switchboard.agent_gone(agent, console, clean=code in _CLEAN_CLOSE)
         bound.info(logs.SOCKET_CLOSED, code=code)
     return ws
 

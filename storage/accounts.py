@@ -142,7 +142,8 @@ class Accounts:
         assignments = ", ".join(f"{name} = ${i + 3}" for i, name in enumerate(names))
         try:
             row = await self._pool.fetchrow(
-                f"UPDATE users AS u SET {assignments} WHERE u.organisation_id = $1 AND u.id = $2 RETURNING {_USER_COLUMNS}",
+                f"UPDATE users AS u SET {assignments} WHERE u.organisation_id = $1 AND u.id = $2 "
+                f"RETURNING {_USER_COLUMNS}",
                 organisation_id,
                 user_id,
                 *(changes[n] for n in names),

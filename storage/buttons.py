@@ -221,22 +221,22 @@ class Buttons:
 
     async def eligible_agents(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> frozenset[uuid.UUID] | None:
         """The users a button may ring (listed, or members of listed teams); None: everyone."""
-        rows = await self._pool.fetch(
-            """
-            SELECT t.user_id AS id FROM button_targets t WHERE t.button_id = $2 AND t.user_id IS NOT NULL
-            UNION
-            SELECT m.user_id FROM button_targets t JOIN team_members m ON m.team_id = t.team_id
-            WHERE t.button_id = $2
-            """,
-            organisation_id,
-            button_id,
-        )
-        listed = await self._pool.fetchval(
-            "SELECT count(*) FROM button_targets t JOIN buttons b ON b.id = t.button_id "
-            "WHERE b.organisation_id = $1 AND t.button_id = $2",
-            organisation_id,
-            button_id,
-        )
-        if not listed:
-            return None
+        async with self._pool.acquire() as conn:
+            listed = await conn.fetchval(
+                "SELECT count(*) FROM button_targets t JOIN buttons b ON b.id = t.button_id "
+                "WHERE b.organisation_id = $1 AND t.button_id = $2",
+                organisation_id,
+                button_id,
+            )
+            if not listed:
+                return None
+            rows = await conn.fetch(
+                """
+                SELECT t.user_id AS id FROM button_targets t WHERE t.button_id = $1 AND t.user_id IS NOT NULL
+                UNION
+                SELECT m.user_id FROM button_targets t JOIN team_members m ON m.team_id = t.team_id
+                WHERE t.button_id = $1
+                """,
+                button_id,
+            )
         return frozenset(r["id"] for r in rows)

@@ -72,15 +72,32 @@ class CallLinks:
         row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM call_links WHERE token_hash = $1", digest(token))
         return None if row is None else CallLink(**dict(row))
 
-    async def use(self, token: str, call_id: uuid.UUID) -> CallLink | None:
-        """Mark the link used by ``call_id``; None when it was used already or has expired."""
+    async def use(self, token: str) -> CallLink | None:
+        """Mark the link used, atomically; None when it was used already or has expired."""
         row = await self._pool.fetchrow(
             f"""
-            UPDATE call_links SET used_at = now(), call_id = $2
+            UPDATE call_links SET used_at = now()
             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
             RETURNING {_COLUMNS}
             """,
             digest(token),
-            call_id,
         )
         return None if row is None else CallLink(**dict(row))
+
+    async def attach(self, token: str, call_id: uuid.UUID) -> None:
+        """Record the call made through a used link (once the call's row exists)."""
+        await self._pool.execute(
+            "UPDATE call_links SET call_id = $2 WHERE token_hash = $1 AND used_at IS NOT NULL", digest(token), call_id
+        )
+
+    async def of_agent(self, organisation_id: uuid.UUID, agent_id: uuid.UUID, limit: int = 20) -> list[CallLink]:
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_COLUMNS} FROM call_links WHERE organisation_id = $1 AND agent_id = $2
+            ORDER BY created_at DESC LIMIT $3
+            """,
+            organisation_id,
+            agent_id,
+            limit,
+        )
+        return [CallLink(**dict(r)) for r in rows]

@@ -94,7 +94,8 @@ class Callbacks:
     ) -> CallbackRequest | None:
         row = await self._pool.fetchrow(
             f"""
-            UPDATE callback_requests SET state = 'done', done_at = COALESCE(done_at, now()), done_by = COALESCE(done_by, $3)
+            UPDATE callback_requests
+            SET state = 'done', done_at = COALESCE(done_at, now()), done_by = COALESCE(done_by, $3)
             WHERE organisation_id = $1 AND id = $2 RETURNING {_COLUMNS}
             """,
             organisation_id,

@@ -29,7 +29,8 @@ class Teams:
         rows = await self._pool.fetch(
             """
             SELECT t.id, t.organisation_id, t.name,
-                   COALESCE(array_agg(m.user_id ORDER BY m.user_id) FILTER (WHERE m.user_id IS NOT NULL), '{}') AS members
+                   COALESCE(array_agg(m.user_id ORDER BY m.user_id) FILTER (WHERE m.user_id IS NOT NULL), '{}')
+                       AS members
             FROM teams t LEFT JOIN team_members m ON m.team_id = t.id
             WHERE t.organisation_id = $1 GROUP BY t.id ORDER BY t.name
             """,

@@ -115,6 +115,7 @@ async def make_org(
     *,
     ring_timeout_s: int | None = None,
     recording_notice: str | None = None,
+    **button_settings: Any,
 ) -> Org:
     """With ``recording_notice``, the button records its calls and tells visitors so."""
     organisation = await database.accounts.create_organisation(f"Browser org {uuid.uuid4().hex[:6]}")
@@ -125,6 +126,7 @@ async def make_org(
         ring_timeout_s=ring_timeout_s,
         recording_enabled=recording_notice is not None,
         recording_notice=recording_notice,
+        **button_settings,
     )
     email = f"agent-{uuid.uuid4().hex[:8]}@example.test"
     await database.accounts.create_user(

@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -122,9 +123,15 @@ class Tenant:
 
 
 async def make_tenant(
-    database: Database, *, agents: int = 1, ring_timeout_s: int | None = None, recording: bool = False
+    database: Database,
+    *,
+    agents: int = 1,
+    ring_timeout_s: int | None = None,
+    recording: bool = False,
+    **button_settings: Any,
 ) -> list[Tenant]:
-    """An organisation with ``agents`` agents (one Tenant each) and one button for VISITOR_ORIGIN."""
+    """An organisation with ``agents`` agents (one Tenant each) and one button for VISITOR_ORIGIN,
+    with any further button settings (``storage.buttons.SETTINGS``) given."""
     organisation = await database.accounts.create_organisation(f"Org {uuid.uuid4().hex[:6]}")
     button = await database.buttons.create(
         organisation.id,
@@ -132,6 +139,7 @@ async def make_tenant(
         allowed_origins=[VISITOR_ORIGIN],
         ring_timeout_s=ring_timeout_s,
         recording_enabled=recording,
+        **button_settings,
     )
     password_hash = await auth.hash_password(AGENT_PASSWORD)
     tenants = []

@@ -123,7 +123,15 @@ async def test_widget_lookup_is_readable_by_allowed_origins_only(server: Running
             assert ok.status == 200
             assert ok.headers["Access-Control-Allow-Origin"] == VISITOR_ORIGIN
             assert await ok.json() == {
-                "button": {"name": "Support", "recording": {"enabled": False}},
+                "button": {
+                    "name": "Support",
+                    "recording": {"enabled": False},
+                    "form_fields": {"name": "optional", "email": "off", "phone": "off"},
+                    "language": "en",
+                    "colour": "#1a7f4b",
+                    "position": "bottom-right",
+                },
+                "open": True,
                 "agents_available": False,
                 "protocol": 1,
             }

@@ -226,7 +226,7 @@ async def test_browser_ring_timeout_says_no_answer(
     server: Running, database: Database, browser: Browser, host_site: HostSite
 ) -> None:
     notice = "Calls are recorded for training. Say so if you object."
-    org = await make_org(database, host_site.origin, ring_timeout_s=1, recording_notice=notice)
+    org = await make_org(database, host_site.origin, ring_timeout_s=1, max_queue_wait_s=2, recording_notice=notice)
     agent_context = await new_context(browser)
     visitor_context = await new_context(browser)
     try:

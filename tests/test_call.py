@@ -118,8 +118,10 @@ async def test_ring_all_first_accept_wins(server: Running, database: Database) -
             await agent.close()
 
 
-async def test_ring_timeout_ends_as_no_answer(server: Running, database: Database) -> None:
-    (tenant,) = await make_tenant(database, ring_timeout_s=1)
+async def test_a_silent_agent_is_rung_again_until_the_maximum_wait_ends_the_call(
+    server: Running, database: Database
+) -> None:
+    (tenant,) = await make_tenant(database, ring_timeout_s=1, max_queue_wait_s=2)
     agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
     visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
     try:
@@ -128,14 +130,23 @@ async def test_ring_timeout_ends_as_no_answer(server: Running, database: Databas
         await visitor.connect()
         call_id = await visitor.call()
         await agent.expect("ring", call_id=call_id)
+        await agent.expect("ring_stopped", call_id=call_id, reason="timeout")
+        # Nobody else can take it: the same agent is rung again.
+        await agent.wait_for(
+            lambda m: m["type"] == "ring" and len([x for x in agent.received if x["type"] == "ring"]) == 2,
+            3,
+            "a second ring",
+        )
         ended = await visitor.expect("call_state", call_id=call_id, state="ended", timeout=5)
-        assert ended["reason"] == "no_answer"
+        assert (ended["reason"], ended["detail"]) == ("no_answer", "max_wait")
         await agent.expect("ring_stopped", call_id=call_id, reason="ended")
         await agent.expect("presence", status="available")
         row = await wait_for_row(database, tenant, call_id, "ended")
         assert row.end_reason == "no_answer" and row.outcome == "no_answer"
         assert row.answered_at is None
-        assert 0.9 <= (row.ended_at - row.queued_at).total_seconds() < 3
+        assert 1.9 <= (row.ended_at - row.queued_at).total_seconds() < 4
+        kinds = [e.kind for e in await database.calls.events(tenant.organisation_id, uuid.UUID(call_id))]
+        assert kinds[:5] == ["created", "queued", "agent_rung", "agent_ring_timeout", "agent_rung"]
     finally:
         await visitor.close()
         await agent.close()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from server import signalling
+from server import presence, signalling
 from server.app import Running, start
 from server.appkeys import SWITCHBOARD
 from server.config import Settings
@@ -57,21 +57,30 @@ async def test_agent_closing_its_peer_connection_ends_the_call(
     assert row.end_reason == "failed"
 
 
-async def test_an_agent_reconnecting_mid_call_ends_it_as_failed(
+async def test_another_console_of_an_agent_in_a_call_sees_it_busy_and_leaves_the_call_alone(
     server: Running, answered: tuple[Visitor, Agent, str], tenant: Tenant
 ) -> None:
-    visitor, agent, _ = answered
-    newer = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor, agent, call_id = answered
+    others = [Agent(server.url, tenant.agent_email, tenant.agent_password) for _ in range(presence.SOCKETS_PER_AGENT)]
     try:
-        newer.cookie = agent.cookie
-        await newer.connect()
-        await asyncio.wait_for(agent.closed.wait(), 5)
-        assert agent.close_code == signalling.CLOSE_REPLACED
-        await visitor.expect("call_state", state="ended", reason="failed", detail="agent_reconnected")
-        # The newer socket is a working console.
-        await newer.go_available()
+        for other in others[:-1]:
+            other.cookie = agent.cookie
+            hello = await other.connect()
+            assert (hello["agent"]["presence"], hello["agent"]["in_call"]) == ("busy", call_id)
+        # One console too many replaces the oldest that does not carry the call: never the call's.
+        others[-1].cookie = agent.cookie
+        await others[-1].connect()
+        await asyncio.wait_for(others[0].closed.wait(), 5)
+        assert others[0].close_code == signalling.CLOSE_REPLACED
+        assert not agent.closed.is_set()
+        # The call goes on, and ends when its console hangs up.
+        await agent.send({"type": "hangup", "call_id": call_id})
+        await visitor.expect("call_state", state="ended", reason="agent_hangup")
+        for other in others[1:]:
+            await other.expect("call_state", call_id=call_id, state="ended")
     finally:
-        await newer.close()
+        for other in others:
+            await other.close()
 
 
 async def test_an_agent_socket_ends_with_its_session(

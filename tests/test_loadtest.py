@@ -97,17 +97,17 @@ async def test_the_checker_catches_swapped_legs_a_dropped_direction_and_a_lost_r
     accepted: list[Any] = []
     accept = switchboard.accept
 
-    async def faulty_accept(agent: Any, call_id: Any) -> None:
-        await accept(agent, call_id)
+    async def faulty_accept(agent: Any, socket: Any, call_id: Any) -> None:
+        await accept(agent, socket, call_id)
         live = switchboard.calls[call_id]
         accepted.append(live)
         if len(accepted) == 2:
             # The server crosses the first two calls, both still in progress.
             first, second = accepted
-            first.bridge.connect(second.agent.leg)
-            second.bridge.connect(first.agent.leg)
+            first.bridge.connect(second.agent.call_socket.leg)
+            second.bridge.connect(first.agent.call_socket.leg)
         if len(accepted) == 4:
-            live.agent.leg.inbound = None  # the agent's audio never reaches the visitor
+            live.agent.call_socket.leg.inbound = None  # the agent's audio never reaches the visitor
 
     monkeypatch.setattr(switchboard, "accept", faulty_accept)
 
