@@ -6,20 +6,17 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any
 
 from aiohttp import web
 
-from server import hours
-from server.appkeys import DATABASE, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
+from server.appkeys import LIMITS, ROSTER, SESSIONS, SETTINGS
 from server.auth import CookiePolicy, check_password_policy
 from server.errors import ApiError
 from storage.accounts import Session, User
 from storage.buttons import Button
 
-_BUTTON_KEY = re.compile(r"^cb_[A-Za-z0-9_-]{16,64}$")
 MAX_BODY = 16 * 1024
 CLOSE_SESSION_ENDED = 4002
 
@@ -85,6 +82,14 @@ async def login(request: web.Request) -> web.Response:
     body = await _json_body(request)
     email = _text(body, "email", 320)
     password = _text(body, "password", 1024)
+    # Attempts are limited per address and per (address, account): guessing is slowed down, but the
+    # account is never locked, so nobody can lock a colleague out by failing on purpose.
+    limits = request.app[LIMITS]
+    address = request.remote or ""
+    if not limits.logins_per_address.allow(address) or not limits.logins_per_account.allow(
+        (address, email.strip().lower())
+    ):
+        raise ApiError(429, "too_many_attempts", "too many login attempts from here; wait a minute and try again")
     result = await request.app[SESSIONS].login(email, password)
     if result is None:
         # One message whatever was wrong: no user enumeration.
@@ -113,38 +118,6 @@ async def me(request: web.Request) -> web.Response:
     return web.json_response({"user": user_json(session.user)}, headers={"Cache-Control": "no-store"})
 
 
-async def widget_button(request: web.Request) -> web.Response:
-    """What the widget shows before a call: the button's name and whether anyone can answer.
-
-    Readable cross-origin by the button's allowed origins only.
-    """
-    key = request.match_info["key"]
-    origin = request.headers.get("Origin")
-    button = await request.app[DATABASE].buttons.by_public_key(key) if _BUTTON_KEY.match(key) else None
-    headers = {"Cache-Control": "no-store", "Vary": "Origin"}
-    if origin:
-        # Errors are readable too, so that the widget can say what is wrong.
-        headers["Access-Control-Allow-Origin"] = origin
-    if button is None:
-        raise_with = ApiError(404, "unknown_button", "no call button has this key")
-        return _error_with_headers(raise_with, headers)
-    if origin is not None and origin not in button.allowed_origins:
-        return _error_with_headers(
-            ApiError(403, "origin_not_allowed", "this call button may not be used from this website"), headers
-        )
-    available = len(request.app[ROSTER].available(button.organisation_id))
-    is_open = hours.is_open(button.opening_hours, button.time_zone, request.app[SWITCHBOARD].clock())
-    body: dict[str, Any] = {
-        "button": button_json(button),
-        "open": is_open,
-        "agents_available": available > 0,
-        "protocol": 1,
-    }
-    if not is_open:
-        body["closed_message"] = button.closed_message
-    return web.json_response(body, headers=headers)
-
-
 def button_json(button: Button, *, link: bool = False) -> dict[str, Any]:
     """A button as visitors see it: its name, look and language, the pre-call form, and whether (and
     how) they are told calls are recorded. A call link's visitor fills in no form."""
@@ -161,10 +134,6 @@ def button_json(button: Button, *, link: bool = False) -> dict[str, Any]:
     }
 
 
-def _error_with_headers(error: ApiError, headers: dict[str, str]) -> web.Response:
-    return web.json_response({"error": error.code, "message": error.message}, status=error.status, headers=headers)
-
-
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
@@ -176,7 +145,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/session", login)
     app.router.add_delete("/api/v1/session", logout)
     app.router.add_get("/api/v1/me", me)
-    app.router.add_get("/api/v1/widget/{key}", widget_button)
     app.router.add_get("/api/v1/openapi.json", openapi)
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from media.aiortc_seam import pin_host_addresses
 from media.leg import IceSettings
 from media.recorder import MuxWorker
-from server import api, calls_api, playback, signalling
+from server import admin_api, agent_api, api, calls_api, playback, signalling, widget_api
 from server import web as pages
 from server.appkeys import DATABASE, DEMO_PAGE, LIMITS, RECORDINGS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import Sessions
@@ -73,6 +73,8 @@ def create_app(
         calls_per_address=settings.call_rate_per_address,
         calls_per_button=settings.call_rate_per_button,
         visitor_sockets_per_address=settings.visitor_sockets_per_address,
+        logins_per_address=settings.login_rate_per_address,
+        logins_per_account=settings.login_rate_per_account,
     )
     app[signalling.SOCKETS] = set()
     app.on_shutdown.append(_end_calls)
@@ -84,6 +86,9 @@ def create_app(
     app.router.add_get("/ws/v1/visitor", signalling.visitor_socket)
     app.router.add_get("/ws/v1/agent", signalling.agent_socket)
     api.add_routes(app)
+    admin_api.add_routes(app)
+    agent_api.add_routes(app)
+    widget_api.add_routes(app)
     playback.add_routes(app)
     calls_api.add_routes(app)
     pages.add_routes(app)

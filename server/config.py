@@ -87,7 +87,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CALLBUTTON_RING_TIMEOUT",
         "30",
-        "Seconds a call rings at agents before it ends as `no_answer`.",
+        "Seconds a call rings at one agent before the next is tried, unless the button sets its own. "
+        "How long a call may wait in all is the button's maximum queue wait.",
     ),
     Variable(
         "CALLBUTTON_SESSION_IDLE_TIMEOUT",
@@ -113,6 +114,16 @@ VARIABLES: tuple[Variable, ...] = (
         "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS",
         "10",
         "Visitor sockets one address may have open at once; more are refused with 429.",
+    ),
+    Variable(
+        "CALLBUTTON_LOGIN_RATE_PER_ADDRESS",
+        "30",
+        "Login attempts a minute from one address; more get 429. Accounts are never locked.",
+    ),
+    Variable(
+        "CALLBUTTON_LOGIN_RATE_PER_ACCOUNT",
+        "5",
+        "Login attempts a minute for one email from one address; more get 429.",
     ),
     Variable("CALLBUTTON_LOG_FORMAT", "console", "`console` (human-readable) or `json`."),
     Variable("CALLBUTTON_LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`."),
@@ -142,6 +153,8 @@ class Settings:
     call_rate_per_address: float = 6.0
     call_rate_per_button: float = 120.0
     visitor_sockets_per_address: int = 10
+    login_rate_per_address: float = 30.0
+    login_rate_per_account: float = 5.0
     log_format: str = "console"
     log_level: str = "info"
 
@@ -184,6 +197,12 @@ class Settings:
             ),
             visitor_sockets_per_address=_int(
                 get("CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS"), "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS", 1, 10**6
+            ),
+            login_rate_per_address=_float(
+                get("CALLBUTTON_LOGIN_RATE_PER_ADDRESS"), "CALLBUTTON_LOGIN_RATE_PER_ADDRESS", "attempts a minute"
+            ),
+            login_rate_per_account=_float(
+                get("CALLBUTTON_LOGIN_RATE_PER_ACCOUNT"), "CALLBUTTON_LOGIN_RATE_PER_ACCOUNT", "attempts a minute"
             ),
             log_format=_choice(get("CALLBUTTON_LOG_FORMAT"), "CALLBUTTON_LOG_FORMAT", ("console", "json")),
             log_level=_choice(

@@ -12,6 +12,7 @@ from collections.abc import Hashable
 
 # A visitor socket is opened at the click; one that asks for no call by then is closed.
 VISITOR_CALL_DEADLINE_SECONDS = 30.0
+WIDGET_POSTS_PER_MINUTE = 10.0
 
 
 class TokenBucket:
@@ -80,8 +81,21 @@ class Limits:
     button (per minute, with bursts of half that), so that one script cannot keep every agent ringing.
     """
 
-    def __init__(self, *, calls_per_address: float, calls_per_button: float, visitor_sockets_per_address: int) -> None:
+    def __init__(
+        self,
+        *,
+        calls_per_address: float,
+        calls_per_button: float,
+        visitor_sockets_per_address: int,
+        logins_per_address: float = 30.0,
+        logins_per_account: float = 5.0,
+    ) -> None:
         self.calls_per_address = KeyedLimiter(calls_per_address, max(1.0, calls_per_address / 2))
         self.calls_per_button = KeyedLimiter(calls_per_button, max(1.0, calls_per_button / 2))
         self.visitor_sockets = Counter(visitor_sockets_per_address)
         self.visitor_call_deadline = VISITOR_CALL_DEADLINE_SECONDS
+        # Login attempts a minute, in bursts of as many: from one address, and for one email from one address.
+        self.logins_per_address = KeyedLimiter(logins_per_address, logins_per_address)
+        self.logins_per_account = KeyedLimiter(logins_per_account, logins_per_account)
+        #: Callback requests and ratings a visitor address may send.
+        self.widget_posts = KeyedLimiter(WIDGET_POSTS_PER_MINUTE, WIDGET_POSTS_PER_MINUTE)

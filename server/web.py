@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from server import links
 from server.appkeys import DEMO_PAGE, SETTINGS
 from server.errors import ApiError
 
@@ -65,7 +66,13 @@ async def csrf_guard(
     ``Sec-Fetch-Site`` on every request; the session cookie is also ``SameSite=Strict``. A request
     with neither header does not come from a browser, so it carries no ambient credentials to abuse.
     """
-    if request.method in _UNSAFE_METHODS and request.path.startswith("/api/"):
+    # The widget's own routes are used cross-origin by design and never with a cookie; their
+    # handlers check the button's allowed origins instead.
+    if (
+        request.method in _UNSAFE_METHODS
+        and request.path.startswith("/api/")
+        and not request.path.startswith("/api/v1/widget/")
+    ):
         origin = request.headers.get("Origin")
         fetch_site = request.headers.get("Sec-Fetch-Site")
         if origin is not None and origin not in request.app[SETTINGS].origins:
@@ -104,6 +111,21 @@ async def admin_page(request: web.Request) -> web.StreamResponse:
     return await _file(WEB_ROOT / "admin" / "index.html", "text/html")
 
 
+async def call_link_page(request: web.Request) -> web.Response:
+    """``/call/{token}``: the page a customer opens from an agent's call link; the widget in it
+    calls that agent (whether the link still works is the widget's first question)."""
+    token = request.match_info["token"]
+    if not links.TOKEN.match(token):
+        raise web.HTTPNotFound()
+    template = (WEB_ROOT / "call" / "index.html").read_text(encoding="utf-8")
+    return web.Response(
+        text=template.replace("{{LINK_TOKEN}}", html.escape(token)),
+        content_type="text/html",
+        # The token is a capability: keep it out of caches and out of any Referer.
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 async def demo_page(request: web.Request) -> web.Response:
     page = request.app.get(DEMO_PAGE)
     if page is None:
@@ -128,3 +150,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/", admin_page)
     app.router.add_static("/admin/static/", WEB_ROOT / "admin", show_index=False, follow_symlinks=False)
     app.router.add_get("/demo", demo_page)
+    app.router.add_get("/call/{token}", call_link_page)
+    app.router.add_static("/call/static/", WEB_ROOT / "call", show_index=False, follow_symlinks=False)

@@ -214,17 +214,20 @@ class CallStore:
             token_hash,
         )
 
-    async def rate(self, call_id: uuid.UUID, token_hash: bytes, rating: int, comment: str | None) -> bool:
+    async def rate(
+        self, call_id: uuid.UUID, token_hash: bytes, rating: int, comment: str | None, *, button_id: uuid.UUID
+    ) -> bool:
         """Store the visitor's rating, once, if ``token_hash`` is the call's rating token."""
         status = await self._pool.execute(
             """
             UPDATE calls SET rating = $3, rating_comment = $4, rating_token_hash = NULL
-            WHERE id = $1 AND rating_token_hash = $2 AND answered_at IS NOT NULL
+            WHERE id = $1 AND rating_token_hash = $2 AND answered_at IS NOT NULL AND button_id = $5
             """,
             call_id,
             token_hash,
             rating,
             comment,
+            button_id,
         )
         return bool(status == "UPDATE 1")
 

@@ -100,6 +100,9 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         ice_host_addresses=("127.0.0.1",),
         ring_timeout=20.0,
+        # Tests log in often from one address; the login limits have their own test.
+        login_rate_per_address=6000.0,
+        login_rate_per_account=6000.0,
         log_level="warning",
         master_key=MASTER_KEY.to_text(),
     )

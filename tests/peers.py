@@ -128,19 +128,33 @@ class SignallingPeer:
 
 
 class Visitor(SignallingPeer):
-    def __init__(self, base_url: str, button_key: str, origin: str) -> None:
+    def __init__(self, base_url: str, button_key: str, origin: str, *, link: str | None = None) -> None:
         super().__init__()
-        self.url = base_url.replace("http", "ws", 1) + f"/ws/v1/visitor?key={button_key}"
+        query = f"link={link}" if link is not None else f"key={button_key}"
+        self.url = base_url.replace("http", "ws", 1) + f"/ws/v1/visitor?{query}"
         self.origin = origin
         self.call_id: str | None = None
+
+    @classmethod
+    def through_link(cls, base_url: str, token: str) -> Visitor:
+        """A customer calling through a call link, from the app's own call-link page."""
+        return cls(base_url, "", base_url, link=token)
 
     async def connect(self) -> Message:
         await self.open(self.url, origin=self.origin)
         return await self.expect("hello")
 
-    async def call(self, tone: float = 440.0, page_url: str = "https://shop.example.test/cart") -> str:
+    async def call(
+        self,
+        tone: float = 440.0,
+        page_url: str = "https://shop.example.test/cart",
+        visitor: dict[str, str] | None = None,
+    ) -> str:
         sdp = await self.offer(tone)
-        await self.send({"type": "call", "sdp": sdp, "page_url": page_url})
+        request: Message = {"type": "call", "sdp": sdp, "page_url": page_url}
+        if visitor is not None:
+            request["visitor"] = visitor
+        await self.send(request)
         state = await self.expect("call_state")
         self.call_id = state["call_id"]
         if state["state"] != "ended":
