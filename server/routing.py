@@ -456,20 +456,30 @@ class Switchboard:
             if not queue or queue[0].call.organisation_id != organisation_id:
                 continue
             for live in list(queue):
-                if live.rung or live.call.ended:
+                if live.call.ended or (live.rung and live.button.strategy != "ring_all"):
                     continue
                 candidates = [
                     agent
-                    for agent in self.roster.available(organisation_id)
-                    if live.may_ring(agent) and agent.user_id not in live.declined
+                    for agent in self._free(live)
+                    if agent.user_id not in live.declined and agent.user_id not in live.rung
                 ]
                 fresh = [agent for agent in candidates if agent.user_id not in live.timed_out]
-                if not fresh:
+                if not fresh and not live.rung:
                     live.timed_out.clear()  # everyone was tried: start another round
                     fresh = candidates
                 for agent in self._choose(live.button, fresh):
                     self._ring(live, agent)
             self._announce(button_id)
+
+    def _free(self, live: LiveCall) -> list[Agent]:
+        """The agents who could be rung for ``live`` now: available ones the button routes to; for a
+        call link, its agent, available or not, as long as its audio is connected and it is free."""
+        if live.only_agent is not None:
+            agent = self.roster.get(live.only_agent)
+            if agent is None or agent.connected_leg() is None:
+                return []
+            return [agent] if agent.presence in (Presence.AVAILABLE, Presence.AWAY) else []
+        return [agent for agent in self.roster.available(live.call.organisation_id) if live.may_ring(agent)]
 
     def _choose(self, button: Button, candidates: list[Agent]) -> list[Agent]:
         if not candidates:
@@ -526,7 +536,11 @@ class Switchboard:
             live.call.agent_event("agent_ring_stopped", agent.user_id, reason)
 
     def _anyone_online(self, live: LiveCall) -> bool:
-        """Whether an agent who may answer this call is there at all (not offline, not away)."""
+        """Whether an agent who may answer this call is there at all (not offline, not away; a call
+        link's agent need only be connected)."""
+        if live.only_agent is not None:
+            agent = self.roster.get(live.only_agent)
+            return agent is not None and agent.connected
         return any(
             live.may_ring(agent) and agent.presence not in (Presence.OFFLINE, Presence.AWAY)
             for agent in self.roster.of(live.call.organisation_id)

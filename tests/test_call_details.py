@@ -174,6 +174,9 @@ async def test_a_call_link_rings_only_its_agent_once_and_expires(server: Running
         with pytest.raises(Exception, match="403"):
             await stranger.connect()
 
+        # The agent who sent the link is rung for it even when away from inbound calls.
+        await agents[0].send({"type": "presence", "status": "away"})
+        await agents[0].expect("presence", status="away")
         customer = Visitor.through_link(server.url, token)
         customers.append(customer)
         await customer.connect()
