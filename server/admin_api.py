@@ -252,13 +252,18 @@ async def update_team(request: web.Request) -> web.Response:
     data = await body.read(request, _TEAM_FIELDS)
     name = data.required_text("name", 200) if "name" in data else None
     members = data.ids("members") if "members" in data else None
-    if members is not None and not await teams.set_members(organisation_id, team_id, members):
-        raise body.bad("field 'members' names a user who is not of this organisation")
+    # Members are checked before anything is written: a refused rename leaves them as they were.
+    if members is not None:
+        users = {user.id for user in await request.app[DATABASE].accounts.users(organisation_id)}
+        if not set(members) <= users:
+            raise body.bad("field 'members' names a user who is not of this organisation")
     if name is not None:
         try:
             await teams.rename(organisation_id, team_id, name)
         except DuplicateTeam:
             raise ApiError(409, "team_exists", f"a team named {name!r} exists already") from None
+    if members is not None and not await teams.set_members(organisation_id, team_id, members):
+        raise body.bad("field 'members' names a user who is not of this organisation")
     team = await teams.get(organisation_id, team_id)
     if team is None:
         raise _not_found("team")

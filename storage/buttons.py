@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_FORM = {"name": "optional", "email": "off", "phone": "off"}
+DEFAULT_FORM = {"name": "off", "email": "off", "phone": "off"}
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,9 @@ class Buttons:
             if not owned:
                 return False
             await conn.execute("DELETE FROM button_targets WHERE button_id = $1", button_id)
+            await conn.execute(
+                "UPDATE buttons SET routes_to_all = $2 WHERE id = $1", button_id, not users and not teams
+            )
             await conn.executemany(
                 "INSERT INTO button_targets (button_id, user_id, team_id) VALUES ($1, $2, $3)",
                 [(button_id, user, None) for user in dict.fromkeys(users)]
@@ -220,15 +223,15 @@ class Buttons:
         return True
 
     async def eligible_agents(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> frozenset[uuid.UUID] | None:
-        """The users a button may ring (listed, or members of listed teams); None: everyone."""
+        """The users a button may ring (listed, or members of listed teams); None: everyone.
+
+        A button whose listed agents and teams were all deleted rings nobody, not everybody.
+        """
         async with self._pool.acquire() as conn:
-            listed = await conn.fetchval(
-                "SELECT count(*) FROM button_targets t JOIN buttons b ON b.id = t.button_id "
-                "WHERE b.organisation_id = $1 AND t.button_id = $2",
-                organisation_id,
-                button_id,
+            routes_to_all = await conn.fetchval(
+                "SELECT routes_to_all FROM buttons WHERE organisation_id = $1 AND id = $2", organisation_id, button_id
             )
-            if not listed:
+            if routes_to_all is None or routes_to_all:
                 return None
             rows = await conn.fetch(
                 """

@@ -126,7 +126,7 @@ async def test_widget_lookup_is_readable_by_allowed_origins_only(server: Running
                 "button": {
                     "name": "Support",
                     "recording": {"enabled": False},
-                    "form_fields": {"name": "optional", "email": "off", "phone": "off"},
+                    "form_fields": {"name": "off", "email": "off", "phone": "off"},
                     "language": "en",
                     "colour": "#1a7f4b",
                     "position": "bottom-right",

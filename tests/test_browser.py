@@ -222,7 +222,7 @@ async def test_browser_call_end_to_end(
         await agent_context.close()
 
 
-async def test_browser_ring_timeout_says_no_answer(
+async def test_browser_maximum_wait_says_nobody_answered(
     server: Running, database: Database, browser: Browser, host_site: HostSite
 ) -> None:
     notice = "Calls are recorded for training. Say so if you object."
@@ -237,7 +237,7 @@ async def test_browser_ring_timeout_says_no_answer(
         # Before anyone answers, the visitor is told the call is recorded, in the button's words.
         await expect(visitor.locator("callbutton-widget .recording")).to_have_text(notice, timeout=MEDIA_WAIT_MS)
         await expect(agent.locator("#rings .ring")).to_have_count(1, timeout=MEDIA_WAIT_MS)
-        await expect(widget_status(visitor)).to_have_text("No one answered. Please try again later.", timeout=WAIT_MS)
+        await expect(widget_status(visitor)).to_have_text("Sorry, nobody could answer in time.", timeout=WAIT_MS)
         await expect(agent.locator("#rings .ring")).to_have_count(0, timeout=WAIT_MS)
         await expect(agent.locator("#notice")).to_contain_text("Missed call")
         await expect(agent.locator("#presence")).to_have_text("Available", timeout=WAIT_MS)

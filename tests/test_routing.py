@@ -283,3 +283,30 @@ async def test_outside_opening_hours_the_call_is_refused_with_the_closed_message
     switchboard.clock = lambda: datetime.datetime(2026, 11, 30, 9, 0, tzinfo=paris)
     status, body = await call_api("GET", lookup, origin=VISITOR_ORIGIN)
     assert (status, body["open"]) == (200, True) and "closed_message" not in body
+
+
+async def test_a_button_rings_only_its_teams_and_nobody_once_they_are_deleted(
+    floor_of: Any, database: Database
+) -> None:
+    floor = await floor_of(2)
+    org, button = floor.tenants[0].organisation_id, floor.tenants[0].button_id
+    team = await database.teams.create(org, "Billing")
+    await database.teams.set_members(org, team.id, [floor.tenants[1].agent_id])
+    assert await database.buttons.set_targets(org, button, [], [team.id])
+    await floor.all_available()
+    _, call_id = await floor.place()
+    await floor.agents[1].expect("ring", call_id=call_id)
+    await asyncio.sleep(0.3)
+    assert floor.rung(call_id) == [1], "only the team's member is rung"
+    await floor.agents[1].send({"type": "decline", "call_id": call_id})
+
+    # Deleting the button's only team leaves it ringing nobody, not everybody.
+    assert await database.teams.delete(org, team.id)
+    assert await database.buttons.eligible_agents(org, button) == frozenset()
+    visitor, call_id = await floor.place()
+    ended = await visitor.expect("call_state", call_id=call_id, state="ended")
+    assert (ended["reason"], ended["detail"]) == ("rejected", "no_agent_available")
+    assert floor.rung(call_id) == []
+    # Listing nobody again means everybody.
+    assert await database.buttons.set_targets(org, button, [], [])
+    assert await database.buttons.eligible_agents(org, button) is None
