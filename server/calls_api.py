@@ -55,6 +55,35 @@ def event_json(event: CallEvent) -> dict[str, Any]:
     }
 
 
+def rings_json(events: list[CallEvent]) -> list[dict[str, Any]]:
+    """Every time an agent was rung for the call: when, for how long, and how it ended
+    (``answered``, ``declined``, ``timeout``, ``answered_elsewhere``, ``ended``, ``agent_offline``)."""
+    rings: list[dict[str, Any]] = []
+    open_rings: dict[Any, dict[str, Any]] = {}
+    for event in events:
+        agent = event.agent_id
+        if event.kind == "agent_rung" and agent is not None:
+            ring = {"agent_id": str(agent), "rung_at": event.at.isoformat(), "ring_ms": None, "outcome": None}
+            open_rings[agent] = {"ring": ring, "at": event.at}
+            rings.append(ring)
+            continue
+        if event.kind == "answered" and agent in open_rings:
+            outcome = "answered"
+        elif event.kind == "agent_declined":
+            outcome = "declined"
+        elif event.kind == "agent_ring_timeout":
+            outcome = "timeout"
+        elif event.kind == "agent_ring_stopped":
+            outcome = event.reason or "ended"
+        else:
+            continue
+        entry = open_rings.pop(agent, None)
+        if entry is not None:
+            entry["ring"]["outcome"] = outcome
+            entry["ring"]["ring_ms"] = round((event.at - entry["at"]).total_seconds() * 1000)
+    return rings
+
+
 async def get_call(request: web.Request) -> web.Response:
     session = await require_admin(request)
     call_id = path_uuid(request, "call_id", "call")
@@ -66,7 +95,15 @@ async def get_call(request: web.Request) -> web.Response:
     events = await database.calls.events(organisation_id, call_id)
     recordings = await request.app[RECORDINGS].for_call(organisation_id, call_id)
     body = {
-        "call": call_json(record),
+        "call": {
+            **call_json(record),
+            "direction": record.direction,
+            "visitor": {"name": record.visitor_name, "email": record.visitor_email, "phone": record.visitor_phone},
+            "notes": record.notes,
+            "rating": record.rating,
+            "rating_comment": record.rating_comment,
+        },
+        "rings": rings_json(events),
         "events": [event_json(e) for e in events],
         "recordings": [recording_json(r) for r in recordings],
     }

@@ -17,7 +17,7 @@ from server.app import Running
 from server.appkeys import SWITCHBOARD
 from server.config import Settings
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
+from tests.conftest import VISITOR_ORIGIN, Tenant, login_cookie, make_admin, make_tenant
 from tests.peers import Agent, Visitor
 
 
@@ -146,6 +146,19 @@ async def test_longest_idle_rings_the_agent_idle_longest_and_a_decline_passes_it
         ("agent_ring_timeout", ids[1]),
         ("agent_rung", ids[2]),
     ]
+    # Admins read the same as rings: who, for how long, how each ended.
+    email, password = await make_admin(database, org)
+    cookie = await login_cookie(floor.server.url, email, password)
+    status, body = await call_api("GET", f"{floor.server.url}/api/v1/calls/{call_id}", cookie=cookie)
+    assert status == 200
+    rings = body["rings"]
+    assert [(r["agent_id"], r["outcome"]) for r in rings] == [
+        (str(ids[0]), "declined"),
+        (str(ids[1]), "timeout"),
+        (str(ids[2]), "answered"),
+    ]
+    assert 900 <= rings[1]["ring_ms"] < 2000
+    assert body["call"]["agent_id"] == str(ids[2]) and body["call"]["direction"] == "inbound"
 
 
 async def test_round_robin_rotates_through_the_agents(floor_of: Any) -> None:
