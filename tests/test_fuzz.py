@@ -8,6 +8,7 @@ and replayed on every run.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from pathlib import Path
 
@@ -20,7 +21,10 @@ from media.aiortc_seam import pin_host_addresses
 from media.leg import IceSettings, Leg
 from media.sdp import SdpError, check_offer
 from media.synthetic import OpusLoopTrack
-from server import messages
+from server import admin_api, body, hours, messages
+from server.errors import ApiError
+from server.routing import check_visitor_form
+from storage import buttons as storage_buttons
 
 REGRESSIONS = Path(__file__).parent / "regressions"
 
@@ -29,7 +33,7 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=20,
 )
-field_names = st.sampled_from(["type", "sdp", "page_url", "call_id", "status", "extra"])
+field_names = st.sampled_from(["type", "sdp", "page_url", "call_id", "status", "visitor", "extra"])
 type_names = st.sampled_from(["call", "hangup", "offer", "presence", "accept", "decline", "nope", ""])
 
 
@@ -160,3 +164,61 @@ def test_mutated_offers_are_answered_or_refused_cleanly(sdp: str) -> None:
 @pytest.mark.parametrize("path", sorted(REGRESSIONS.glob("*.sdp")), ids=lambda p: p.name)
 def test_sdp_regressions(path: Path) -> None:
     asyncio.run(answer_or_refuse(path.read_text(encoding="utf-8")))
+
+
+# --- the REST bodies and settings admins and visitors send --------------------------------------------
+
+FORM_FIELDS = st.sampled_from(["name", "email", "phone"])
+hours_like = st.one_of(
+    json_values,
+    st.dictionaries(
+        st.sampled_from(["mon", "tue", "sun", "xyz"]),
+        st.lists(st.lists(st.sampled_from(["09:00", "17:30", "24:00", "25:00", "9:00", "", "00:00"]), max_size=3)),
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(schedule=hours_like, zone=st.sampled_from(["UTC", "Europe/Paris", "Mars/Base", "", "../etc/passwd"]),
+       moment=st.datetimes(timezones=st.just(datetime.UTC)))  # fmt: skip
+def test_opening_hours_are_checked_or_refused_with_a_reason(
+    schedule: object, zone: str, moment: datetime.datetime
+) -> None:
+    try:
+        hours.check(schedule, zone)
+    except hours.HoursError as exc:
+        assert str(exc)
+        return
+    assert isinstance(hours.is_open(schedule, zone, moment), bool)  # type: ignore[arg-type]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    form=st.dictionaries(FORM_FIELDS, st.sampled_from(["off", "optional", "required"])),
+    answers=st.none() | st.dictionaries(FORM_FIELDS, st.text(max_size=40)),
+)
+def test_visitor_forms_are_accepted_or_refused_naming_the_field(
+    form: dict[str, str], answers: dict[str, str] | None
+) -> None:
+    try:
+        kept = check_visitor_form(form, answers)
+    except messages.ProtocolError as exc:
+        assert exc.code == "bad_message" and exc.message
+        return
+    assert set(kept) <= {name for name, mode in form.items() if mode != "off"}
+    assert all(form.get(name) != "required" or name in kept for name in ("name", "email", "phone"))
+
+
+button_fields = st.sampled_from([*sorted(admin_api._BUTTON_FIELDS), "junk"])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.dictionaries(button_fields, json_values | hours_like, max_size=6))
+def test_button_settings_are_validated_or_refused_with_a_400(values: dict[str, object]) -> None:
+    try:
+        settings_ = admin_api.button_settings(body.Body(dict(values)))
+    except ApiError as exc:
+        assert exc.status == 400 and exc.message
+        return
+    assert set(settings_) <= set(storage_buttons.SETTINGS)
