@@ -14,9 +14,10 @@ from server.app import Running, start
 from server.appkeys import SWITCHBOARD
 from server.config import Settings
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for
+from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, login_cookie, make_admin
 from tests.peers import Agent, Visitor
 from tests.test_call import wait_for_row
+from tests.test_routing import call_api
 
 
 @pytest.fixture
@@ -157,3 +158,40 @@ async def test_the_console_works_on_every_loopback_name(server: Running, tenant:
         await agent.expect("hello")
     finally:
         await agent.close()
+
+
+async def test_presence_ends_with_the_last_socket_and_a_reload_comes_back_available(
+    server: Running, database: Database, tenant: Tenant
+) -> None:
+    email, password = await make_admin(database, tenant.organisation_id)
+    admin = await login_cookie(server.url, email, password)
+
+    async def listed_presence() -> str:
+        status, body = await call_api("GET", f"{server.url}/api/v1/users", cookie=admin)
+        assert status == 200
+        return next(u["presence"] for u in body["users"] if u["id"] == str(tenant.agent_id))
+
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    await agent.connect()
+    await agent.go_available()
+    assert await listed_presence() == "available"
+    cookie = agent.cookie
+    await agent.close()  # the page reloads: its socket closes ...
+    for _ in range(50):
+        if await listed_presence() == "offline":
+            break
+        await asyncio.sleep(0.1)
+    assert await listed_presence() == "offline"
+
+    reloaded = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    try:
+        reloaded.cookie = cookie
+        hello = await reloaded.connect()  # ... and the new page's socket opens
+        assert (hello["agent"]["presence"], hello["agent"]["wants_available"]) == ("away", True)
+        # Its leg connects, and the agent is available again without choosing it again.
+        await reloaded.send({"type": "offer", "sdp": await reloaded.offer(880.0)})
+        await reloaded.apply_answer((await reloaded.expect("answer"))["sdp"])
+        await reloaded.expect("presence", status="available")
+        assert await listed_presence() == "available"
+    finally:
+        await reloaded.close()
