@@ -78,7 +78,10 @@ async def serve(settings: Settings, *, demo: bool) -> None:
                 f"  1. Agent console: {url}/agent/   log in as {running.demo.agent_email} / "
                 f"{running.demo.agent_password}\n"
                 f"     and click 'Go available'.\n"
-                f"  2. Demo website:  {url}/demo   click the call button.\n",
+                f"  2. Demo website:  {url}/demo   click the call button.\n"
+                f"  3. Admin console: {url}/admin/   log in as {running.demo.admin_email} / "
+                f"{running.demo.admin_password}\n"
+                f"     to manage agents, teams and buttons, and play recordings.\n",
                 flush=True,
             )
         stop = asyncio.Event()

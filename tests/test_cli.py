@@ -159,7 +159,7 @@ async def test_serve_demo_starts_a_local_postgres_and_prints_how_to_call() -> No
     output = ""
     try:
         assert process.stdout is not None
-        while "Demo website:" not in output:
+        while "Admin console:" not in output:
             line = await asyncio.wait_for(process.stdout.readline(), 60)
             assert line, f"serve exited early:\n{output}"
             output += line.decode()
@@ -167,13 +167,16 @@ async def test_serve_demo_starts_a_local_postgres_and_prints_how_to_call() -> No
         match = re.search(r"Agent console: (http://127\.0\.0\.1:\d+)/agent/\s+log in as (\S+) / (\S+)", output)
         assert match is not None, output
         url, email, password = match.groups()
+        admin = re.search(r"Admin console: \S+/admin/\s+log in as (\S+) / (\S+)", output)
+        assert admin is not None, output
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/demo") as demo:
                 assert demo.status == 200 and "widget.js" in await demo.text()
-            async with http.post(
-                f"{url}/api/v1/session", json={"email": email, "password": password}, headers={"Origin": url}
-            ) as login:
-                assert login.status == 200
+            for who, secret, role in ((email, password, "agent"), (*admin.groups(), "admin")):
+                async with http.post(
+                    f"{url}/api/v1/session", json={"email": who, "password": secret}, headers={"Origin": url}
+                ) as login:
+                    assert login.status == 200 and (await login.json())["user"]["role"] == role
         assert (data / "postgres" / "PG_VERSION").exists()
     finally:
         if process.returncode is None:
