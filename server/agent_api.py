@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server import body
 from server.api import current_session, path_uuid
-from server.appkeys import DATABASE, ROSTER, SETTINGS
+from server.appkeys import DATABASE, ROSTER, SETTINGS, SWITCHBOARD
 from server.calls_api import call_json
 from server.errors import ApiError
 from server.messages import CallbackNotice
@@ -85,6 +85,9 @@ async def set_notes(request: web.Request) -> web.Response:
     notes = data.text("notes", 10_000, required=False, strip=False) or ""
     user = session.user
     calls = request.app[DATABASE].calls
+    live = request.app[SWITCHBOARD].calls.get(call_id)
+    if live is not None and live.call.organisation_id == user.organisation_id:
+        await live.call.flush()  # notes typed in a call's first moments find its answer stored
     agent = None if user.role == "admin" else user.id
     if not await calls.set_notes(user.organisation_id, call_id, notes, agent_id=agent):
         raise ApiError(404, "not_found", "no such call of yours")

@@ -3,7 +3,12 @@
  *
  * Logs in over the REST API (session cookie), then keeps one WebSocket to /ws/v1/agent and one
  * standing WebRTC leg to the server while the agent is online: the microphone track is sent all
- * the time but disabled outside calls. Everything from the server is shown as text.
+ * the time but disabled outside calls. The console may be open in several tabs: each has its own
+ * socket and leg, all of them are rung, and a call lives in the tab that accepted it.
+ *
+ * Around the calls: the caller's details and notes, the agent's own call history, the
+ * organisation's open callback requests and single-use call links. Everything from the server is
+ * shown as text.
  */
 (() => {
   "use strict";
@@ -11,6 +16,8 @@
   const ICE_GATHERING_TIMEOUT_MS = 3000;
   const ANSWER_TIMEOUT_MS = 10000;
   const NOTICE_MS = 4000;
+  // The call row's end is written a moment after the socket says so; look twice.
+  const HISTORY_REFRESH_MS = [400, 2500];
   const CLOSE_REPLACED = 4001;
   const CLOSE_SESSION_ENDED = 4002;
 
@@ -20,6 +27,7 @@
     available: "Available",
     ringing: "Ringing",
     busy: "In a call",
+    wrap_up: "Wrap-up",
   };
 
   const END_REASONS = {
@@ -30,6 +38,20 @@
     no_answer: "no answer",
     abandoned: "the caller left",
     rejected: "rejected",
+  };
+
+  const OUTCOMES = {
+    answered: "Answered",
+    missed: "Missed",
+    abandoned: "Caller left",
+    no_answer: "No answer",
+  };
+
+  const CALLBACK_REASONS = {
+    closed: "Called while closed",
+    max_wait: "Waited too long",
+    no_agent: "No one was available",
+    visitor: "Asked to be called back",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -49,6 +71,7 @@
     goAvailable: $("go-available"),
     goAway: $("go-away"),
     status: $("status"),
+    otherTab: $("other-tab"),
     error: $("error"),
     disconnected: $("disconnected"),
     disconnectedText: $("disconnected-text"),
@@ -63,6 +86,31 @@
     mute: $("mute"),
     hangup: $("hangup"),
     notice: $("notice"),
+    details: $("call-details"),
+    detailsTitle: $("call-details-title"),
+    callVisitor: $("call-visitor"),
+    notesForm: $("notes-form"),
+    notes: $("notes"),
+    notesSave: $("notes-save"),
+    notesStatus: $("notes-status"),
+    notesError: $("notes-error"),
+    callbackList: $("callback-list"),
+    callbacksEmpty: $("callbacks-empty"),
+    callbacksStatus: $("callbacks-status"),
+    callbacksError: $("callbacks-error"),
+    callbackTemplate: $("callback-template"),
+    newLink: $("new-link"),
+    linkResult: $("link-result"),
+    linkFor: $("link-for"),
+    linkUrl: $("link-url"),
+    linkCopy: $("link-copy"),
+    linkExpiry: $("link-expiry"),
+    linkStatus: $("link-status"),
+    linkError: $("link-error"),
+    historyRefresh: $("history-refresh"),
+    historyEmpty: $("history-empty"),
+    historyTable: $("history-table"),
+    historyError: $("history-error"),
     audio: $("remote-audio"),
   };
 
@@ -71,34 +119,49 @@
     connected: false, // the socket said hello
     iceServers: [],
     presence: "offline",
+    wantsAvailable: false, // the agent's own choice, shared by every tab and kept across a reload
+    autoAvailable: false, // this socket already negotiated its leg by itself once
+    wrapUp: null, // { until, timer } while wrapping up
     stream: null,
     pc: null,
     legState: null,
     negotiating: false,
     pendingAnswer: null, // { resolve, reject, timer } while an offer awaits its answer
-    rings: new Map(), // call_id -> { element, button, pageUrl }
+    rings: new Map(), // call_id -> { element, buttonName, pageUrl, visitor, direction }
+    accepted: new Set(), // calls this tab sent "accept" for: the others are answered in another tab
+    lastAccept: null,
     call: null, // { id, started, timer }
+    otherTabCall: null, // the id of a call this agent is in on another socket
+    details: null, // { callId }: whose notes the notes form saves
     muted: false,
     loggingOut: false,
+    callbacks: new Map(), // id -> { data, element }
+    doneCallbacks: new Set(),
+    historyTimers: [],
   };
 
   // --- small helpers ----------------------------------------------------------------------------
 
-  function setStatus(text) {
-    ui.status.textContent = text;
+  function setStatus(message) {
+    ui.status.textContent = message;
   }
 
-  function showError(text) {
-    ui.error.textContent = text;
-    ui.error.hidden = !text;
+  function showError(message) {
+    ui.error.textContent = message;
+    ui.error.hidden = !message;
+  }
+
+  function showAlert(element, message) {
+    element.textContent = message || "";
+    element.hidden = !message;
   }
 
   let noticeTimer = null;
-  function showNotice(text, transient) {
+  function showNotice(message, transient) {
     clearTimeout(noticeTimer);
-    ui.notice.textContent = text;
-    ui.notice.hidden = !text;
-    if (text && transient) {
+    ui.notice.textContent = message;
+    ui.notice.hidden = !message;
+    if (message && transient) {
       noticeTimer = setTimeout(() => showNotice(""), NOTICE_MS);
     }
   }
@@ -108,8 +171,61 @@
     return `${String(Math.floor(seconds / 60)).padStart(2, "0")}:${String(seconds % 60).padStart(2, "0")}`;
   }
 
+  function formatTime(iso) {
+    const date = new Date(typeof iso === "string" ? iso : NaN);
+    if (Number.isNaN(date.getTime())) {
+      return "";
+    }
+    return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  }
+
   function text(value, max) {
     return typeof value === "string" ? value.slice(0, max || 500) : "";
+  }
+
+  function count(value) {
+    return Number.isInteger(value) && value >= 0 ? value : null;
+  }
+
+  /** A server message as a sentence: capitalised, with a full stop. */
+  function sentence(value, fallback) {
+    const message = text(value, 300) || fallback;
+    return message.charAt(0).toUpperCase() + message.slice(1) + (/[.!?]$/.test(message) ? "" : ".");
+  }
+
+  function earlierCalls(value) {
+    const n = count(value);
+    if (n === null) {
+      return "";
+    }
+    return n === 0 ? "First call" : `${n} earlier call${n === 1 ? "" : "s"}`;
+  }
+
+  /** Fills a <dl> with [term, value] pairs, skipping empty values. */
+  function fillList(list, pairs) {
+    list.replaceChildren();
+    for (const [term, value, name] of pairs) {
+      if (!value) {
+        continue;
+      }
+      const dt = document.createElement("dt");
+      dt.textContent = term;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      dd.dataset.field = name;
+      list.append(dt, dd);
+    }
+    list.hidden = list.childElementCount === 0;
+  }
+
+  function visitorPairs(visitor, direction) {
+    return [
+      ["Name", text(visitor.name, 200), "name"],
+      ["Email", text(visitor.email, 320), "email"],
+      ["Phone", text(visitor.phone, 32), "phone"],
+      ["History", earlierCalls(visitor.earlier_calls), "history"],
+      ["Direction", direction === "outbound" ? "Call back (outbound)" : "", "direction"],
+    ];
   }
 
   async function api(method, path, body) {
@@ -130,6 +246,11 @@
     return { response, data };
   }
 
+  /** The error message of a failed API answer (``{"error": code, "message": text}``). */
+  function apiError(result, fallback) {
+    return sentence(result && result.data && result.data.message, fallback);
+  }
+
   function send(message) {
     if (state.ws && state.ws.readyState === WebSocket.OPEN) {
       state.ws.send(JSON.stringify(message));
@@ -148,6 +269,7 @@
     ui.loginError.textContent = message || "";
     ui.loginError.hidden = !message;
     ui.loginSubmit.disabled = false;
+    resetPanels();
     ui.email.focus();
   }
 
@@ -162,19 +284,101 @@
     setPresence("offline");
   }
 
-  function setPresence(presence) {
+  /** Forget what the last user saw (after logging out, another may log in). */
+  function resetPanels() {
+    hideDetails();
+    showOtherTab(null);
+    for (const id of [...state.callbacks.keys()]) {
+      removeCallback(id);
+    }
+    state.doneCallbacks.clear();
+    showAlert(ui.callbacksError, "");
+    ui.callbacksStatus.textContent = "";
+    ui.linkResult.hidden = true;
+    ui.linkUrl.value = "";
+    ui.linkStatus.textContent = "";
+    showAlert(ui.linkError, "");
+    for (const timer of state.historyTimers) {
+      clearTimeout(timer);
+    }
+    state.historyTimers = [];
+    renderHistory([]);
+    showAlert(ui.historyError, "");
+  }
+
+  function setPresence(presence, wrapUpSeconds) {
     state.presence = Object.hasOwn(PRESENCE_LABELS, presence) ? presence : "offline";
     ui.presence.dataset.presence = state.presence;
-    ui.presence.textContent = PRESENCE_LABELS[state.presence];
+    stopWrapUp();
+    if (state.presence === "wrap_up" && typeof wrapUpSeconds === "number" && wrapUpSeconds >= 0) {
+      startWrapUp(wrapUpSeconds);
+    } else {
+      ui.presence.textContent = PRESENCE_LABELS[state.presence];
+    }
     render();
+  }
+
+  // The server sends the wrap-up left once; the console counts it down until the next presence.
+  function startWrapUp(seconds) {
+    const wrapUp = { until: Date.now() + seconds * 1000, timer: null };
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((wrapUp.until - Date.now()) / 1000));
+      ui.presence.textContent = `Wrap-up: ${left} s`;
+    };
+    tick();
+    wrapUp.timer = setInterval(tick, 1000);
+    state.wrapUp = wrapUp;
+  }
+
+  function stopWrapUp() {
+    if (state.wrapUp) {
+      clearInterval(state.wrapUp.timer);
+      state.wrapUp = null;
+    }
+  }
+
+  /** Says in the live region what the presence means for the agent. */
+  function describePresence() {
+    if (state.call || state.negotiating) {
+      return; // the call, or the negotiation, says what is going on
+    }
+    if (state.presence === "available") {
+      setStatus("Available: waiting for calls.");
+    } else if (state.presence === "wrap_up") {
+      const left = state.wrapUp ? Math.ceil((state.wrapUp.until - Date.now()) / 1000) : null;
+      setStatus(left ? `Wrap-up: you will be rung again in ${left} s.` : "Wrap-up: you will be rung again soon.");
+    } else if (state.presence === "busy" && state.otherTabCall) {
+      setStatus("In a call in another tab.");
+    } else if (state.presence === "away") {
+      if (!state.wantsAvailable) {
+        setStatus("Away: you will not be rung.");
+      } else if (state.legState !== "connected") {
+        setStatus("Away: your audio is not connected.");
+      } // else the leg has just connected: "available" follows at once
+    }
   }
 
   function render() {
     const online = state.connected;
-    const taking = ["available", "ringing", "busy"].includes(state.presence);
-    ui.goAvailable.disabled = !online || state.negotiating || (taking && legUsable());
-    ui.goAway.disabled = !online || state.presence === "away" || state.presence === "offline";
+    ui.goAvailable.disabled = !online || state.negotiating || (state.wantsAvailable && legUsable());
+    ui.goAway.disabled = !online || !state.wantsAvailable;
     ui.incoming.hidden = state.rings.size === 0;
+    // A call is connected to the accepting tab's own leg: this tab can take one once its leg is up
+    // (another tab may have made the agent available before this one's leg connected).
+    const legReady = state.legState === "connected";
+    for (const ring of state.rings.values()) {
+      ring.accept.disabled = ring.answering || !legReady;
+      ring.decline.disabled = ring.answering;
+      ring.note.hidden = legReady;
+      ring.note.textContent = state.negotiating
+        ? "Your audio is connecting in this tab…"
+        : "Your audio is not connected in this tab: Go available to take calls here.";
+    }
+  }
+
+  function showOtherTab(callId) {
+    state.otherTabCall = callId;
+    ui.otherTab.hidden = !callId;
   }
 
   // --- session ----------------------------------------------------------------------------------
@@ -214,8 +418,7 @@
       showConsole(result.data.user);
       connect();
     } else {
-      const message = result.data && result.data.message ? text(result.data.message, 300) : "Login failed.";
-      showLogin(message.charAt(0).toUpperCase() + message.slice(1) + (/[.!?]$/.test(message) ? "" : "."));
+      showLogin(apiError(result, "Login failed."));
       ui.password.select();
     }
   }
@@ -245,6 +448,7 @@
     const ws = new WebSocket(`${scheme}//${location.host}/ws/v1/agent`);
     state.ws = ws;
     state.connected = false;
+    state.autoAvailable = false;
     ui.disconnected.hidden = true;
     setStatus("Connecting…");
     ws.onmessage = (event) => {
@@ -308,22 +512,10 @@
   function handle(message) {
     switch (message.type) {
       case "hello":
-        state.connected = true;
-        state.iceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
-        if (message.agent && typeof message.agent === "object") {
-          ui.agentName.textContent = text(message.agent.name, 200);
-          setPresence(message.agent.presence);
-        }
-        setStatus("Connected. Go available to take calls.");
-        render();
+        hello(message);
         break;
       case "presence":
-        setPresence(message.status);
-        if (state.presence === "available" && !state.call) {
-          setStatus("Available: waiting for calls.");
-        } else if (state.presence === "away" && !state.negotiating) {
-          setStatus("Away: you will not be rung.");
-        }
+        presenceChanged(message);
         break;
       case "answer":
         if (state.pendingAnswer && typeof message.sdp === "string") {
@@ -346,11 +538,51 @@
           callEnded(text(message.call_id, 64), text(message.reason, 64), text(message.detail, 80));
         }
         break;
+      case "callback":
+        if (message.callback && typeof message.callback === "object") {
+          callbackChanged(message.callback, true);
+        }
+        break;
       case "error":
         serverError(message);
         break;
       default:
         break;
+    }
+  }
+
+  function hello(message) {
+    state.connected = true;
+    state.iceServers = Array.isArray(message.ice_servers) ? message.ice_servers : [];
+    const agent = message.agent && typeof message.agent === "object" ? message.agent : {};
+    ui.agentName.textContent = text(agent.name, 200);
+    state.wantsAvailable = agent.wants_available === true;
+    setPresence(agent.presence, agent.wrap_up_seconds);
+    showOtherTab(text(agent.in_call, 64) || null);
+    if (state.wantsAvailable) {
+      // Presence survives a reload (and is shared with other tabs): this tab needs its own leg.
+      setStatus("Connected. Going available again…");
+      availableByItself();
+    } else {
+      setStatus("Connected. Go available to take calls.");
+    }
+    render();
+    loadCallbacks();
+    loadHistory();
+  }
+
+  function presenceChanged(message) {
+    if (typeof message.wants_available === "boolean") {
+      state.wantsAvailable = message.wants_available;
+    }
+    setPresence(message.status, message.wrap_up_seconds);
+    if (state.presence !== "busy" && state.otherTabCall && !state.call) {
+      showOtherTab(null);
+    }
+    describePresence();
+    // Another tab went available: this one takes calls too once its own leg is up.
+    if (state.wantsAvailable && !legUsable()) {
+      availableByItself();
     }
   }
 
@@ -361,12 +593,17 @@
     if (state.pendingAnswer && (message.ref === "offer" || message.code === "invalid_sdp")) {
       state.pendingAnswer.reject(new Error(body));
     }
+    if (message.ref === "accept" && state.call && state.call.id === state.lastAccept) {
+      // Two tabs accepted at once: both heard "answered" (it goes to every tab), and this one's
+      // accept came second. The call is the other tab's.
+      callTakenElsewhere(state.call.id);
+      showError("");
+    }
     if (message.ref === "accept" || message.ref === "decline") {
       for (const ring of state.rings.values()) {
-        for (const button of ring.element.querySelectorAll("button")) {
-          button.disabled = false;
-        }
+        ring.answering = false;
       }
+      render();
     }
   }
 
@@ -450,13 +687,29 @@
     ui.audio.srcObject = null;
   }
 
-  async function goAvailable() {
+  /**
+   * Negotiate this tab's leg because the agent already chose available (before a reload, or in
+   * another tab); once per socket, so that a failing microphone is not retried in a loop. The
+   * server derives "available" from that choice and the connected leg: no presence is sent, so a
+   * "Go away" clicked meanwhile holds.
+   */
+  function availableByItself() {
+    if (state.autoAvailable || state.negotiating || !state.connected) {
+      return;
+    }
+    state.autoAvailable = true;
+    goAvailable(true);
+  }
+
+  async function goAvailable(byItself) {
     if (state.negotiating || !state.connected) {
       return;
     }
     showError("");
     if (legUsable()) {
-      send({ type: "presence", status: "available" });
+      if (!byItself) {
+        send({ type: "presence", status: "available" });
+      }
       return;
     }
     state.negotiating = true;
@@ -503,7 +756,12 @@
         return;
       }
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
-      send({ type: "presence", status: "available" });
+      if (!byItself) {
+        send({ type: "presence", status: "available" });
+      }
+      if (state.legState !== "connected") {
+        return; // "Connecting your audio…" until the server says the leg is up
+      }
     } catch (error) {
       closeLeg();
       setStatus("");
@@ -512,6 +770,7 @@
       state.negotiating = false;
       render();
     }
+    describePresence();
   }
 
   function goAway() {
@@ -525,6 +784,9 @@
       setStatus("");
     } else if (legState === "connected") {
       showError("");
+      render();
+      describePresence();
+      return;
     }
     render();
   }
@@ -539,7 +801,12 @@
     stopCallTimer();
     state.call = null;
     state.muted = false;
+    state.accepted.clear();
     ui.call.hidden = true;
+    showOtherTab(null);
+    if (state.details) {
+      ui.detailsTitle.textContent = "Last call";
+    }
     closeLeg();
     if (state.stream) {
       for (const track of state.stream.getTracks()) {
@@ -591,33 +858,56 @@
       return;
     }
     const buttonName = text(message.button && message.button.name, 200) || "Call button";
-    const pageUrl = text(message.visitor && message.visitor.page_url, 2048);
+    const visitor = message.visitor && typeof message.visitor === "object" ? message.visitor : {};
+    const pageUrl = text(visitor.page_url, 2048);
+    const direction = message.direction === "outbound" ? "outbound" : "inbound";
+    const kind = direction === "outbound" ? "Call back (outbound)" : "Incoming call";
+    const caller = text(visitor.name, 200) || text(visitor.email, 320) || text(visitor.phone, 32);
     const element = ui.ringTemplate.content.firstElementChild.cloneNode(true);
     element.dataset.callId = callId;
+    element.dataset.direction = direction;
+    element.querySelector(".ring-kind").textContent = kind;
     element.querySelector(".ring-button").textContent = buttonName;
+    fillList(element.querySelector(".ring-visitor"), visitorPairs(visitor, "inbound"));
     element.querySelector(".ring-url").textContent = pageUrl || "(unknown page)";
+    element.querySelector(".ring-page").hidden = !pageUrl && direction === "outbound";
     const accept = element.querySelector(".accept");
     const decline = element.querySelector(".decline");
-    accept.setAttribute("aria-label", `Accept call from ${buttonName}`);
-    decline.setAttribute("aria-label", `Decline call from ${buttonName}`);
+    const from = caller ? `${caller} (${buttonName})` : buttonName;
+    accept.setAttribute("aria-label", `Accept call from ${from}`);
+    decline.setAttribute("aria-label", `Decline call from ${from}`);
+    const ring = {
+      element,
+      accept,
+      decline,
+      note: element.querySelector(".ring-note"),
+      answering: false,
+      buttonName,
+      pageUrl,
+      visitor,
+      direction,
+    };
     accept.addEventListener("click", () => {
-      accept.disabled = true;
-      decline.disabled = true;
+      ring.answering = true;
+      render();
+      state.accepted.add(callId);
+      state.lastAccept = callId;
       send({ type: "accept", call_id: callId });
     });
     decline.addEventListener("click", () => {
-      accept.disabled = true;
-      decline.disabled = true;
+      ring.answering = true;
+      render();
       send({ type: "decline", call_id: callId });
     });
-    state.rings.set(callId, { element, buttonName, pageUrl });
+    state.rings.set(callId, ring);
     ui.rings.append(element);
     showNotice("");
     render();
     ringer.start();
     // Announced, not focused: a keystroke meant for something else must not accept a call.
     if (!state.call) {
-      setStatus(`Incoming call: ${buttonName}.`);
+      const history = earlierCalls(visitor.earlier_calls);
+      setStatus(`${kind}: ${caller ? `${caller}, ` : ""}${buttonName}.${history ? ` ${history}.` : ""}`);
     }
   }
 
@@ -637,6 +927,7 @@
 
   function ringStopped(callId, reason) {
     const ring = removeRing(callId);
+    state.accepted.delete(callId);
     if (!ring) {
       return;
     }
@@ -644,6 +935,8 @@
       showNotice("Answered by another agent.", true);
     } else if (reason === "ended") {
       showNotice("Missed call: the caller hung up or nobody answered in time.", true);
+    } else if (reason === "timeout") {
+      showNotice("Missed call: not answered in time, so it was passed on.", true);
     }
   }
 
@@ -658,8 +951,15 @@
 
   function callAnswered(callId) {
     const ring = removeRing(callId);
+    if (!state.accepted.has(callId)) {
+      // Every tab hears the answer; this one did not accept, so the call is in another tab.
+      callTakenElsewhere(callId);
+      return;
+    }
+    state.accepted.delete(callId);
     state.call = { id: callId, started: Date.now(), timer: null };
     state.muted = false;
+    showOtherTab(null);
     ui.mute.setAttribute("aria-pressed", "false");
     ui.call.dataset.callId = callId;
     ui.callButton.textContent = ring ? ring.buttonName : "";
@@ -671,6 +971,7 @@
       }
     }, 1000);
     ui.call.hidden = false;
+    showDetails(callId, ring);
     showNotice("");
     showError("");
     setStatus("In call.");
@@ -678,8 +979,28 @@
     ui.hangup.focus();
   }
 
+  function callTakenElsewhere(callId) {
+    if (state.call && state.call.id === callId) {
+      stopCallTimer();
+      state.call = null;
+      ui.call.hidden = true;
+      delete ui.call.dataset.callId;
+      updateMicrophone();
+      if (state.details && state.details.callId === callId) {
+        hideDetails();
+      }
+    }
+    showOtherTab(callId);
+    setStatus("A call was answered in another tab.");
+  }
+
   function callEnded(callId, reason, detail) {
     removeRing(callId);
+    state.accepted.delete(callId);
+    scheduleHistory();
+    if (state.otherTabCall === callId) {
+      showOtherTab(null);
+    }
     if (!state.call || state.call.id !== callId) {
       return;
     }
@@ -689,13 +1010,15 @@
     state.muted = false;
     ui.call.hidden = true;
     delete ui.call.dataset.callId;
+    ui.detailsTitle.textContent = "Last call";
     updateMicrophone();
     let why = END_REASONS[reason] || reason || "ended";
     if (reason === "failed" && detail) {
       why = `${why}: ${detail.replaceAll("_", " ")}`;
     }
     showNotice(`Call ended (${why}).`);
-    setStatus(state.presence === "available" ? "Available: waiting for calls." : "");
+    setStatus("");
+    describePresence();
     if (hadFocus) {
       ui.notice.focus();
     }
@@ -717,14 +1040,347 @@
     }
   }
 
+  // --- caller details and notes -----------------------------------------------------------------
+
+  function showDetails(callId, ring) {
+    const visitor = ring ? ring.visitor : {};
+    state.details = { callId };
+    ui.details.dataset.callId = callId;
+    ui.detailsTitle.textContent = "Caller";
+    fillList(ui.callVisitor, [
+      ...visitorPairs(visitor, ring ? ring.direction : "inbound"),
+      ["Button", ring ? ring.buttonName : "", "button"],
+      ["Page", ring ? ring.pageUrl : "", "page"],
+    ]);
+    ui.notes.value = "";
+    ui.notesStatus.textContent = "";
+    showAlert(ui.notesError, "");
+    ui.notesSave.disabled = false;
+    ui.details.hidden = false;
+  }
+
+  function hideDetails() {
+    state.details = null;
+    ui.details.hidden = true;
+    delete ui.details.dataset.callId;
+    ui.notes.value = "";
+    ui.notesStatus.textContent = "";
+    showAlert(ui.notesError, "");
+  }
+
+  async function saveNotes(event) {
+    event.preventDefault();
+    if (!state.details) {
+      return;
+    }
+    const callId = state.details.callId;
+    ui.notesSave.disabled = true;
+    ui.notesStatus.textContent = "";
+    showAlert(ui.notesError, "");
+    let result = null;
+    try {
+      result = await api("PUT", `/api/v1/calls/${encodeURIComponent(callId)}/notes`, { notes: ui.notes.value });
+    } catch {
+      result = null;
+    } finally {
+      ui.notesSave.disabled = false;
+    }
+    if (!state.details || state.details.callId !== callId) {
+      return; // the next call started meanwhile
+    }
+    if (result && result.response.ok) {
+      ui.notesStatus.textContent = "Saved";
+      loadHistory();
+    } else {
+      showAlert(ui.notesError, result ? apiError(result, "The notes could not be saved.") : "Could not reach the server.");
+    }
+  }
+
+  // --- own call history -------------------------------------------------------------------------
+
+  function scheduleHistory() {
+    for (const timer of state.historyTimers) {
+      clearTimeout(timer);
+    }
+    state.historyTimers = HISTORY_REFRESH_MS.map((ms) => setTimeout(loadHistory, ms));
+  }
+
+  async function loadHistory() {
+    let result;
+    try {
+      result = await api("GET", "/api/v1/me/calls");
+    } catch {
+      showAlert(ui.historyError, "Your calls could not be loaded: the server cannot be reached.");
+      return;
+    }
+    if (!result.response.ok || !result.data || !Array.isArray(result.data.calls)) {
+      showAlert(ui.historyError, `Your calls could not be loaded. ${apiError(result, "")}`.trim());
+      return;
+    }
+    showAlert(ui.historyError, "");
+    renderHistory(result.data.calls);
+  }
+
+  function renderHistory(calls) {
+    const bodies = [];
+    for (const call of calls) {
+      if (call && typeof call === "object") {
+        bodies.push(historyEntry(call));
+      }
+    }
+    for (const old of ui.historyTable.querySelectorAll("tbody")) {
+      old.remove();
+    }
+    ui.historyTable.append(...bodies);
+    ui.historyTable.hidden = bodies.length === 0;
+    ui.historyEmpty.hidden = bodies.length > 0;
+  }
+
+  /** A call of the history: a row, and its notes in a row of their own (they need the width). */
+  function historyEntry(call) {
+    const visitor = call.visitor && typeof call.visitor === "object" ? call.visitor : {};
+    const body = document.createElement("tbody");
+    body.dataset.callId = text(call.id, 64);
+    const time = document.createElement("time");
+    time.dateTime = text(call.created_at, 64);
+    time.textContent = formatTime(call.created_at);
+    const caller = [text(visitor.name, 200), text(visitor.email, 320), text(visitor.phone, 32)].filter(Boolean);
+    const rating = count(call.rating);
+    const cells = {
+      time,
+      direction: call.direction === "outbound" ? "Outbound" : "Inbound",
+      caller: caller.join(" · "),
+      outcome: OUTCOMES[call.outcome] || (call.state === "ended" ? text(call.outcome, 40) : "In progress"),
+      talk: typeof call.talk_ms === "number" ? formatDuration(call.talk_ms) : "",
+      rating: rating ? `${rating}/5${call.rating_comment ? `: ${text(call.rating_comment, 2000)}` : ""}` : "",
+    };
+    const row = document.createElement("tr");
+    for (const [name, value] of Object.entries(cells)) {
+      const cell = document.createElement("td");
+      cell.className = `history-${name}`;
+      if (typeof value === "string") {
+        cell.textContent = value || "—";
+      } else {
+        cell.append(value);
+      }
+      row.append(cell);
+    }
+    body.append(row);
+    const notes = text(call.notes, 10000);
+    if (notes) {
+      const notesRow = document.createElement("tr");
+      notesRow.className = "history-notes-row";
+      const cell = document.createElement("td");
+      cell.colSpan = row.childElementCount;
+      const label = document.createElement("span");
+      label.className = "history-notes-label";
+      label.textContent = "Notes: ";
+      const value = document.createElement("span");
+      value.className = "history-notes";
+      value.textContent = notes;
+      cell.append(label, value);
+      notesRow.append(cell);
+      body.append(notesRow);
+    }
+    return body;
+  }
+
+  // --- callback requests ------------------------------------------------------------------------
+
+  async function loadCallbacks() {
+    let result;
+    try {
+      result = await api("GET", "/api/v1/callbacks?state=open");
+    } catch {
+      showAlert(ui.callbacksError, "Callback requests could not be loaded: the server cannot be reached.");
+      return;
+    }
+    if (!result.response.ok || !result.data || !Array.isArray(result.data.callbacks)) {
+      showAlert(ui.callbacksError, `Callback requests could not be loaded. ${apiError(result, "")}`.trim());
+      return;
+    }
+    showAlert(ui.callbacksError, "");
+    const listed = result.data.callbacks.filter((c) => c && typeof c === "object" && typeof c.id === "string");
+    const ids = new Set(listed.map((c) => c.id));
+    for (const id of [...state.callbacks.keys()]) {
+      if (!ids.has(id)) {
+        removeCallback(id);
+      }
+    }
+    // Oldest first, each put on top: the newest ends up first.
+    listed.sort((a, b) => text(a.created_at, 64).localeCompare(text(b.created_at, 64)));
+    for (const callback of listed) {
+      if (!state.doneCallbacks.has(callback.id)) {
+        callbackChanged(callback);
+      }
+    }
+  }
+
+  /** A callback request was left, changed or done (from the list, or the socket's ``callback``). */
+  function callbackChanged(callback, live) {
+    const id = text(callback.id, 64);
+    if (!id) {
+      return;
+    }
+    if (callback.state !== "open") {
+      state.doneCallbacks.add(id);
+      removeCallback(id);
+      return;
+    }
+    let entry = state.callbacks.get(id);
+    const isNew = !entry;
+    if (isNew) {
+      entry = { data: callback, element: newCallbackElement(id) };
+      state.callbacks.set(id, entry);
+      ui.callbackList.prepend(entry.element);
+    }
+    entry.data = callback;
+    fillCallback(entry.element, callback);
+    renderCallbacks();
+    if (isNew && live) {
+      ui.callbacksStatus.textContent = `New callback request from ${callbackWho(callback)}.`;
+    }
+  }
+
+  function callbackWho(callback) {
+    return text(callback.name, 200) || text(callback.phone, 32) || text(callback.email, 320) || "a visitor";
+  }
+
+  function newCallbackElement(id) {
+    const element = ui.callbackTemplate.content.firstElementChild.cloneNode(true);
+    element.dataset.callbackId = id;
+    const link = element.querySelector(".callback-link");
+    const done = element.querySelector(".callback-done");
+    link.addEventListener("click", () => {
+      const entry = state.callbacks.get(id);
+      createLink(id, entry ? callbackWho(entry.data) : "", link);
+    });
+    done.addEventListener("click", () => markDone(id, done));
+    return element;
+  }
+
+  function fillCallback(element, callback) {
+    const who = callbackWho(callback);
+    element.querySelector(".callback-name").textContent = text(callback.name, 200) || "No name given";
+    element.querySelector(".callback-reason").textContent =
+      CALLBACK_REASONS[callback.reason] || text(callback.reason, 40);
+    fillList(element.querySelector(".callback-details"), [
+      ["Phone", text(callback.phone, 32), "phone"],
+      ["Email", text(callback.email, 320), "email"],
+      ["Note", text(callback.note, 2000), "note"],
+      ["Requested", formatTime(callback.created_at), "created"],
+    ]);
+    element.querySelector(".callback-link").setAttribute("aria-label", `Create call link for ${who}`);
+    element.querySelector(".callback-done").setAttribute("aria-label", `Mark done: ${who}`);
+  }
+
+  function removeCallback(id) {
+    const entry = state.callbacks.get(id);
+    if (!entry) {
+      return;
+    }
+    // Keep the keyboard where it was: on the next request, or the list's heading area.
+    const hadFocus = entry.element.contains(document.activeElement);
+    const next = entry.element.nextElementSibling || entry.element.previousElementSibling;
+    entry.element.remove();
+    state.callbacks.delete(id);
+    renderCallbacks();
+    if (hadFocus) {
+      const target = next && next.querySelector("button");
+      (target || ui.newLink).focus();
+    }
+  }
+
+  function renderCallbacks() {
+    ui.callbacksEmpty.hidden = state.callbacks.size > 0;
+  }
+
+  async function markDone(id, button) {
+    // Asked now: the socket's "callback" message may remove the request before the answer comes.
+    const who = state.callbacks.has(id) ? callbackWho(state.callbacks.get(id).data) : "";
+    button.disabled = true;
+    showAlert(ui.callbacksError, "");
+    let result = null;
+    try {
+      result = await api("POST", `/api/v1/callbacks/${encodeURIComponent(id)}/done`, {});
+    } catch {
+      result = null;
+    }
+    button.disabled = false;
+    if (result && result.response.ok && result.data && result.data.callback) {
+      callbackChanged(result.data.callback);
+      ui.callbacksStatus.textContent = who ? `Marked done: ${who}.` : "Marked done.";
+    } else {
+      showAlert(
+        ui.callbacksError,
+        result ? apiError(result, "The request could not be marked done.") : "Could not reach the server.",
+      );
+    }
+  }
+
+  // --- call links -------------------------------------------------------------------------------
+
+  async function createLink(callbackId, who, button) {
+    button.disabled = true;
+    showAlert(ui.linkError, "");
+    ui.linkStatus.textContent = "";
+    let result = null;
+    try {
+      result = await api("POST", "/api/v1/call-links", callbackId ? { callback_id: callbackId } : {});
+    } catch {
+      result = null;
+    }
+    button.disabled = false;
+    const link = result && result.response.ok && result.data && result.data.link;
+    if (!link || typeof link.url !== "string") {
+      showAlert(ui.linkError, result ? apiError(result, "The call link could not be created.") : "Could not reach the server.");
+      return;
+    }
+    ui.linkFor.textContent = callbackId ? `Call link to call back ${who || "the visitor"}:` : "New call link:";
+    ui.linkUrl.value = text(link.url, 2048);
+    const expires = new Date(text(link.expires_at, 64));
+    if (Number.isNaN(expires.getTime())) {
+      ui.linkExpiry.textContent = "";
+    } else {
+      const minutes = Math.max(0, Math.round((expires.getTime() - Date.now()) / 60000));
+      ui.linkExpiry.textContent = `Works once. Expires ${formatTime(link.expires_at)} (in ${minutes} min).`;
+    }
+    ui.linkResult.hidden = false;
+    ui.linkStatus.textContent = "Call link created.";
+    ui.linkUrl.focus();
+    ui.linkUrl.select();
+  }
+
+  async function copyLink() {
+    const url = ui.linkUrl.value;
+    if (!url) {
+      return;
+    }
+    try {
+      await navigator.clipboard.writeText(url);
+      ui.linkStatus.textContent = "Copied.";
+    } catch {
+      ui.linkUrl.focus();
+      ui.linkUrl.select();
+      ui.linkStatus.textContent = "The link is selected: press Ctrl+C (or ⌘C) to copy it.";
+    }
+  }
+
   // --- wiring -----------------------------------------------------------------------------------
 
   ui.loginForm.addEventListener("submit", logIn);
   ui.logout.addEventListener("click", logOut);
   ui.reconnect.addEventListener("click", reconnect);
-  ui.goAvailable.addEventListener("click", goAvailable);
+  ui.goAvailable.addEventListener("click", () => goAvailable(false));
   ui.goAway.addEventListener("click", goAway);
   ui.mute.addEventListener("click", toggleMute);
   ui.hangup.addEventListener("click", hangUp);
+  ui.notesForm.addEventListener("submit", saveNotes);
+  ui.notes.addEventListener("input", () => {
+    ui.notesStatus.textContent = "";
+  });
+  ui.newLink.addEventListener("click", () => createLink(null, "", ui.newLink));
+  ui.linkCopy.addEventListener("click", copyLink);
+  ui.historyRefresh.addEventListener("click", loadHistory);
   boot();
 })();
