@@ -242,6 +242,17 @@ async def test_browser_maximum_wait_says_nobody_answered(
         await expect(agent.locator("#notice")).to_contain_text("Missed call")
         await expect(agent.locator("#presence")).to_have_text("Available", timeout=WAIT_MS)
         await expect(visitor.get_by_role("button", name="Call again")).to_be_visible()
+        # The widget offers the callback form; the request appears in the agent console at once.
+        form = visitor.locator("callbutton-widget .callback")
+        await form.get_by_label("Your name").fill("Grace Hopper")
+        await form.get_by_label("Phone").fill("+1 202 555 0100")
+        await form.get_by_role("button", name="Request a callback").click()
+        await expect(visitor.locator("callbutton-widget .done")).to_have_text("Thank you. We will call you back.")
+        request = agent.locator("#callback-list .callback")
+        await expect(request).to_have_count(1, timeout=WAIT_MS)
+        await expect(request.locator(".callback-name")).to_have_text("Grace Hopper")
+        await expect(request.locator(".callback-reason")).to_have_text("Waited too long")
+        await expect(request).to_contain_text("+1 202 555 0100")
     finally:
         await visitor_context.close()
         await agent_context.close()
