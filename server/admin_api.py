@@ -15,6 +15,7 @@ from server import body, hours
 from server.api import path_uuid, require_admin
 from server.appkeys import DATABASE, ROSTER, SETTINGS
 from server.auth import PasswordPolicyError, check_password_policy, hash_password
+from server.clients import client_address
 from server.errors import ApiError
 from server.origins import OriginError, normalise_origin
 from server.playback import NO_STORE
@@ -37,6 +38,7 @@ _BUTTON_FIELDS = frozenset(
         "allowed_origins",
         "agents",
         "teams",
+        "routes_to_all",
         "strategy",
         "ring_timeout_s",
         "max_queue_wait_s",
@@ -61,7 +63,7 @@ async def _audit(request: web.Request, session: Session, action: str, kind: str,
         action=action,
         object_type=kind,
         object_id=object_id,
-        address=request.remote,
+        address=client_address(request),
         user_agent=request.headers.get("User-Agent"),
     )
 
@@ -291,6 +293,7 @@ def admin_button_json(button: Button, agents: list[uuid.UUID], teams: list[uuid.
         "allowed_origins": list(button.allowed_origins),
         "agents": [str(a) for a in agents],
         "teams": [str(t) for t in teams],
+        "routes_to_all": button.routes_to_all,
         "strategy": button.strategy,
         "ring_timeout_s": button.ring_timeout_s,
         "max_queue_wait_s": button.max_queue_wait_s,
@@ -324,7 +327,8 @@ def button_settings(data: body.Body) -> dict[str, Any]:
     if "ring_timeout_s" in data:
         settings["ring_timeout_s"] = data.integer("ring_timeout_s", 1, 300, required=False)
     if "max_queue_wait_s" in data:
-        settings["max_queue_wait_s"] = data.integer("max_queue_wait_s", 0, 7200)
+        # At least the time it takes to pick up: a shorter wait would end every call unanswered.
+        settings["max_queue_wait_s"] = data.integer("max_queue_wait_s", 10, 7200)
     if "wrap_up_s" in data:
         settings["wrap_up_s"] = data.integer("wrap_up_s", 0, 3600)
     if "time_zone" in data:
@@ -372,12 +376,18 @@ async def _button_response(request: web.Request, button: Button, status: int = 2
 
 
 async def _set_targets(request: web.Request, button: Button, data: body.Body) -> None:
-    if "agents" not in data and "teams" not in data:
-        return
+    """Change whom the button rings: ``routes_to_all: true`` for everyone, or the listed ``agents``
+    and ``teams``. Lists equal to the stored ones change nothing, so that saving a button whose
+    listed teams were all deleted keeps it ringing nobody rather than everybody."""
     buttons = request.app[DATABASE].buttons
-    agents, teams = await buttons.targets(button.organisation_id, button.id)
-    agents = data.ids("agents") if "agents" in data else agents
-    teams = data.ids("teams") if "teams" in data else teams
+    stored_agents, stored_teams = await buttons.targets(button.organisation_id, button.id)
+    agents = data.ids("agents") if "agents" in data else stored_agents
+    teams = data.ids("teams") if "teams" in data else stored_teams
+    if "routes_to_all" in data and data.boolean("routes_to_all"):
+        if agents or teams:
+            raise body.bad("a button that rings everyone lists no agents or teams")
+    elif set(agents) == set(stored_agents) and set(teams) == set(stored_teams):
+        return
     if not await buttons.set_targets(button.organisation_id, button.id, agents, teams):
         raise body.bad("fields 'agents' and 'teams' may only name this organisation's users and teams")
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from server.appkeys import LIMITS, ROSTER, SESSIONS, SETTINGS
 from server.auth import CookiePolicy, check_password_policy
+from server.clients import client_address
 from server.errors import ApiError
 from storage.accounts import Session, User
 from storage.buttons import Button
@@ -85,7 +86,7 @@ async def login(request: web.Request) -> web.Response:
     # Attempts are limited per address and per (address, account): guessing is slowed down, but the
     # account is never locked, so nobody can lock a colleague out by failing on purpose.
     limits = request.app[LIMITS]
-    address = request.remote or ""
+    address = client_address(request)
     if not limits.logins_per_address.allow(address) or not limits.logins_per_account.allow(
         (address, email.strip().lower())
     ):

@@ -125,6 +125,13 @@ VARIABLES: tuple[Variable, ...] = (
         "5",
         "Login attempts a minute for one email from one address; more get 429.",
     ),
+    Variable(
+        "CALLBUTTON_TRUSTED_PROXIES",
+        "",
+        "Comma-separated addresses of reverse proxies in front of the server. A request from one of "
+        "them is counted (rate limits, audit log) under the client address it gives in "
+        "`X-Forwarded-For`. Empty: the connecting address is the client's.",
+    ),
     Variable("CALLBUTTON_LOG_FORMAT", "console", "`console` (human-readable) or `json`."),
     Variable("CALLBUTTON_LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`."),
 )
@@ -155,6 +162,7 @@ class Settings:
     visitor_sockets_per_address: int = 10
     login_rate_per_address: float = 30.0
     login_rate_per_account: float = 5.0
+    trusted_proxies: tuple[str, ...] = ()
     log_format: str = "console"
     log_level: str = "info"
 
@@ -204,6 +212,7 @@ class Settings:
             login_rate_per_account=_float(
                 get("CALLBUTTON_LOGIN_RATE_PER_ACCOUNT"), "CALLBUTTON_LOGIN_RATE_PER_ACCOUNT", "attempts a minute"
             ),
+            trusted_proxies=_addresses(get("CALLBUTTON_TRUSTED_PROXIES"), "CALLBUTTON_TRUSTED_PROXIES"),
             log_format=_choice(get("CALLBUTTON_LOG_FORMAT"), "CALLBUTTON_LOG_FORMAT", ("console", "json")),
             log_level=_choice(
                 get("CALLBUTTON_LOG_LEVEL"), "CALLBUTTON_LOG_LEVEL", ("debug", "info", "warning", "error")
@@ -294,13 +303,13 @@ def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _addresses(value: str) -> tuple[str, ...]:
+def _addresses(value: str, name: str = "CALLBUTTON_ICE_HOST_ADDRESSES") -> tuple[str, ...]:
     items = _list(value)
     for item in items:
         try:
             ipaddress.ip_address(item)
         except ValueError:
-            raise ConfigError(f"CALLBUTTON_ICE_HOST_ADDRESSES: {item!r} is not an IP address") from None
+            raise ConfigError(f"{name}: {item!r} is not an IP address") from None
     return items
 
 

@@ -8,6 +8,7 @@ daylight-saving changes need no special handling.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import zoneinfo
 from typing import Any
@@ -22,10 +23,8 @@ class HoursError(ValueError):
 
 def check(hours: Any, time_zone: str) -> None:
     """Raise :class:`HoursError` unless ``hours`` is a valid schedule and ``time_zone`` a known zone."""
-    try:
-        zoneinfo.ZoneInfo(time_zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise HoursError(f"unknown time zone {time_zone!r}") from None
+    if time_zone not in _zones():
+        raise HoursError(f"unknown time zone {time_zone!r}; use an IANA name such as Europe/Paris")
     if hours is None:
         return
     if not isinstance(hours, dict):
@@ -50,9 +49,20 @@ def is_open(hours: dict[str, list[list[str]]] | None, time_zone: str, now: datet
     """Whether the schedule is open at ``now`` (an aware datetime)."""
     if hours is None:
         return True
-    local = now.astimezone(zoneinfo.ZoneInfo(time_zone))
+    try:
+        zone = zoneinfo.ZoneInfo(time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = zoneinfo.ZoneInfo("UTC")  # a zone this host lacks (checked when stored): UTC, not an outage
+    local = now.astimezone(zone)
     minute = local.hour * 60 + local.minute
     return any(_minutes(start) <= minute < _minutes(end) for start, end in hours.get(DAYS[local.weekday()], []))
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    """The IANA zone names (not the files a host may also have, such as ``localtime``)."""
+    names = zoneinfo.available_timezones() - {"localtime", "Factory", "posixrules"}
+    return frozenset({name for name in names if not name.startswith(("posix/", "right/"))} | {"UTC"})
 
 
 def _minutes(text: str) -> int:

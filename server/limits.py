@@ -95,7 +95,7 @@ class Limits:
         self.visitor_sockets = Counter(visitor_sockets_per_address)
         self.visitor_call_deadline = VISITOR_CALL_DEADLINE_SECONDS
         # Login attempts a minute, in bursts of as many: from one address, and for one email from one address.
-        self.logins_per_address = KeyedLimiter(logins_per_address, logins_per_address)
-        self.logins_per_account = KeyedLimiter(logins_per_account, logins_per_account)
+        self.logins_per_address = KeyedLimiter(logins_per_address, max(1.0, logins_per_address))
+        self.logins_per_account = KeyedLimiter(logins_per_account, max(1.0, logins_per_account))
         #: Callback requests and ratings a visitor address may send.
         self.widget_posts = KeyedLimiter(WIDGET_POSTS_PER_MINUTE, WIDGET_POSTS_PER_MINUTE)

@@ -23,6 +23,7 @@ from aiohttp import web
 from media.recording_file import RecordingFormatError, StereoWav, whole_pages
 from server.api import path_uuid, require_admin
 from server.appkeys import DATABASE, RECORDINGS
+from server.clients import client_address
 from server.errors import ApiError
 from storage.accounts import Session
 from storage.crypto_stream import StreamError
@@ -137,7 +138,7 @@ async def _audit(request: web.Request, session: Session, record: RecordingRecord
         object_type="recording",
         object_id=record.id,
         actor_id=session.user.id,
-        address=request.remote,
+        address=client_address(request),
         user_agent=request.headers.get("User-Agent"),
     )
 

@@ -16,6 +16,7 @@ interface.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 import uuid
@@ -91,8 +92,10 @@ class Agent:
     #: The socket (and so the leg) carrying the agent's call.
     call_socket: AgentSocket | None = None
     wrap_up_until: float = 0.0  # time.monotonic()
-    #: When the agent last became available, for longest-idle routing.
+    #: When the agent last became available other than by a ring stopping, for longest-idle routing.
     idle_since: float = field(default_factory=time.monotonic)
+    #: Forgets the agent once the reload grace after its last socket has passed.
+    forget_timer: asyncio.TimerHandle | None = None
     _reported: Presence = Presence.OFFLINE
 
     def __post_init__(self) -> None:
@@ -134,17 +137,19 @@ class Agent:
         return messages.Presence(status=current.value, wants_available=self.wants_available, wrap_up_seconds=seconds)
 
     def changed(self) -> bool:
-        """Call after changing any part: tells the agent its presence when it differs. True when the
-        agent has just become available (routing may have a call for it)."""
+        """Call after changing any part: tells the agent its presence when it differs, and says
+        whether it did (routing may then have a call for it, or a call may have lost it)."""
         current = self.presence
         if current is self._reported:
             return False
         self._log.info(logs.AGENT_PRESENCE, transition=f"{self._reported.value} -> {current.value}")
-        self._reported = current
-        if current is Presence.AVAILABLE:
+        previous, self._reported = self._reported, current
+        if current is Presence.AVAILABLE and previous is not Presence.RINGING:
+            # A ring that stopped (declined, timed out, taken elsewhere) leaves the agent as idle
+            # as it was: longest-idle routing measures time since the last call, not the last ring.
             self.idle_since = time.monotonic()
         self.send(self.presence_message())
-        return current is Presence.AVAILABLE
+        return True
 
 
 class Roster:
@@ -158,6 +163,9 @@ class Roster:
         agent = self._agents.get(user_id)
         if agent is None:
             agent = self._agents[user_id] = Agent(user_id, organisation_id, display_name)
+        if agent.forget_timer is not None:
+            agent.forget_timer.cancel()
+            agent.forget_timer = None
         return agent
 
     def forget(self, agent: Agent) -> None:

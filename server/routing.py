@@ -159,6 +159,7 @@ class Switchboard:
         self._mux = mux
         self._round_robin: dict[uuid.UUID, uuid.UUID] = {}
         self._wrap_up_timers: dict[uuid.UUID, asyncio.TimerHandle] = {}
+        self._dispatching: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._legs: set[Leg] = set()
         #: Told when a call ends (to close the visitor's socket, say).
@@ -189,6 +190,10 @@ class Switchboard:
         check_offer(offer_sdp)  # a malformed offer is a bad request, not a call attempt
         answers = check_visitor_form(button.form_fields, visitor) if link is None else {}
         admit()
+        if link is not None and not self._link_agent_online(link.agent_id):
+            # Checked before the link is claimed: a customer who tries while the agent reloads its
+            # page keeps the link for another try.
+            raise ProtocolError("unavailable", "the person who sent this link is not online; try again soon", "call")
         if link is not None and not await link.claim():
             raise ProtocolError("link_used", "this call link was used already or has expired", "call")
         call = Call(
@@ -217,14 +222,21 @@ class Switchboard:
         self.calls[call.id] = live
 
         if link is None:
-            if not hours.is_open(button.opening_hours, button.time_zone, self.clock()):
+            try:
+                closed = not hours.is_open(button.opening_hours, button.time_zone, self.clock())
+                if not closed and self._directory is not None:
+                    live.eligible = await self._directory.eligible_agents(button.organisation_id, button.id)
+                    live.earlier_calls = await self._directory.earlier_calls(
+                        button.organisation_id, call.id, answers.get("email"), answers.get("phone")
+                    )
+            except Exception:
+                # The database is out, say: this call fails, and says so, rather than hang.
+                log.exception(logs.TASK_FAILED, call_id=str(call.id))
+                await self.end(live, EndReason.FAILED, detail="routing_unavailable")
+                return live
+            if closed:
                 await self.end(live, EndReason.REJECTED, detail="closed", message=button.closed_message)
                 return live
-            if self._directory is not None:
-                live.eligible = await self._directory.eligible_agents(button.organisation_id, button.id)
-                live.earlier_calls = await self._directory.earlier_calls(
-                    button.organisation_id, call.id, answers.get("email"), answers.get("phone")
-                )
         if not self._anyone_online(live):
             await self.end(live, EndReason.REJECTED, detail="no_agent_available")
             return live
@@ -298,9 +310,12 @@ class Switchboard:
         self.changed(agent)
 
     def changed(self, agent: Agent) -> None:
-        """Some part of ``agent``'s presence changed: tell the agent, and route if it became free."""
+        """Some part of ``agent``'s presence changed: tell the agent, and route (soon) if its presence
+        did. An agent who chose to be away may leave queued calls nobody can answer: they end."""
         if agent.changed():
-            self.dispatch(agent.organisation_id)
+            self._dispatch_soon(agent.organisation_id)
+            if agent.presence is Presence.AWAY and not agent.wants_available:
+                self._spawn(self._end_unanswerable(agent.organisation_id))
 
     async def accept(self, agent: Agent, socket: AgentSocket, call_id: uuid.UUID) -> None:
         live = self.calls.get(call_id)
@@ -381,11 +396,24 @@ class Switchboard:
                 if live is not None:
                     self._unring(live, agent, "agent_offline")
                     live.call.agent_event("agent_ring_stopped", agent.user_id, "agent_offline")
-                    self.dispatch(live.call.organisation_id)
-                    if not live.call.ended and not self._anyone_online(live):
-                        await self.end(live, EndReason.REJECTED, detail="agent_offline")
-            asyncio.get_running_loop().call_later(RELOAD_GRACE_SECONDS, self.roster.forget, agent)
+            self._cancel(agent.forget_timer)
+            agent.forget_timer = asyncio.get_running_loop().call_later(RELOAD_GRACE_SECONDS, self._agent_left, agent)
         self.changed(agent)
+
+    def _agent_left(self, agent: Agent) -> None:
+        """The reload grace after an agent's last socket passed: it is gone, and the calls that only
+        it could answer end."""
+        agent.forget_timer = None
+        if agent.sockets:
+            return
+        self.roster.forget(agent)
+        self._spawn(self._end_unanswerable(agent.organisation_id))
+
+    async def _end_unanswerable(self, organisation_id: uuid.UUID) -> None:
+        """End the queued calls of the organisation that nobody online may answer any more."""
+        for live in self._queued(organisation_id):
+            if not live.call.ended and not self._anyone_online(live):
+                await self.end(live, EndReason.REJECTED, detail="agent_offline")
 
     # --- ending -----------------------------------------------------------------------------------
 
@@ -451,25 +479,47 @@ class Switchboard:
     # --- routing ----------------------------------------------------------------------------------
 
     def dispatch(self, organisation_id: uuid.UUID) -> None:
-        """Ring agents for every queued call of the organisation that rings nobody, oldest first."""
-        for button_id, queue in list(self.queues.items()):
-            if not queue or queue[0].call.organisation_id != organisation_id:
+        """Ring agents for the organisation's queued calls, oldest first whatever their button: each
+        call that rings nobody (or, ringing all, every agent free since) gets who its strategy picks."""
+        for live in self._queued(organisation_id):
+            if live.call.state is not CallState.QUEUED or (live.rung and live.button.strategy != "ring_all"):
                 continue
-            for live in list(queue):
-                if live.call.ended or (live.rung and live.button.strategy != "ring_all"):
-                    continue
-                candidates = [
-                    agent
-                    for agent in self._free(live)
-                    if agent.user_id not in live.declined and agent.user_id not in live.rung
-                ]
-                fresh = [agent for agent in candidates if agent.user_id not in live.timed_out]
-                if not fresh and not live.rung:
-                    live.timed_out.clear()  # everyone was tried: start another round
-                    fresh = candidates
-                for agent in self._choose(live.button, fresh):
-                    self._ring(live, agent)
+            candidates = [
+                agent
+                for agent in self._free(live)
+                if agent.user_id not in live.declined and agent.user_id not in live.rung
+            ]
+            fresh = [agent for agent in candidates if agent.user_id not in live.timed_out]
+            if not fresh and not live.rung:
+                live.timed_out.clear()  # everyone was tried: start another round
+                fresh = candidates
+            for agent in self._choose(live.button, fresh):
+                self._ring(live, agent)
+        for button_id in {live.button.id for live in self._queued(organisation_id)}:
             self._announce(button_id)
+
+    def _dispatch_soon(self, organisation_id: uuid.UUID) -> None:
+        """Dispatch once the current step is done (coalesced): a presence change in the middle of
+        accepting or ending a call must not route before that call's own state is settled."""
+        if organisation_id in self._dispatching or self.closing:
+            return
+        self._dispatching.add(organisation_id)
+
+        def run() -> None:
+            self._dispatching.discard(organisation_id)
+            self.dispatch(organisation_id)
+
+        asyncio.get_running_loop().call_soon(run)
+
+    def _queued(self, organisation_id: uuid.UUID) -> list[LiveCall]:
+        """The organisation's queued calls, oldest first."""
+        waiting = [
+            live
+            for queue in self.queues.values()
+            for live in queue
+            if live.call.organisation_id == organisation_id and not live.call.ended
+        ]
+        return sorted(waiting, key=lambda live: live.call.created_at)
 
     def _free(self, live: LiveCall) -> list[Agent]:
         """The agents who could be rung for ``live`` now: available ones the button routes to; for a
@@ -528,19 +578,22 @@ class Switchboard:
             entry[1].cancel()
         agent.ringing.discard(live.call.id)
         agent.send(messages.RingStopped(call_id=live.call.id, reason=reason))
-        agent.changed()
+        self.changed(agent)
 
     def _stop_ringing(self, live: LiveCall, reason: str) -> None:
         for agent, _ in list(live.rung.values()):
             self._unring(live, agent, reason)
             live.call.agent_event("agent_ring_stopped", agent.user_id, reason)
 
+    def _link_agent_online(self, agent_id: uuid.UUID) -> bool:
+        agent = self.roster.get(agent_id)
+        return agent is not None and agent.connected
+
     def _anyone_online(self, live: LiveCall) -> bool:
         """Whether an agent who may answer this call is there at all (not offline, not away; a call
         link's agent need only be connected)."""
         if live.only_agent is not None:
-            agent = self.roster.get(live.only_agent)
-            return agent is not None and agent.connected
+            return self._link_agent_online(live.only_agent)
         return any(
             live.may_ring(agent) and agent.presence not in (Presence.OFFLINE, Presence.AWAY)
             for agent in self.roster.of(live.call.organisation_id)

@@ -24,6 +24,7 @@ from server.api import button_json
 from server.appkeys import DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import CookiePolicy
 from server.calls import CallState
+from server.clients import client_address
 from server.errors import json_error
 from server.limits import TokenBucket
 from server.links import CallLinkClaim
@@ -188,7 +189,7 @@ async def visitor_socket(request: web.Request) -> web.StreamResponse:
             log.info(logs.SOCKET_REJECTED, role="visitor", reason="origin", button_id=str(button.id))
             return json_error(403, "origin_not_allowed", "this call button may not be used from this website")
 
-    address = request.remote or ""
+    address = client_address(request)
     limits = request.app[LIMITS]
     if not limits.visitor_sockets.acquire(address):
         return json_error(429, "too_many_sockets", "too many open calls from this address")
@@ -224,6 +225,7 @@ async def _visitor_session(
     switchboard = request.app[SWITCHBOARD]
     limits = request.app[LIMITS]
     live: LiveCall | None = None
+    requested = False
     bound.info(logs.SOCKET_OPENED)
     socket.send(
         messages.Hello(
@@ -238,7 +240,7 @@ async def _visitor_session(
             socket.close(WSCloseCode.OK, "call ended")
 
     def no_call_requested() -> None:
-        if live is None:
+        if not requested:
             socket.close(WSCloseCode.POLICY_VIOLATION, "no call was requested")
 
     deadline = asyncio.get_running_loop().call_later(limits.visitor_call_deadline, no_call_requested)
@@ -250,8 +252,10 @@ async def _visitor_session(
                 raise ProtocolError("wrong_state", "this socket already has a call; open a new one", "call")
 
             def admit() -> None:
+                nonlocal requested
                 if not limits.calls_per_address.allow(address) or not limits.calls_per_button.allow(button.id):
                     raise ProtocolError("rate_limited", "too many calls from here just now; try again in a minute")
+                requested = True  # the deadline no longer applies, even while the call is being placed
 
             live = await switchboard.place(
                 button=button,

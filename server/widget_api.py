@@ -18,6 +18,7 @@ from server import body, hours, links
 from server.agent_api import tell_agents
 from server.api import button_json
 from server.appkeys import DATABASE, LIMITS, ROSTER, SETTINGS, SWITCHBOARD
+from server.clients import client_address
 from server.errors import ApiError
 from storage.buttons import Button
 
@@ -59,7 +60,12 @@ async def widget_button(request: web.Request) -> web.Response:
         button = await _button_for(request)
     except ApiError as exc:
         return _error(exc, headers)
-    available = len(request.app[ROSTER].available(button.organisation_id))
+    eligible = await request.app[DATABASE].buttons.eligible_agents(button.organisation_id, button.id)
+    available = sum(
+        1
+        for agent in request.app[ROSTER].available(button.organisation_id)
+        if eligible is None or agent.user_id in eligible
+    )
     is_open = hours.is_open(button.opening_hours, button.time_zone, request.app[SWITCHBOARD].clock())
     result: dict[str, Any] = {
         "button": button_json(button),
@@ -82,7 +88,7 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 def _admit(request: web.Request) -> None:
-    if not request.app[LIMITS].widget_posts.allow(request.remote or ""):
+    if not request.app[LIMITS].widget_posts.allow(client_address(request)):
         raise ApiError(429, "rate_limited", "too many requests from here just now; try again in a minute")
 
 

@@ -31,6 +31,9 @@ class Button:
     language: str = "en"
     colour: str = "#1a7f4b"
     position: str = "bottom-right"
+    #: Rings every agent of the organisation (no agents or teams listed); False: only those listed,
+    #: which is nobody once every listed one was deleted.
+    routes_to_all: bool = True
 
 
 #: The settings an admin may change, with the column each is stored in.
@@ -59,7 +62,7 @@ def new_public_key() -> str:
     return "cb_" + secrets.token_urlsafe(18)
 
 
-_COLUMNS = "id, organisation_id, public_key, " + ", ".join(SETTINGS)
+_COLUMNS = "id, organisation_id, public_key, routes_to_all, " + ", ".join(SETTINGS)
 
 
 def _button(row: Any) -> Button:

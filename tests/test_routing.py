@@ -323,3 +323,129 @@ async def test_a_button_rings_only_its_teams_and_nobody_once_they_are_deleted(
     # Listing nobody again means everybody.
     assert await database.buttons.set_targets(org, button, [], [])
     assert await database.buttons.eligible_agents(org, button) is None
+
+
+async def test_an_agent_freed_by_a_ring_stopping_takes_the_next_queued_call(floor_of: Any) -> None:
+    # ring_all: the second call waits while both agents ring for the first; one accepts, and the
+    # other, free again, is rung for the second at once.
+    floor = await floor_of(2, strategy="ring_all")
+    await floor.all_available()
+    _, first_id = await floor.place()
+    for agent in floor.agents:
+        await agent.expect("ring", call_id=first_id)
+    second, second_id = await floor.place()
+    await second.expect("call_state", call_id=second_id, state="queued", position=2, ringing=False)
+    await floor.agents[0].send({"type": "accept", "call_id": first_id})
+    await floor.agents[1].expect("ring", call_id=second_id, timeout=3)
+
+    # longest_idle: a visitor who leaves while ringing frees the agent for the next in line.
+    lone = await floor_of(1, strategy="longest_idle")
+    await lone.all_available()
+    leaving, leaving_id = await lone.place()
+    await lone.agents[0].expect("ring", call_id=leaving_id)
+    waiting, waiting_id = await lone.place()
+    await waiting.expect("call_state", call_id=waiting_id, state="queued", position=2, ringing=False)
+    await leaving.send({"type": "hangup"})
+    await lone.agents[0].expect("ring", call_id=waiting_id, timeout=3)
+
+
+async def test_calls_are_rung_oldest_first_whatever_their_button(floor_of: Any, database: Database) -> None:
+    floor = await floor_of(1)
+    org = floor.tenants[0].organisation_id
+    other = await database.buttons.create(org, name="Sales", allowed_origins=[VISITOR_ORIGIN])
+    await floor.all_available()
+    agent = floor.agents[0]
+    busy, busy_id = await floor.place()
+    await agent.send({"type": "accept", "call_id": busy_id})
+    await busy.expect("call_state", state="answered")
+
+    _, older_id = await floor.place()  # on the first button
+    sales = Visitor(floor.server.url, other.public_key, VISITOR_ORIGIN)
+    floor.visitors.append(sales)
+    await sales.connect()
+    await sales.call()  # newer, on another button (its queue's first)
+    await asyncio.sleep(0.2)
+    await agent.send({"type": "hangup", "call_id": busy_id})
+    ring = await agent.wait_for(lambda m: m["type"] == "ring" and m["call_id"] != busy_id, 3, "the next ring")
+    assert ring["call_id"] == older_id
+
+
+async def test_queued_calls_end_when_the_last_agent_who_could_answer_chooses_away(floor_of: Any) -> None:
+    floor = await floor_of(1)
+    await floor.all_available()
+    agent = floor.agents[0]
+    busy, busy_id = await floor.place()
+    await agent.send({"type": "accept", "call_id": busy_id})
+    await busy.expect("call_state", state="answered")
+    waiting, waiting_id = await floor.place()
+    await waiting.expect("call_state", call_id=waiting_id, state="queued")
+    await agent.send({"type": "presence", "status": "away"})  # done for the day, after this call
+    await asyncio.sleep(0.3)
+    assert not waiting.messages("call_state")[-1]["state"] == "ended", "busy agents still count"
+    await agent.send({"type": "hangup", "call_id": busy_id})
+    ended = await waiting.expect("call_state", call_id=waiting_id, state="ended", timeout=3)
+    assert (ended["reason"], ended["detail"]) == ("rejected", "agent_offline")
+
+
+async def test_a_call_link_waits_for_its_busy_agent_even_one_away(floor_of: Any) -> None:
+    floor = await floor_of(1)
+    await floor.all_available()
+    agent = floor.agents[0]
+    busy, busy_id = await floor.place()
+    await agent.send({"type": "accept", "call_id": busy_id})
+    await busy.expect("call_state", state="answered")
+    await agent.send({"type": "presence", "status": "away"})
+    status, created = await call_api(
+        "POST", f"{floor.server.url}/api/v1/call-links", cookie=agent.cookie, origin=floor.server.url, json={}
+    )
+    assert status == 201
+    customer = Visitor.through_link(floor.server.url, created["link"]["url"].rsplit("/", 1)[1])
+    floor.visitors.append(customer)
+    await customer.connect()
+    call_id = await customer.call()
+    await customer.expect("call_state", call_id=call_id, state="queued")
+    await agent.send({"type": "hangup", "call_id": busy_id})
+    await agent.expect("ring", call_id=call_id, direction="outbound", timeout=3)
+
+
+async def test_a_database_outage_while_placing_a_call_fails_it_cleanly(
+    floor_of: Any, server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    floor = await floor_of(1)
+    await floor.all_available()
+    switchboard = server.runner.app[SWITCHBOARD]
+
+    async def outage(*args: Any) -> None:
+        raise ConnectionError("the database is gone")
+
+    monkeypatch.setattr(switchboard._directory, "eligible_agents", outage)
+    visitor, call_id = await floor.place()
+    ended = await visitor.expect("call_state", call_id=call_id, state="ended")
+    assert (ended["reason"], ended["detail"]) == ("failed", "routing_unavailable")
+    assert uuid.UUID(call_id) not in switchboard.calls
+    assert not floor.agents[0].messages("ring")
+
+
+async def test_saving_a_button_whose_teams_were_deleted_keeps_it_ringing_nobody(
+    server: Running, database: Database
+) -> None:
+    (tenant,) = await make_tenant(database)
+    org = tenant.organisation_id
+    team = await database.teams.create(org, "Night shift")
+    assert await database.buttons.set_targets(org, tenant.button_id, [], [team.id])
+    await database.teams.delete(org, team.id)
+    email, password = await make_admin(database, org)
+    cookie = await login_cookie(server.url, email, password)
+    url = f"{server.url}/api/v1/buttons/{tenant.button_id}"
+    status, body = await call_api(
+        "PATCH", url, cookie=cookie, origin=server.url, json={"colour": "#123456", "agents": [], "teams": []}
+    )
+    assert status == 200 and body["button"]["routes_to_all"] is False
+    assert await database.buttons.eligible_agents(org, tenant.button_id) == frozenset()
+    status, body = await call_api("PATCH", url, cookie=cookie, origin=server.url, json={"routes_to_all": True})
+    assert status == 200 and body["button"]["routes_to_all"] is True
+    assert await database.buttons.eligible_agents(org, tenant.button_id) is None
+    status, body = await call_api("PATCH", url, cookie=cookie, origin=server.url, json={"max_queue_wait_s": 0})
+    assert status == 400 and "max_queue_wait_s" in body["message"]
+    status, body = await call_api("PATCH", url, cookie=cookie, origin=server.url, json={"time_zone": "localtime"})
+    assert status == 400 and "time zone" in body["message"]

@@ -222,3 +222,31 @@ async def test_login_attempts_are_limited_without_locking_the_account(settings: 
         assert await attempt(a.agent_password, "127.0.0.2") == 200  # ... but the account is not locked
     finally:
         await running.stop()
+
+
+async def test_behind_a_trusted_proxy_clients_are_counted_by_their_forwarded_address(
+    settings: Settings, database: Database
+) -> None:
+    proxied = dataclasses.replace(settings, login_rate_per_account=2.0, trusted_proxies=("127.0.0.1",))
+    running = await start(proxied, database)
+    try:
+        (a,) = await make_tenant(database)
+
+        async def attempt(password: str, forwarded: str) -> int:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{running.url}/api/v1/session",
+                    json={"email": a.agent_email, "password": password},
+                    headers={"Origin": running.url, "X-Forwarded-For": forwarded},
+                ) as response,
+            ):
+                return response.status
+
+        # Documentation addresses, only ever written in a header: no traffic goes anywhere.
+        assert [await attempt("wrong password!", "198.51.100.7") for _ in range(2)] == [401, 401]
+        assert await attempt(a.agent_password, "198.51.100.7") == 429
+        assert await attempt(a.agent_password, "198.51.100.8, 127.0.0.1") == 200  # another client
+        assert await attempt(a.agent_password, "not an address") == 200  # counted against the proxy
+    finally:
+        await running.stop()

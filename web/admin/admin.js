@@ -476,7 +476,14 @@
   function buttonItem(item) {
     const targets = [...item.teams.map(teamName), ...item.agents.map(userName)];
     const facts = [
-      ["Rings", targets.length ? targets.join(", ") : "Every agent"],
+      [
+        "Rings",
+        targets.length
+          ? targets.join(", ")
+          : item.routes_to_all
+            ? "Every agent"
+            : "Nobody: the agents and teams it rang were deleted. Choose some, and save.",
+      ],
       ["Strategy", STRATEGIES[item.strategy] || item.strategy],
       ["Hours", hoursText(item)],
       ["Websites", item.allowed_origins.length ? item.allowed_origins.join(", ") : "None yet: it shows nowhere"],
