@@ -251,6 +251,13 @@ async def test_call_attempts_are_limited_per_address(server: Running, database: 
             await visitor.close()
     # A burst of half the per-minute rate (6 / 2 = 3) is let through; the rest are refused.
     assert codes == ["ended", "ended", "ended", "rate_limited", "rate_limited"]
+    # Rows are written just after the visitor is told (writes trail the call): wait for the third.
+    for _ in range(50):
+        rows = await database.pool.fetchval("SELECT count(*) FROM calls WHERE button_id = $1", tenant.button_id)
+        if rows >= 3:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)  # and for no fourth
     rows = await database.pool.fetchval("SELECT count(*) FROM calls WHERE button_id = $1", tenant.button_id)
     assert rows == 3
 
