@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overlapping-rings",
         action="store_true",
-        help="request calls while others still ring (the server rejects those it cannot ring)",
+        help="request calls while others still ring (they wait in the server's queue, which the timings then include)",
     )
     p.add_argument("--max-failures", type=int, default=0, help="failed calls allowed (default 0)")
     p.add_argument("--max-first-audio-p95", type=float, help="ms; accept -> first audio p95 limit")

@@ -5,9 +5,9 @@ exactly its own partner: no silence, no cross-talk, no swapped legs. Phases are 
 process's clock from the messages each side sends and receives.
 
 One call at a time is ringing: the next call is requested once the previous one is answered (or has
-failed), because the server rings every available agent for each call and refuses a call that
-arrives while every agent is ringing; without that gate the test would measure the routing policy,
-not the deployment. ``--overlapping-rings`` removes it.
+failed). A ring-all button rings every available agent for each call, so a call that arrives while
+every agent is ringing waits in the queue; without that gate the test would measure the queue (the
+routing policy), not the deployment. ``--overlapping-rings`` removes it.
 """
 
 from __future__ import annotations
