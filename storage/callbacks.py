@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from storage import webhooks
+
 REASONS = ("closed", "max_wait", "no_agent", "visitor")
 
 
@@ -33,6 +35,22 @@ _COLUMNS = (
 )
 
 
+def callback_data(callback: CallbackRequest) -> dict[str, Any]:
+    return {
+        "callback": {
+            "id": str(callback.id),
+            "button_id": str(callback.button_id) if callback.button_id else None,
+            "call_id": str(callback.call_id) if callback.call_id else None,
+            "name": callback.name,
+            "email": callback.email,
+            "phone": callback.phone,
+            "note": callback.note,
+            "reason": callback.reason,
+            "created_at": callback.created_at.isoformat(),
+        }
+    }
+
+
 class Callbacks:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
@@ -49,22 +67,28 @@ class Callbacks:
         note: str | None,
         reason: str,
     ) -> CallbackRequest:
-        row = await self._pool.fetchrow(
-            f"""
-            INSERT INTO callback_requests (organisation_id, button_id, call_id, name, email, phone, note, reason)
-            VALUES ($1, $2, (SELECT id FROM calls WHERE organisation_id = $1 AND id = $3), $4, $5, $6, $7, $8)
-            RETURNING {_COLUMNS}
-            """,
-            organisation_id,
-            button_id,
-            call_id,
-            name,
-            email,
-            phone,
-            note,
-            reason,
-        )
-        return CallbackRequest(**dict(row))
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""
+                INSERT INTO callback_requests (organisation_id, button_id, call_id, name, email, phone, note, reason)
+                VALUES ($1, $2, (SELECT id FROM calls WHERE organisation_id = $1 AND id = $3), $4, $5, $6, $7, $8)
+                RETURNING {_COLUMNS}
+                """,
+                organisation_id,
+                button_id,
+                call_id,
+                name,
+                email,
+                phone,
+                note,
+                reason,
+            )
+            callback = CallbackRequest(**dict(row))
+            # After its call's events, when it has a call.
+            await webhooks.emit(
+                conn, organisation_id, "callback.requested", callback.call_id or callback.id, callback_data(callback)
+            )
+        return callback
 
     async def all(
         self, organisation_id: uuid.UUID, state: str | None = None, limit: int = 200

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from storage import webhooks
+
 _CALL_COLUMNS = (
     "id, organisation_id, button_id, agent_id, state, end_reason, outcome, page_url, created_at, queued_at, "
     "answered_at, ended_at, direction, visitor_name, visitor_email, visitor_phone, rating, rating_comment, notes"
@@ -71,11 +73,12 @@ class CallStore:
     ) -> None:
         visitor = visitor or {}
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """
+            row = await conn.fetchrow(
+                f"""
                 INSERT INTO calls (id, organisation_id, button_id, state, page_url, created_at, direction,
                                    visitor_name, visitor_email, visitor_phone)
                 VALUES ($1, $2, $3, 'created', $4, $5, $6, $7, $8, $9)
+                RETURNING {_CALL_COLUMNS}
                 """,
                 call_id,
                 organisation_id,
@@ -96,6 +99,7 @@ class CallStore:
                 organisation_id,
                 at,
             )
+            await webhooks.emit(conn, organisation_id, "call.created", call_id, webhooks.call_data(row))
 
     async def transition(
         self,
@@ -110,13 +114,14 @@ class CallStore:
     ) -> None:
         column = _STATE_COLUMN[to_state]
         async with self._pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
+            row = await conn.fetchrow(
                 f"""
                 UPDATE calls
                 SET state = $4, {column} = $5,
                     agent_id = COALESCE($6, agent_id),
                     end_reason = COALESCE($7, end_reason)
                 WHERE id = $1 AND organisation_id = $2 AND state = $3
+                RETURNING {_CALL_COLUMNS}
                 """,
                 call_id,
                 organisation_id,
@@ -126,7 +131,7 @@ class CallStore:
                 agent_id,
                 reason,
             )
-            if status != "UPDATE 1":
+            if row is None:
                 raise LookupError(f"call {call_id} is not in state {from_state}")
             await conn.execute(
                 """
@@ -142,6 +147,8 @@ class CallStore:
                 agent_id,
                 reason,
             )
+            if to_state in ("answered", "ended"):
+                await webhooks.emit(conn, organisation_id, f"call.{to_state}", call_id, webhooks.call_data(row))
 
     async def agent_event(
         self,
@@ -264,18 +271,28 @@ class CallStore:
         Run at start, before taking calls. One server process per database is assumed here; the
         scale-out work scopes this to the calls of the process that died.
         """
-        rows = await self._pool.fetch(
-            """
-            WITH open AS (
-                SELECT id, state FROM calls WHERE state <> 'ended' FOR UPDATE
-            ), closed AS (
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"""
+                WITH open AS (
+                    SELECT id, state FROM calls WHERE state <> 'ended' FOR UPDATE
+                )
                 UPDATE calls c SET state = 'ended', end_reason = 'failed', ended_at = now()
                 FROM open WHERE c.id = open.id
-                RETURNING c.id, c.organisation_id, open.state AS from_state, c.ended_at
+                RETURNING {", ".join("c." + name.strip() for name in _CALL_COLUMNS.split(","))},
+                          open.state AS from_state
+                """
             )
-            INSERT INTO call_events (call_id, organisation_id, at, kind, from_state, to_state, reason)
-            SELECT id, organisation_id, ended_at, 'ended', from_state, 'ended', 'failed' FROM closed
-            RETURNING call_id
-            """
-        )
-        return [r["call_id"] for r in rows]
+            for row in rows:
+                await conn.execute(
+                    """
+                    INSERT INTO call_events (call_id, organisation_id, at, kind, from_state, to_state, reason)
+                    VALUES ($1, $2, $3, 'ended', $4, 'ended', 'failed')
+                    """,
+                    row["id"],
+                    row["organisation_id"],
+                    row["ended_at"],
+                    row["from_state"],
+                )
+                await webhooks.emit(conn, row["organisation_id"], "call.ended", row["id"], webhooks.call_data(row))
+        return [r["id"] for r in rows]

@@ -14,6 +14,8 @@ from storage.callbacks import Callbacks
 from storage.calls import CallStore
 from storage.migrations import migrate, pending
 from storage.teams import Teams
+from storage.tokens import Tokens
+from storage.webhooks import Webhooks
 
 
 class Database:
@@ -28,6 +30,8 @@ class Database:
         self.teams = Teams(pool)
         self.callbacks = Callbacks(pool)
         self.call_links = CallLinks(pool)
+        self.tokens = Tokens(pool)
+        self.webhooks = Webhooks(pool)
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Database:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from storage import webhooks
 from storage.crypto_stream import SEGMENT_SIZE, EncryptingWriter, StreamError, TruncatedError, decrypt_segments
 from storage.keys import DataKey, Keyring, recording_associated_data
 
@@ -184,20 +185,49 @@ class RecordingStore:
         sink: EncryptedFile,
         state: str = "complete",
     ) -> None:
-        await self._pool.execute(
-            """
-            UPDATE recordings
-            SET state = $3, ended_at = $4, duration_ms = $5, byte_size = $6, ciphertext_sha256 = $7
-            WHERE organisation_id = $1 AND id = $2 AND state = 'recording'
-            """,
-            organisation_id,
-            recording_id,
-            state,
-            ended_at,
-            duration_ms,
-            sink.size,
-            sink.sha256,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""
+                UPDATE recordings
+                SET state = $3, ended_at = $4, duration_ms = $5, byte_size = $6, ciphertext_sha256 = $7
+                WHERE organisation_id = $1 AND id = $2 AND state = 'recording'
+                RETURNING {_COLUMNS}
+                """,
+                organisation_id,
+                recording_id,
+                state,
+                ended_at,
+                duration_ms,
+                sink.size,
+                sink.sha256,
+            )
+            if row is not None:
+                record = _record(row)
+                await webhooks.emit(conn, organisation_id, "recording.ready", record.call_id, recording_data(record))
+
+    async def delete(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> RecordingRecord | None:
+        """Delete a finished recording for good: its data key is destroyed (every copy of the file,
+        backups included, becomes unreadable) and its file removed; the row stays, as ``deleted``, so
+        that the call's history says a recording existed. None when there is no such recording, or
+        it is still being written."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""
+                UPDATE recordings SET state = 'deleted', wrapped_key = NULL
+                WHERE organisation_id = $1 AND id = $2 AND state IN ('complete', 'truncated')
+                RETURNING {_COLUMNS}
+                """,
+                organisation_id,
+                recording_id,
+            )
+            if row is None:
+                return None
+            record = _record(row)
+            await webhooks.emit(conn, organisation_id, "recording.deleted", record.call_id, recording_data(record))
+        # The key is gone with the transaction; the file goes after it (a crash between leaves an
+        # unreadable file, which `callbutton recording` tools report as keyless).
+        await asyncio.to_thread(self.path(organisation_id, recording_id).unlink, missing_ok=True)
+        return record
 
     async def mark_interrupted(self) -> list[RecordingRecord]:
         """Recordings left ``recording`` by a process that died: now ``truncated`` (run at start)."""
@@ -253,6 +283,19 @@ class RecordingStore:
 
     async def key(self, recording: RecordingRecord) -> bytes:
         return await self.keyring.data_key(recording.organisation_id, recording.id)
+
+
+def recording_data(record: RecordingRecord) -> dict[str, Any]:
+    return {
+        "recording": {
+            "id": str(record.id),
+            "call_id": str(record.call_id),
+            "state": record.state,
+            "started_at": record.started_at.isoformat(),
+            "ended_at": record.ended_at.isoformat() if record.ended_at else None,
+            "duration_ms": record.duration_ms,
+        }
+    }
 
 
 _COLUMNS = (
