@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from server import body, hours
-from server.api import path_uuid, require_admin
+from server.api import actor, path_uuid, require_admin
 from server.appkeys import DATABASE, ROSTER, SETTINGS
 from server.auth import PasswordPolicyError, check_password_policy, hash_password
 from server.clients import client_address
@@ -59,7 +59,7 @@ _BUTTON_FIELDS = frozenset(
 async def _audit(request: web.Request, session: Session, action: str, kind: str, object_id: uuid.UUID) -> None:
     await request.app[DATABASE].audit.add(
         organisation_id=session.user.organisation_id,
-        actor_id=session.user.id,
+        actor_id=actor(session),
         action=action,
         object_type=kind,
         object_id=object_id,

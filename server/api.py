@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from typing import Any
 
 from aiohttp import web
 
-from server.appkeys import LIMITS, ROSTER, SESSIONS, SETTINGS
+from server.appkeys import DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS
 from server.auth import CookiePolicy, check_password_policy
 from server.clients import client_address
 from server.errors import ApiError
@@ -64,11 +65,41 @@ async def current_session(request: web.Request) -> Session:
 
 
 async def require_admin(request: web.Request) -> Session:
-    """The caller's session, which must be an admin's (403 for agents, 401 without a session)."""
+    """The caller's session, which must be an admin's (403 for agents, 401 without a session), or
+    an organisation's API token (``Authorization: Bearer cbt_...``), which acts as its admin."""
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        return await _token_session(request, authorization)
     session = await current_session(request)
     if session.user.role != "admin":
         raise ApiError(403, "forbidden", "this is for admins of the organisation")
     return session
+
+
+async def _token_session(request: web.Request, authorization: str) -> Session:
+    scheme, _, token = authorization.partition(" ")
+    found = await request.app[DATABASE].tokens.lookup(token.strip()) if scheme.lower() == "bearer" else None
+    if found is None:
+        raise ApiError(401, "invalid_token", "the API token is unknown or revoked")
+    now = datetime.datetime.now(datetime.UTC)
+    # The token acts for its organisation as the admin who made it (audit entries name that admin).
+    user = User(
+        id=found.created_by or found.id,
+        organisation_id=found.organisation_id,
+        email="",
+        display_name=f"API token {found.name}",
+        role="admin",
+        password_hash="",
+        disabled=False,
+    )
+    return Session(user=user, created_at=found.created_at, last_seen_at=now, expires_at=now, token_id=found.id)
+
+
+def actor(session: Session) -> uuid.UUID | None:
+    """Who the audit log names for ``session``: its user, or the admin who made its API token."""
+    if session.token_id is not None and session.user.id == session.token_id:
+        return None  # the token's maker was deleted
+    return session.user.id
 
 
 def path_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:
@@ -91,11 +122,21 @@ async def login(request: web.Request) -> web.Response:
         (address, email.strip().lower())
     ):
         raise ApiError(429, "too_many_attempts", "too many login attempts from here; wait a minute and try again")
-    result = await request.app[SESSIONS].login(email, password)
-    if result is None:
+    token, user = await request.app[SESSIONS].login(email, password)
+    if user is not None:
+        # The organisation sees every login to its accounts, and every failed one.
+        await request.app[DATABASE].audit.add(
+            organisation_id=user.organisation_id,
+            actor_id=user.id,
+            action="session.login" if token is not None else "session.login_failed",
+            object_type="user",
+            object_id=user.id,
+            address=address,
+            user_agent=request.headers.get("User-Agent"),
+        )
+    if token is None or user is None:
         # One message whatever was wrong: no user enumeration.
         raise ApiError(401, "invalid_credentials", "the email or the password is wrong")
-    token, user = result
     response = web.json_response({"user": user_json(user)}, headers={"Cache-Control": "no-store"})
     settings = request.app[SETTINGS]
     CookiePolicy.for_origin(settings.origin).set(response, token, settings.session_max_age)

@@ -14,7 +14,18 @@ from aiohttp import web
 from media.aiortc_seam import pin_host_addresses
 from media.leg import IceSettings
 from media.recorder import MuxWorker
-from server import admin_api, agent_api, api, calls_api, playback, signalling, widget_api
+from server import (
+    admin_api,
+    agent_api,
+    api,
+    calls_api,
+    integrations_api,
+    playback,
+    signalling,
+    stats_api,
+    webhooks,
+    widget_api,
+)
 from server import web as pages
 from server.appkeys import DATABASE, DEMO_PAGE, LIMITS, RECORDINGS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import Sessions
@@ -83,12 +94,24 @@ def create_app(
         await asyncio.to_thread(mux.close)
 
     app.on_cleanup.append(stop_mux)
+    sender = webhooks.Sender(database.webhooks, retry_seconds=settings.webhook_retry_seconds)
+
+    async def start_sender(app: web.Application) -> None:
+        sender.start()
+
+    async def stop_sender(app: web.Application) -> None:
+        await sender.stop()
+
+    app.on_startup.append(start_sender)
+    app.on_cleanup.append(stop_sender)
     app.router.add_get("/ws/v1/visitor", signalling.visitor_socket)
     app.router.add_get("/ws/v1/agent", signalling.agent_socket)
     api.add_routes(app)
     admin_api.add_routes(app)
     agent_api.add_routes(app)
     widget_api.add_routes(app)
+    stats_api.add_routes(app)
+    integrations_api.add_routes(app)
     playback.add_routes(app)
     calls_api.add_routes(app)
     pages.add_routes(app)

@@ -130,14 +130,18 @@ class Sessions:
         self.idle_timeout = datetime.timedelta(seconds=idle_timeout)
         self.max_age = max_age
 
-    async def login(self, email: str, password: str) -> tuple[str, User] | None:
-        """A new session token for valid credentials; None otherwise, in the same time either way."""
+    async def login(self, email: str, password: str) -> tuple[str | None, User | None]:
+        """A new session token and its user for valid credentials, in the same time either way.
+
+        On failure the token is None, and the user is the account the email named, if any (for the
+        organisation's audit log; the caller must not tell the client which it was).
+        """
         user = await self._accounts.user_by_email(email)
         password_hash = user.password_hash if user is not None else _DUMMY_HASH
         valid = await _verify_in_thread(password_hash, password)
         if user is None or not valid or user.disabled:
             log.info(logs.LOGIN_FAILED)
-            return None
+            return None, user
         if _hasher.check_needs_rehash(user.password_hash):
             await self._accounts.set_password_hash(user.id, await hash_password(password))
         token, digest = new_token()

@@ -6,15 +6,19 @@ pipeline checks read it to confirm that every synthetic call was stored as it ha
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from typing import Any
 
 from aiohttp import web
 
 from server.api import path_uuid, require_admin
 from server.appkeys import DATABASE, RECORDINGS
+from server.body import bad
 from server.errors import ApiError
 from server.playback import NO_STORE, recording_json
-from storage.calls import CallEvent, CallRecord
+from server.query import Query, decode_cursor, encode_cursor
+from storage.calls import CallEvent, CallFilter, CallRecord, ListedCall
 
 
 def _ms(record: CallRecord, start: str, end: str) -> int | None:
@@ -110,5 +114,64 @@ async def get_call(request: web.Request) -> web.Response:
     return web.json_response(body, headers=NO_STORE)
 
 
+OUTCOMES = ("answered", "missed", "abandoned", "no_answer")
+_LIST_PARAMETERS = frozenset(
+    {"from", "to", "button_id", "agent_id", "outcome", "has_recording", "rating", "q", "limit", "cursor"}
+)
+
+
+def call_filter(query: Query) -> CallFilter:
+    """The calls view's filters from a query string (shared by the list and the statistics)."""
+    return CallFilter(
+        since=query.moment("from"),
+        until=query.moment("to", end_of_day=True),
+        button_id=query.ident("button_id"),
+        agent_id=query.ident("agent_id"),
+        outcome=query.choice("outcome", OUTCOMES),
+        has_recording=query.boolean("has_recording"),
+        rating=query.integer("rating", 1, 5),
+        search=query.text("q", 320),
+    )
+
+
+def listed_json(listed: ListedCall) -> dict[str, Any]:
+    record = listed.call
+    return {
+        **call_json(record),
+        "direction": record.direction,
+        "visitor": {"name": record.visitor_name, "email": record.visitor_email, "phone": record.visitor_phone},
+        "rating": record.rating,
+        "has_recording": listed.has_recording,
+    }
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    """``GET /api/v1/calls``: the organisation's calls, newest first, filtered, a keyset page at a
+    time (``next_cursor`` asks for the next)."""
+    session = await require_admin(request)
+    query = Query(request, _LIST_PARAMETERS)
+    filters = call_filter(query)
+    limit = query.integer("limit", 1, 200, default=50) or 50
+    cursor = decode_cursor(query.text("cursor", 200), 2)
+    after = None
+    if cursor is not None:
+        try:
+            after = (datetime.datetime.fromisoformat(cursor[0]), uuid.UUID(cursor[1]))
+        except ValueError:
+            raise bad("parameter 'cursor' is not one this server gave") from None
+    page = await request.app[DATABASE].call_search.page(
+        session.user.organisation_id, filters, limit=limit + 1, after=after
+    )
+    more = len(page) > limit
+    page = page[:limit]
+    last = page[-1].call if page else None
+    body = {
+        "calls": [listed_json(item) for item in page],
+        "next_cursor": encode_cursor(last.created_at, last.id) if more and last is not None else None,
+    }
+    return web.json_response(body, headers=NO_STORE)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/calls", list_calls)
     app.router.add_get("/api/v1/calls/{call_id}", get_call)

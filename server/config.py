@@ -132,6 +132,12 @@ VARIABLES: tuple[Variable, ...] = (
         "them is counted (rate limits, audit log) under the client address it gives in "
         "`X-Forwarded-For`. Empty: the connecting address is the client's.",
     ),
+    Variable(
+        "CALLBUTTON_WEBHOOK_RETRY_SECONDS",
+        "10",
+        "Seconds before a failed webhook delivery is tried again; each further retry waits twice as "
+        "long (at most an hour), 20 attempts in all.",
+    ),
     Variable("CALLBUTTON_LOG_FORMAT", "console", "`console` (human-readable) or `json`."),
     Variable("CALLBUTTON_LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`."),
 )
@@ -163,6 +169,7 @@ class Settings:
     login_rate_per_address: float = 30.0
     login_rate_per_account: float = 5.0
     trusted_proxies: tuple[str, ...] = ()
+    webhook_retry_seconds: float = 10.0
     log_format: str = "console"
     log_level: str = "info"
 
@@ -213,6 +220,7 @@ class Settings:
                 get("CALLBUTTON_LOGIN_RATE_PER_ACCOUNT"), "CALLBUTTON_LOGIN_RATE_PER_ACCOUNT", "attempts a minute"
             ),
             trusted_proxies=_addresses(get("CALLBUTTON_TRUSTED_PROXIES"), "CALLBUTTON_TRUSTED_PROXIES"),
+            webhook_retry_seconds=_float(get("CALLBUTTON_WEBHOOK_RETRY_SECONDS"), "CALLBUTTON_WEBHOOK_RETRY_SECONDS"),
             log_format=_choice(get("CALLBUTTON_LOG_FORMAT"), "CALLBUTTON_LOG_FORMAT", ("console", "json")),
             log_level=_choice(
                 get("CALLBUTTON_LOG_LEVEL"), "CALLBUTTON_LOG_LEVEL", ("debug", "info", "warning", "error")

@@ -27,6 +27,9 @@ LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"
 TASK_FAILED = "task.failed"
 SESSION_CHECK_FAILED = "auth.session_check_failed"
+WEBHOOK_DELIVERED = "webhook.delivered"
+WEBHOOK_FAILED = "webhook.failed"
+WEBHOOK_CLAIM_FAILED = "webhook.outbox_failed"
 
 
 def configure(level: str = "info", fmt: str = "console") -> None:

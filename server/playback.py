@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from media.recording_file import RecordingFormatError, StereoWav, whole_pages
-from server.api import path_uuid, require_admin
+from server.api import actor, path_uuid, require_admin
 from server.appkeys import DATABASE, RECORDINGS
 from server.clients import client_address
 from server.errors import ApiError
@@ -68,6 +68,12 @@ class Renderings:
                 raise ApiError(500, "unplayable", f"the recording cannot be played: {exc}") from None
         self._put(record.id, len(plaintext), wav)
         return wav
+
+    def forget(self, key: uuid.UUID) -> None:
+        """Drop a recording's rendering (it was deleted)."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[1]
 
     def _put(self, key: uuid.UUID, size: int, wav: StereoWav) -> None:
         if size > self._max_bytes:
@@ -137,7 +143,7 @@ async def _audit(request: web.Request, session: Session, record: RecordingRecord
         action=action,
         object_type="recording",
         object_id=record.id,
-        actor_id=session.user.id,
+        actor_id=actor(session),
         address=client_address(request),
         user_agent=request.headers.get("User-Agent"),
     )
@@ -158,6 +164,8 @@ async def play(request: web.Request) -> web.StreamResponse:
     """The stereo rendering (visitor left, agent right) as WAV, with byte ranges for seeking."""
     session = await require_admin(request)
     record = await _recording(request, session)
+    if record.state == "deleted":
+        raise ApiError(410, "deleted", "this recording was deleted")
     if request.method == "GET":
         await _audit(request, session, record, "recording.play")
     wav = await request.app[RENDERINGS].get(request.app[RECORDINGS], record)
@@ -220,9 +228,25 @@ async def download(request: web.Request) -> web.Response:
     return web.Response(body=plaintext, content_type="audio/ogg", headers=headers)
 
 
+async def delete(request: web.Request) -> web.Response:
+    """Delete a recording for good: its key is destroyed (so every copy, backups included, is
+    unreadable) and its file removed; the call keeps its row and says a recording was deleted."""
+    session = await require_admin(request)
+    record = await _recording(request, session)
+    if record.state == "recording":
+        raise ApiError(409, "recording", "the call is still being recorded; delete it once the call has ended")
+    deleted = await request.app[RECORDINGS].delete(record.organisation_id, record.id)
+    if deleted is None:
+        raise ApiError(410, "deleted", "this recording was deleted already")
+    request.app[RENDERINGS].forget(record.id)
+    await _audit(request, session, record, "recording.delete")
+    return web.json_response({"recording": recording_json(deleted)}, headers=NO_STORE)
+
+
 def add_routes(app: web.Application) -> None:
     app[RENDERINGS] = Renderings()
     app.router.add_get("/api/v1/recordings", list_recordings)
     app.router.add_get("/api/v1/recordings/{recording_id}", get_recording)
+    app.router.add_delete("/api/v1/recordings/{recording_id}", delete)
     app.router.add_get("/api/v1/recordings/{recording_id}/audio", play)
     app.router.add_get("/api/v1/recordings/{recording_id}/file", download)

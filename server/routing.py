@@ -92,6 +92,8 @@ def check_visitor_form(form_fields: dict[str, str], answers: dict[str, str] | No
             continue
         if name == "email" and not _EMAIL.match(value):
             raise ProtocolError("bad_message", "the email address is not valid", "call")
+        if name == "email":
+            value = value.lower()  # one caller, however they type it: earlier calls and search match
         if name == "phone" and not _PHONE.match(value):
             raise ProtocolError("bad_message", "the phone number is not valid", "call")
         kept[name] = value

@@ -43,6 +43,8 @@ class Session:
     created_at: datetime.datetime
     last_seen_at: datetime.datetime
     expires_at: datetime.datetime
+    #: Set when the caller authenticated with an API token rather than a login.
+    token_id: uuid.UUID | None = None
 
 
 _USER_COLUMNS = (

@@ -8,6 +8,7 @@ time and the funnel are queries over stored facts.
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -296,3 +297,214 @@ class CallStore:
                 )
                 await webhooks.emit(conn, row["organisation_id"], "call.ended", row["id"], webhooks.call_data(row))
         return [r["id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """What the calls view narrows calls to; every field optional."""
+
+    since: datetime.datetime | None = None
+    until: datetime.datetime | None = None
+    button_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
+    outcome: str | None = None  # answered, missed, abandoned, no_answer
+    has_recording: bool | None = None
+    rating: int | None = None
+    #: An email (exact, any case), a phone number (its digits), or the start of a name.
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class ListedCall:
+    call: CallRecord
+    has_recording: bool
+
+
+@dataclass(frozen=True)
+class StatsRow:
+    """Figures for one group (a day, an agent, a button; ``key`` None for the whole period)."""
+
+    key: str | None
+    attempted: int
+    answered: int
+    missed: int
+    abandoned: int
+    no_answer: int
+    wait_avg_ms: float | None
+    wait_p90_ms: float | None
+    talk_avg_ms: float | None
+    talk_p90_ms: float | None
+
+    @property
+    def answer_rate(self) -> float | None:
+        return None if self.attempted == 0 else self.answered / self.attempted
+
+
+_PHONE_NOISE = re.compile(r"[^0-9+]")
+_HAS_RECORDING = "EXISTS (SELECT 1 FROM recordings r WHERE r.call_id = c.id AND r.state <> 'deleted')"
+_ALIASED = ", ".join("c." + name.strip() for name in _CALL_COLUMNS.split(","))
+
+
+def _where(organisation_id: uuid.UUID, f: CallFilter) -> tuple[list[str], list[Any]]:
+    """SQL conditions on ``calls c`` for ``f``, with their arguments ($1 is the organisation)."""
+    args: list[Any] = [organisation_id]
+    conditions = ["c.organisation_id = $1"]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if f.since is not None:
+        conditions.append(f"c.created_at >= {arg(f.since)}")
+    if f.until is not None:
+        conditions.append(f"c.created_at < {arg(f.until)}")
+    if f.button_id is not None:
+        conditions.append(f"c.button_id = {arg(f.button_id)}")
+    if f.agent_id is not None:
+        conditions.append(f"c.agent_id = {arg(f.agent_id)}")
+    if f.outcome is not None:
+        conditions.append(f"c.outcome = {arg(f.outcome)}")
+    if f.has_recording is not None:
+        conditions.append(_HAS_RECORDING if f.has_recording else f"NOT {_HAS_RECORDING}")
+    if f.rating is not None:
+        conditions.append(f"c.rating = {arg(f.rating)}")
+    if f.search:
+        text = f.search.strip()
+        digits = _PHONE_NOISE.sub("", text)
+        if "@" in text:
+            conditions.append(f"lower(c.visitor_email) = {arg(text.lower())} AND c.visitor_email IS NOT NULL")
+        elif len(digits) >= 3 and len(digits) >= len(text.replace(" ", "")) - 4:
+            conditions.append(
+                f"regexp_replace(c.visitor_phone, '[^0-9+]', '', 'g') = {arg(digits)} AND c.visitor_phone IS NOT NULL"
+            )
+        else:
+            pattern = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conditions.append(f"lower(c.visitor_name) LIKE {arg(pattern)} AND c.visitor_name IS NOT NULL")
+    return conditions, args
+
+
+class CallSearch:
+    """The admin's calls view and statistics (read-only queries over ``calls``)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def page(
+        self,
+        organisation_id: uuid.UUID,
+        filters: CallFilter,
+        *,
+        limit: int = 50,
+        after: tuple[datetime.datetime, uuid.UUID] | None = None,
+    ) -> list[ListedCall]:
+        """Calls newest first, ``limit`` of them after the (created_at, id) of the previous page's
+        last call: a keyset page, as fast on the millionth call as on the first."""
+        conditions, args = _where(organisation_id, filters)
+        if after is not None:
+            args.extend(after)
+            conditions.append(f"(c.created_at, c.id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit)
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_ALIASED}, {_HAS_RECORDING} AS has_recording
+            FROM calls c WHERE {" AND ".join(conditions)}
+            ORDER BY c.created_at DESC, c.id DESC LIMIT ${len(args)}
+            """,
+            *args,
+        )
+        return [
+            ListedCall(call=CallRecord(**{k: v for k, v in dict(r).items() if k != "has_recording"}),
+                       has_recording=r["has_recording"])
+            for r in rows
+        ]  # fmt: skip
+
+    async def offset_page(self, organisation_id: uuid.UUID, filters: CallFilter, *, limit: int, offset: int) -> int:
+        """The same page by OFFSET, for the benchmark's comparison only; returns the row count."""
+        conditions, args = _where(organisation_id, filters)
+        args.extend([limit, offset])
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_ALIASED}, {_HAS_RECORDING} AS has_recording
+            FROM calls c WHERE {" AND ".join(conditions)}
+            ORDER BY c.created_at DESC, c.id DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}
+            """,
+            *args,
+        )
+        return len(rows)
+
+    async def stats(
+        self,
+        organisation_id: uuid.UUID,
+        filters: CallFilter,
+        *,
+        group: str,
+        time_zone: str = "UTC",
+    ) -> list[StatsRow]:
+        """Ended calls of the period by ``group``: ``total``, ``day`` (in ``time_zone``), ``button``
+        or ``agent``. Wait is from the call's start to its answer (answered calls); talk from the
+        answer to the end. For agents, ``attempted`` counts the calls that rang the agent and
+        ``missed`` those it did not answer; abandoned and no-answer are per call, not per agent."""
+        conditions, args = _where(organisation_id, filters)
+        conditions.append("c.state = 'ended'")
+        figures = """
+            count(*) FILTER (WHERE c.outcome = 'answered') AS answered,
+            count(*) FILTER (WHERE c.outcome = 'abandoned') AS abandoned,
+            count(*) FILTER (WHERE c.outcome = 'no_answer') AS no_answer,
+            count(*) FILTER (WHERE c.outcome = 'missed') AS missed,
+            avg(extract(epoch FROM c.answered_at - c.created_at) * 1000)::float8 AS wait_avg_ms,
+            percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM c.answered_at - c.created_at) * 1000)
+                FILTER (WHERE c.answered_at IS NOT NULL) AS wait_p90_ms,
+            avg(extract(epoch FROM c.ended_at - c.answered_at) * 1000)::float8 AS talk_avg_ms,
+            percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM c.ended_at - c.answered_at) * 1000)
+                FILTER (WHERE c.answered_at IS NOT NULL) AS talk_p90_ms
+        """
+        where = " AND ".join(conditions)
+        if group == "agent":
+            return await self._agent_stats(where, args)
+        if group == "day":
+            args.append(time_zone)
+            key = f"to_char(c.created_at AT TIME ZONE ${len(args)}, 'YYYY-MM-DD')"
+        elif group == "button":
+            key = "c.button_id::text"
+        elif group == "total":
+            key = "NULL::text"
+        else:
+            raise ValueError(f"unknown group {group!r}")
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {key} AS key, count(*) AS attempted, {figures}
+            FROM calls c WHERE {where} GROUP BY 1 ORDER BY 1
+            """,
+            *args,
+        )
+        return [StatsRow(**dict(r)) for r in rows]
+
+    async def _agent_stats(self, where: str, args: list[Any]) -> list[StatsRow]:
+        rows = await self._pool.fetch(
+            f"""
+            WITH period AS (SELECT c.* FROM calls c WHERE {where}),
+            offered AS (
+                SELECT DISTINCT e.agent_id, e.call_id FROM call_events e JOIN period p ON p.id = e.call_id
+                WHERE e.kind = 'agent_rung' AND e.agent_id IS NOT NULL
+                UNION
+                SELECT p.agent_id, p.id FROM period p WHERE p.agent_id IS NOT NULL
+            )
+            SELECT o.agent_id::text AS key,
+                   count(*) AS attempted,
+                   count(*) FILTER (WHERE p.agent_id = o.agent_id) AS answered,
+                   count(*) FILTER (WHERE p.agent_id IS DISTINCT FROM o.agent_id) AS missed,
+                   0 AS abandoned, 0 AS no_answer,
+                   (avg(extract(epoch FROM p.answered_at - p.created_at) * 1000)
+                       FILTER (WHERE p.agent_id = o.agent_id))::float8 AS wait_avg_ms,
+                   percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM p.answered_at - p.created_at) * 1000)
+                       FILTER (WHERE p.agent_id = o.agent_id) AS wait_p90_ms,
+                   (avg(extract(epoch FROM p.ended_at - p.answered_at) * 1000)
+                       FILTER (WHERE p.agent_id = o.agent_id))::float8 AS talk_avg_ms,
+                   percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM p.ended_at - p.answered_at) * 1000)
+                       FILTER (WHERE p.agent_id = o.agent_id) AS talk_p90_ms
+            FROM offered o JOIN period p ON p.id = o.call_id
+            GROUP BY o.agent_id ORDER BY 1
+            """,
+            *args,
+        )
+        return [StatsRow(**dict(r)) for r in rows]

@@ -11,7 +11,7 @@ from storage.audit import AuditLog
 from storage.buttons import Buttons
 from storage.call_links import CallLinks
 from storage.callbacks import Callbacks
-from storage.calls import CallStore
+from storage.calls import CallSearch, CallStore
 from storage.migrations import migrate, pending
 from storage.teams import Teams
 from storage.tokens import Tokens
@@ -26,6 +26,7 @@ class Database:
         self.accounts = Accounts(pool)
         self.buttons = Buttons(pool)
         self.calls = CallStore(pool)
+        self.call_search = CallSearch(pool)
         self.audit = AuditLog(pool)
         self.teams = Teams(pool)
         self.callbacks = Callbacks(pool)

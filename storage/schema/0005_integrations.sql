@@ -6,6 +6,10 @@ CREATE INDEX calls_agent_page ON calls (organisation_id, agent_id, created_at DE
 CREATE INDEX calls_outcome_page ON calls (organisation_id, outcome, created_at DESC, id DESC);
 CREATE INDEX calls_visitor_name ON calls (organisation_id, lower(visitor_name) text_pattern_ops)
     WHERE visitor_name IS NOT NULL;
+-- Phone numbers are found whatever their spacing and punctuation: by their digits and '+'.
+CREATE INDEX calls_visitor_phone_digits ON calls (organisation_id, regexp_replace(visitor_phone, '[^0-9+]', '', 'g'))
+    WHERE visitor_phone IS NOT NULL;
+CREATE INDEX calls_visitor_email_lower ON calls (organisation_id, lower(visitor_email)) WHERE visitor_email IS NOT NULL;
 DROP INDEX calls_agent;  -- calls_agent_page serves it too
 
 -- Per-organisation tokens for integrations: only the SHA-256 of a token is stored.
@@ -69,3 +73,4 @@ CREATE TABLE webhook_attempts (
     duration_ms      integer
 );
 CREATE INDEX webhook_attempts_event ON webhook_attempts (event_row, id);
+CREATE INDEX audit_log_page ON audit_log (organisation_id, id DESC);
