@@ -185,9 +185,12 @@ async def play(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         return response
     chunks: Iterator[bytes] = wav.chunks(start, end)
-    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-        await response.write(chunk)
-    await response.write_eof()
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the player went away (seeking, closing the page): nothing more to send
     return response
 
 
@@ -216,6 +219,8 @@ async def download(request: web.Request) -> web.Response:
     """The original two-channel file, decrypted (stream 0 visitor, stream 1 agent)."""
     session = await require_admin(request)
     record = await _recording(request, session)
+    if record.state == "deleted":
+        raise ApiError(410, "deleted", "this recording was deleted")
     if request.method == "HEAD":
         return web.Response(headers={**NO_STORE, "Content-Type": "audio/ogg"})
     await _audit(request, session, record, "recording.download")
