@@ -48,7 +48,13 @@ async def test_another_organisations_admin_gets_404_from_every_route_and_changes
         a.organisation_id, button_id=a.button_id, call_id=None, name="Ada", email="ada@example.test", phone=None,
         note=None, reason="visitor",
     )  # fmt: skip
+    _, a_token = await database.tokens.create(a.organisation_id, name="A's CRM", created_by=None)
+    a_hook = await database.webhooks.create(
+        a.organisation_id, url="http://127.0.0.1:9/hooks", events=["call.ended"], description=None
+    )
     ids = {
+        "tokens": a_token.id,
+        "webhooks": a_hook.id,
         "users": a.agent_id,
         "teams": team.id,
         "buttons": a.button_id,
@@ -77,7 +83,24 @@ async def test_another_organisations_admin_gets_404_from_every_route_and_changes
         status, body = await call_api(method, url, cookie=cookie, origin=server.url, json=bodies[method])
         assert status == 404, (method, template, status, body)
         tried.add((method, template))
-    assert len(tried) >= 15, tried  # every templated route, whatever it is
+    assert len(tried) >= 20, tried  # every templated route, whatever it is
+
+    # And with B's API token: refused too (404 on admin routes; 401 on the agents' routes, which
+    # take no token).
+    status, created = await call_api(
+        "POST", f"{server.url}/api/v1/tokens", cookie=cookie, origin=server.url, json={"name": "B's CRM"}
+    )
+    assert status == 201
+    async with aiohttp.ClientSession() as http:
+        for method, template in sorted(tried):
+            collection = template.split("/")[3]
+            param = template[template.index("{") + 1 : template.index("}")]
+            url = server.url + template.replace("{" + param + "}", str(ids[collection]))
+            async with http.request(
+                method, url, json=bodies[method], headers={"Authorization": f"Bearer {created['secret']}"}
+            ) as response:
+                expected = 401 if template.endswith(("/notes", "/done")) else 404
+                assert response.status == expected, (method, template, response.status, await response.text())
 
     # Ids of A inside B's own requests are refused too.
     status, _ = await call_api(
@@ -108,7 +131,8 @@ async def test_another_organisations_admin_gets_404_from_every_route_and_changes
     assert status == 400
     # Lists hold only B's own.
     for collection, key in (("users", "users"), ("teams", "teams"), ("buttons", "buttons"), ("callbacks", "callbacks"),
-                            ("recordings", "recordings")):  # fmt: skip
+                            ("recordings", "recordings"), ("tokens", "tokens"), ("webhooks", "webhooks"),
+                            ("calls", "calls")):  # fmt: skip
         status, body = await call_api("GET", f"{server.url}/api/v1/{collection}", cookie=cookie)
         assert status == 200
         listed = {item["id"] for item in body[key]}
@@ -126,6 +150,8 @@ async def test_another_organisations_admin_gets_404_from_every_route_and_changes
     kept_callback = await database.callbacks.get(a.organisation_id, callback.id)
     assert kept_callback is not None and kept_callback.state == "open"
     assert await server.runner.app[RECORDINGS].get(a.organisation_id, recording.id) is not None
+    assert [t.revoked_at for t in await database.tokens.all(a.organisation_id)] == [None]
+    assert await database.webhooks.get(a.organisation_id, a_hook.id) == a_hook
 
 
 async def test_agents_cannot_use_admin_routes_and_cross_site_requests_are_refused(
