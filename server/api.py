@@ -148,8 +148,19 @@ async def logout(request: web.Request) -> web.Response:
     cookie = CookiePolicy.for_origin(settings.origin)
     token = request.cookies.get(cookie.name)
     if token:
+        session = await request.app[SESSIONS].lookup(token)
         await request.app[SESSIONS].logout(token)
         request.app[ROSTER].close_sockets(CLOSE_SESSION_ENDED, "logged out", session=token)
+        if session is not None:
+            await request.app[DATABASE].audit.add(
+                organisation_id=session.user.organisation_id,
+                actor_id=session.user.id,
+                action="session.logout",
+                object_type="user",
+                object_id=session.user.id,
+                address=client_address(request),
+                user_agent=request.headers.get("User-Agent"),
+            )
     response = web.Response(status=204)
     cookie.clear(response)
     return response

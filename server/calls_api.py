@@ -120,11 +120,12 @@ _LIST_PARAMETERS = frozenset(
 )
 
 
-def call_filter(query: Query) -> CallFilter:
-    """The calls view's filters from a query string (shared by the list and the statistics)."""
+def call_filter(query: Query, time_zone: str = "UTC") -> CallFilter:
+    """The calls view's filters from a query string (shared by the list and the statistics); dates
+    are days in ``time_zone``."""
     return CallFilter(
-        since=query.moment("from"),
-        until=query.moment("to", end_of_day=True),
+        since=query.moment("from", zone=time_zone),
+        until=query.moment("to", end_of_day=True, zone=time_zone),
         button_id=query.ident("button_id"),
         agent_id=query.ident("agent_id"),
         outcome=query.choice("outcome", OUTCOMES),

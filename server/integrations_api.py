@@ -139,12 +139,13 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 async def create_webhook(request: web.Request) -> web.Response:
     session = await require_admin(request)
-    changes = _changes(await body.read(request, _WEBHOOK_FIELDS - {"enabled"}), creating=True)
+    changes = _changes(await body.read(request, _WEBHOOK_FIELDS), creating=True)
     endpoint = await request.app[DATABASE].webhooks.create(
         session.user.organisation_id,
         url=changes["url"],
         events=changes["events"],
         description=changes.get("description"),
+        enabled=changes.get("enabled", True),
     )
     await _audit(request, session, "webhook.create", "webhook", endpoint.id)
     return web.json_response({"webhook": endpoint_json(endpoint)}, status=201, headers=NO_STORE)

@@ -93,11 +93,16 @@ class Renderings:
 RENDERINGS = web.AppKey("renderings", Renderings)
 
 
-async def _plaintext(store: RecordingStore, record: RecordingRecord) -> bytes:
+def _playable(record: RecordingRecord) -> None:
+    """Refuse a recording that cannot be heard (before anything is audited as heard)."""
     if record.state == "recording":
         raise ApiError(409, "recording", "the call is still being recorded")
     if record.state == "deleted":
         raise ApiError(410, "deleted", "this recording was deleted")
+
+
+async def _plaintext(store: RecordingStore, record: RecordingRecord) -> bytes:
+    _playable(record)
     key = await store.key(record)
     path = store.path(record.organisation_id, record.id)
     # A recording cut short by a crash plays up to its last complete segment (run `recording recover`
@@ -164,9 +169,10 @@ async def play(request: web.Request) -> web.StreamResponse:
     """The stereo rendering (visitor left, agent right) as WAV, with byte ranges for seeking."""
     session = await require_admin(request)
     record = await _recording(request, session)
-    if record.state == "deleted":
-        raise ApiError(410, "deleted", "this recording was deleted")
-    if request.method == "GET":
+    _playable(record)
+    wanted_from_start = request.headers.get("Range", "bytes=0-").replace(" ", "").startswith("bytes=0-")
+    if request.method == "GET" and wanted_from_start:
+        # One entry per playback: a player's later range requests (seeking) are the same listening.
         await _audit(request, session, record, "recording.play")
     wav = await request.app[RENDERINGS].get(request.app[RECORDINGS], record)
     etag = f'"{record.id.hex}-{(record.ciphertext_sha256 or b"").hex()[:16]}"'
@@ -219,8 +225,7 @@ async def download(request: web.Request) -> web.Response:
     """The original two-channel file, decrypted (stream 0 visitor, stream 1 agent)."""
     session = await require_admin(request)
     record = await _recording(request, session)
-    if record.state == "deleted":
-        raise ApiError(410, "deleted", "this recording was deleted")
+    _playable(record)
     if request.method == "HEAD":
         return web.Response(headers={**NO_STORE, "Content-Type": "audio/ogg"})
     await _audit(request, session, record, "recording.download")

@@ -30,17 +30,18 @@ class Query:
             raise bad(f"parameter {name!r} is longer than {max_chars} characters")
         return value.strip()
 
-    def moment(self, name: str, *, end_of_day: bool = False) -> datetime.datetime | None:
-        """A date (``2026-11-28``: its start, or with ``end_of_day`` the next day's start) or an
-        ISO 8601 time; without a zone, UTC."""
+    def moment(self, name: str, *, end_of_day: bool = False, zone: str = "UTC") -> datetime.datetime | None:
+        """A date (``2026-11-28``: its start in ``zone``, or with ``end_of_day`` the next day's
+        start) or an ISO 8601 time; a time without a zone is in UTC."""
         value = self.text(name, 40)
         if value is None:
             return None
         try:
             if len(value) == 10:
                 day = datetime.date.fromisoformat(value)
-                moment = datetime.datetime.combine(day, datetime.time(), datetime.UTC)
-                return moment + datetime.timedelta(days=1) if end_of_day else moment
+                if end_of_day:
+                    day += datetime.timedelta(days=1)
+                return datetime.datetime.combine(day, datetime.time(), zoneinfo.ZoneInfo(zone))
             parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise bad(f"parameter {name!r} must be a date (2026-11-28) or a time (2026-11-28T09:30:00Z)") from None

@@ -48,9 +48,9 @@ def row_json(row: StatsRow) -> dict[str, Any]:
 async def _figures(request: web.Request) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     session = await require_admin(request)
     query = Query(request, _STATS_PARAMETERS)
-    filters = call_filter(query)
-    group = query.choice("group", GROUPS, default="day") or "day"
     time_zone = query.time_zone("tz")
+    filters = call_filter(query, time_zone)
+    group = query.choice("group", GROUPS, default="day") or "day"
     search = request.app[DATABASE].call_search
     organisation_id = session.user.organisation_id
     rows = await search.stats(organisation_id, filters, group=group, time_zone=time_zone)

@@ -66,15 +66,28 @@ class Sender:
         self._max_retry = max_retry_seconds
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._stopping = asyncio.Event()
+        #: Rows claimed and not yet settled: released at stop, so that the next process need not
+        #: wait out their lease.
+        self._in_flight: set[int] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="webhook-sender")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Finish the deliveries under way (for at most ``grace`` seconds), then stop; events claimed
+        and not delivered are due again at once, for whichever process runs next."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._in_flight:
+            with contextlib.suppress(Exception):
+                await self._store.release(sorted(self._in_flight))
         if self._http is not None:
             await self._http.close()
 
@@ -82,18 +95,20 @@ class Sender:
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS), headers={"User-Agent": USER_AGENT}
         )
-        while True:
+        while not self._stopping.is_set():
             try:
                 due = await self._store.claim(LEASE)
             except Exception:
                 log.warning(logs.WEBHOOK_CLAIM_FAILED, exc_info=True)
                 due = []
             if due:
+                self._in_flight.update(d.row for d in due)
                 # One endpoint's slowness must not hold up another's: each delivery runs on its own,
                 # and this round ends when all have (a call's next event waits for this one anyway).
                 await asyncio.gather(*(self._deliver(d) for d in due))
                 continue
-            await asyncio.sleep(POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), POLL_SECONDS)
 
     async def _deliver(self, delivery: Delivery) -> None:
         assert self._http is not None
@@ -117,6 +132,7 @@ class Sender:
         try:
             if status is not None and 200 <= status < 300:
                 await self._store.delivered(delivery.row, status, duration_ms)
+                self._in_flight.discard(delivery.row)
                 log.info(logs.WEBHOOK_DELIVERED, event_id=str(delivery.event_id), status=status)
                 return
             attempts = delivery.attempts + 1
@@ -125,6 +141,7 @@ class Sender:
                 delay = min(self._retry * 2 ** (attempts - 1), self._max_retry) * random.uniform(0.8, 1.2)
                 retry = datetime.timedelta(seconds=delay)
             await self._store.failed(delivery.row, status, error or f"HTTP {status}", retry, duration_ms)
+            self._in_flight.discard(delivery.row)
             log.info(
                 logs.WEBHOOK_FAILED, event_id=str(delivery.event_id), status=status, attempts=attempts,
                 given_up=retry is None,

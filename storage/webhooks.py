@@ -135,18 +135,25 @@ class Webhooks:
     # --- endpoints ----------------------------------------------------------------------------------
 
     async def create(
-        self, organisation_id: uuid.UUID, *, url: str, events: list[str], description: str | None
+        self,
+        organisation_id: uuid.UUID,
+        *,
+        url: str,
+        events: list[str],
+        description: str | None,
+        enabled: bool = True,
     ) -> Endpoint:
         row = await self._pool.fetchrow(
             f"""
-            INSERT INTO webhook_endpoints (organisation_id, url, events, secret, description)
-            VALUES ($1, $2, $3, $4, $5) RETURNING {_ENDPOINT_COLUMNS}
+            INSERT INTO webhook_endpoints (organisation_id, url, events, secret, description, enabled)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_ENDPOINT_COLUMNS}
             """,
             organisation_id,
             url,
             events,
             new_secret(),
             description,
+            enabled,
         )
         return _endpoint(row)
 
@@ -278,6 +285,14 @@ class Webhooks:
                 error[:500],
                 duration_ms,
             )
+
+    async def release(self, rows: list[int]) -> None:
+        """Give back claimed events that were not delivered (this process is stopping)."""
+        await self._pool.execute(
+            "UPDATE webhook_events SET next_attempt_at = now() WHERE id = ANY($1) AND delivered_at IS NULL "
+            "AND next_attempt_at < 'infinity'",
+            rows,
+        )
 
     async def next_due(self) -> datetime.datetime | None:
         due: datetime.datetime | None = await self._pool.fetchval(
