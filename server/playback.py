@@ -170,10 +170,6 @@ async def play(request: web.Request) -> web.StreamResponse:
     session = await require_admin(request)
     record = await _recording(request, session)
     _playable(record)
-    wanted_from_start = request.headers.get("Range", "bytes=0-").replace(" ", "").startswith("bytes=0-")
-    if request.method == "GET" and wanted_from_start:
-        # One entry per playback: a player's later range requests (seeking) are the same listening.
-        await _audit(request, session, record, "recording.play")
     wav = await request.app[RENDERINGS].get(request.app[RECORDINGS], record)
     etag = f'"{record.id.hex}-{(record.ciphertext_sha256 or b"").hex()[:16]}"'
     headers = {**NO_STORE, "Accept-Ranges": "bytes", "ETag": etag, "Content-Type": "audio/wav"}
@@ -185,6 +181,9 @@ async def play(request: web.Request) -> web.StreamResponse:
             return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{wav.size}"})
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{wav.size}"
+    if request.method == "GET" and start == 0:
+        # One entry per playback: what a player asks for later (seeking) is the same listening.
+        await _audit(request, session, record, "recording.play")
     headers["Content-Length"] = str(end - start + 1)
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)

@@ -151,7 +151,9 @@ async def test_admins_play_and_download_with_an_audit_trail_and_other_organisati
             assert (await other_listing.json())["recordings"] == []
 
     entries = await database.audit.for_object(tenant.organisation_id, record.id)
-    assert [e.action for e in entries] == ["recording.play"] * 5 + ["recording.download"]
+    # A playback is audited once, when it starts from the beginning (the whole, and the stale
+    # If-Range that got the whole); seeking within it (ranges further in) is the same listening.
+    assert [e.action for e in entries] == ["recording.play"] * 2 + ["recording.download"]
     assert all(e.address == "127.0.0.1" and e.actor_id is not None for e in entries)
     # Only the admin's requests were allowed, so only they are audited.
     assert len({e.actor_id for e in entries}) == 1
