@@ -75,8 +75,10 @@ async def test_the_pre_call_form_is_validated_and_its_answers_reach_the_agent(
         second = await visitors[1].call(visitor={"email": "ada@example.test"})
         ring = await agent.expect("ring", call_id=second)
         assert ring["visitor"]["earlier_calls"] == 1
-        row = await database.calls.get(tenant.organisation_id, uuid.UUID(second))
-        assert row is not None and (row.visitor_email, row.visitor_name, row.visitor_phone) == (
+        # The call's row is written behind the ring (call events are batched): read it once the call has ended.
+        await visitors[1].close()
+        row = await wait_for_row(database, tenant, second, "ended")
+        assert (row.visitor_email, row.visitor_name, row.visitor_phone) == (
             "ada@example.test",
             None,
             None,
