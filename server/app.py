@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import uuid
@@ -20,7 +21,9 @@ from server import (
     api,
     calls_api,
     integrations_api,
+    logs,
     playback,
+    privacy_api,
     signalling,
     stats_api,
     webhooks,
@@ -39,6 +42,7 @@ from server.routing import Switchboard
 from storage.db import Database
 from storage.keys import Keyring
 from storage.recordings import RecordingStore
+from storage.retention import Purger
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +108,17 @@ def create_app(
 
     app.on_startup.append(start_sender)
     app.on_cleanup.append(stop_sender)
+    if settings.purge_interval > 0:
+        purge = PurgeSchedule(Purger(database.pool, recordings, pause=0.01), settings.purge_interval)
+
+        async def start_purge(app: web.Application) -> None:
+            purge.start()
+
+        async def stop_purge(app: web.Application) -> None:
+            await purge.stop()
+
+        app.on_startup.append(start_purge)
+        app.on_cleanup.append(stop_purge)
     app.router.add_get("/ws/v1/visitor", signalling.visitor_socket)
     app.router.add_get("/ws/v1/agent", signalling.agent_socket)
     api.add_routes(app)
@@ -114,8 +129,38 @@ def create_app(
     integrations_api.add_routes(app)
     playback.add_routes(app)
     calls_api.add_routes(app)
+    privacy_api.add_routes(app)
     pages.add_routes(app)
     return app
+
+
+class PurgeSchedule:
+    """The retention purge, run every ``interval`` seconds inside the server (first a minute after
+    start). A failed run is logged and tried again at the next interval; nothing is half deleted,
+    since every batch is its own transaction."""
+
+    def __init__(self, purger: Purger, interval: float) -> None:
+        self._purger = purger
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(min(60.0, self._interval))
+        while True:
+            try:
+                await self._purger.run()
+            except Exception:
+                log.exception(logs.TASK_FAILED, task="retention purge")
+            await asyncio.sleep(self._interval)
 
 
 class Directory:
@@ -189,7 +234,7 @@ async def start(settings: Settings, database: Database, *, demo: bool = False) -
     settings = settings.with_port(sock.getsockname()[1])
     tenant = None
     try:
-        keyring = Keyring(database.pool, load_master_key(settings))
+        keyring = Keyring(database.keystore_pool, load_master_key(settings))
         await keyring.check_master_key()
         recordings = RecordingStore(database.pool, keyring, settings.recordings_root)
         await recover_interrupted(database, recordings)

@@ -1,8 +1,10 @@
 """The ``callbutton`` command.
 
 ``serve`` runs the server (migrating first); ``migrate`` only migrates; ``create-org``,
-``create-admin``, ``create-agent`` and ``create-button`` bootstrap a tenant without a UI; ``config``
-prints the configuration table. With no ``CALLBUTTON_DATABASE_URL`` every command uses the local
+``create-admin``, ``create-agent`` and ``create-button`` bootstrap a tenant without a UI; ``purge``
+runs the retention purge (``--dry-run`` lists what would go); ``terminate-org`` deletes an
+organisation with its keys and files; ``config`` prints the configuration table. With no
+``CALLBUTTON_DATABASE_URL`` every command uses the local
 Postgres cluster under ``CALLBUTTON_DATA_DIR``, starting it when needed.
 """
 
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
+import json
 import signal
 import sys
 import uuid
@@ -26,10 +29,12 @@ from server.app import start
 from server.config import ConfigError, Settings, markdown_table
 from server.origins import OriginError, normalise_origin
 from storage.accounts import DuplicateEmail
-from storage.db import Database
+from storage.db import Database, KeystoreError
 from storage.keys import KeyringError
 from storage.localpg import LOCAL_POSTGRES, LocalPostgres, LocalPostgresError
 from storage.migrations import MigrationError
+from storage.retention import HeldError, Purger
+from storage.subjects import SubjectError, terminate
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +57,7 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIte
             directory=str(local.directory.resolve()),
         )
     try:
-        database = await Database.connect(dsn)
+        database = await Database.connect(dsn, keystore_dsn=settings.keystore_url or None)
     except Exception:
         if local is not None:
             await asyncio.to_thread(local.stop)
@@ -156,6 +161,42 @@ async def create_button(
         print(f'  <script src="{settings.origin}/widget.js" data-button="{button.public_key}" async></script>')
 
 
+async def purge(settings: Settings, *, dry_run: bool, organisation: str | None) -> None:
+    org_id = _uuid(organisation, "--org") if organisation else None
+    async with open_database(settings) as database:
+        store = recording_tools.store_for(settings, database)
+        reports = await Purger(database.pool, store).run(organisation_id=org_id, dry_run=dry_run)
+    for report in reports:
+        due = ", ".join(f"{category} {count}" for category, count in report.counts.items())
+        held = ", ".join(f"{category} {count}" for category, count in report.held.items() if count)
+        verb = "would delete" if dry_run else "deleted"
+        line = f"{report.organisation_id}: {verb} {due}"
+        if held:
+            line += f"; kept under legal hold: {held}"
+        if report.receipt is not None:
+            line += f"; receipt {report.receipt.id}"
+        print(line)
+
+
+async def terminate_organisation(settings: Settings, organisation: str, confirm: str, output: Path | None) -> None:
+    org_id = _uuid(organisation, "--org")
+    async with open_database(settings) as database:
+        found = await database.accounts.organisation(org_id)
+        if found is None:
+            raise CliError(f"no organisation {org_id}")
+        if found.name != confirm:
+            raise CliError(f"--confirm must be the organisation's name exactly ({found.name!r})")
+        store = recording_tools.store_for(settings, database)
+        try:
+            receipt = await terminate(database.pool, store, org_id, None)
+        except (HeldError, SubjectError) as exc:
+            raise CliError(str(exc)) from None
+    document = json.dumps(receipt.document(), indent=2)
+    if output is not None:
+        await asyncio.to_thread(output.write_text, document + "\n", encoding="utf-8")
+    print(document)
+
+
 def _uuid(value: str, flag: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -212,6 +253,15 @@ def parser() -> argparse.ArgumentParser:
     decrypt.add_argument("--partial", action="store_true", help="write what survived of a truncated recording")
     recover = rsub.add_parser("recover", help="complete a recording cut short by a crash (marked truncated)")
     recover.add_argument("target", metavar="ID|FILE")
+
+    pg = sub.add_parser("purge", help="delete what the retention policies say is due (with receipts)")
+    pg.add_argument("--dry-run", action="store_true", help="only list what would go, per organisation and category")
+    pg.add_argument("--org", help="only this organisation (id)")
+
+    t = sub.add_parser("terminate-org", help="delete everything of an organisation, keys and files included")
+    t.add_argument("--org", required=True, help="organisation id")
+    t.add_argument("--confirm", required=True, help="the organisation's name, exactly")
+    t.add_argument("-o", "--receipt", type=Path, help="also write the deletion receipt (JSON) to this file")
 
     sub.add_parser(
         "loadtest", add_help=False, help="drive synthetic calls through a deployment (callbutton loadtest --help)"
@@ -275,11 +325,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif args.command == "recording":
             return asyncio.run(_recording(settings, args))
+        elif args.command == "purge":
+            asyncio.run(purge(settings, dry_run=args.dry_run, organisation=args.org))
+        elif args.command == "terminate-org":
+            asyncio.run(terminate_organisation(settings, args.org, args.confirm, args.receipt))
         elif args.command == "keys" and args.action == "generate":
             return recording_tools.generate(args.output)
         elif args.command == "keys":
             return asyncio.run(_rotate(settings, args.new_master_key_file))
-    except (ConfigError, CliError, LocalPostgresError, MigrationError, KeyringError, recording_tools.ToolError) as exc:
+    except (
+        ConfigError,
+        CliError,
+        LocalPostgresError,
+        MigrationError,
+        KeyringError,
+        KeystoreError,
+        recording_tools.ToolError,
+    ) as exc:
         print(f"callbutton: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

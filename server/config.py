@@ -42,6 +42,20 @@ VARIABLES: tuple[Variable, ...] = (
         "`CALLBUTTON_DATA_DIR/postgres` and started with the server.",
     ),
     Variable(
+        "CALLBUTTON_KEYSTORE_URL",
+        "",
+        "Postgres DSN of the key store, the database holding every recording key, apart from the main "
+        "one so that a restored main-database backup cannot decrypt erased recordings. Empty: database "
+        "`<main database>_keys` on the same server, created when missing. In production give it a "
+        "cluster and a backup schedule of its own (docs/privacy.md).",
+    ),
+    Variable(
+        "CALLBUTTON_PURGE_INTERVAL",
+        "3600",
+        "Seconds between runs of the retention purge inside the server; 0 turns the schedule off "
+        "(then run `callbutton purge` from cron).",
+    ),
+    Variable(
         "CALLBUTTON_DATA_DIR",
         "./data",
         "Folder for server state: the local Postgres cluster, recordings, a development master key.",
@@ -151,6 +165,8 @@ class Settings:
 
     env: str = "development"
     database_url: str = ""
+    keystore_url: str = ""
+    purge_interval: float = 3600.0
     data_dir: Path = Path("./data")
     recordings_dir: Path | None = None
     master_key_file: Path | None = None
@@ -192,6 +208,8 @@ class Settings:
         settings = cls(
             env=_choice(get("CALLBUTTON_ENV"), "CALLBUTTON_ENV", ("development", "production")),
             database_url=get("CALLBUTTON_DATABASE_URL"),
+            keystore_url=get("CALLBUTTON_KEYSTORE_URL"),
+            purge_interval=_float(get("CALLBUTTON_PURGE_INTERVAL"), "CALLBUTTON_PURGE_INTERVAL", "seconds", zero=True),
             data_dir=Path(get("CALLBUTTON_DATA_DIR")),
             recordings_dir=_path(get("CALLBUTTON_RECORDINGS_DIR")),
             master_key_file=_path(get("CALLBUTTON_MASTER_KEY_FILE")),
@@ -287,11 +305,13 @@ def _int(value: str, name: str, low: int, high: int) -> int:
     return number
 
 
-def _float(value: str, name: str, unit: str = "seconds") -> float:
+def _float(value: str, name: str, unit: str = "seconds", *, zero: bool = False) -> float:
     try:
         number = float(value)
     except ValueError:
         raise ConfigError(f"{name} must be a number of {unit}, got {value!r}") from None
+    if zero and number == 0:
+        return 0.0
     if not 0 < number < 10**7:
         raise ConfigError(f"{name} must be a positive number of {unit}, got {value!r}")
     return number

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import re
 import time
 import uuid
@@ -123,6 +124,9 @@ async def _recording(request: web.Request, session: Session) -> RecordingRecord:
     record = await request.app[RECORDINGS].get(session.user.organisation_id, recording_id)
     if record is None:
         raise ApiError(404, "not_found", "no such recording")
+    call = await request.app[DATABASE].calls.get(record.organisation_id, record.call_id)
+    if call is not None and call.restricted and request.method != "DELETE":
+        raise ApiError(409, "restricted", "the caller restricted the processing of their data: it cannot be played")
     return record
 
 
@@ -244,16 +248,35 @@ async def delete(request: web.Request) -> web.Response:
     record = await _recording(request, session)
     if record.state == "recording":
         raise ApiError(409, "recording", "the call is still being recorded; delete it once the call has ended")
-    deleted = await request.app[RECORDINGS].delete(record.organisation_id, record.id)
-    if deleted is None:
+    database = request.app[DATABASE]
+    if await database.retention.call_held(record.organisation_id, record.call_id):
+        raise ApiError(409, "held", "a legal hold covers this call: lift it before deleting its recording")
+    started = datetime.datetime.now(datetime.UTC)
+    destroyed = await request.app[RECORDINGS].destroy(record.organisation_id, [record.id])
+    if not destroyed.records:
         raise ApiError(410, "deleted", "this recording was deleted already")
-    request.app[RENDERINGS].forget(record.id)
+    receipt = await database.retention.write_receipt(
+        record.organisation_id,
+        kind="recording",
+        requested_by=actor(session),
+        started_at=started,
+        counts={"recordings": 1},
+        destroyed_keys={"data_keys": [str(k) for k in destroyed.keys]},
+    )
     await _audit(request, session, record, "recording.delete")
-    return web.json_response({"recording": recording_json(deleted)}, headers=NO_STORE)
+    return web.json_response(
+        {"recording": recording_json(destroyed.records[0]), "receipt": receipt.document()}, headers=NO_STORE
+    )
 
 
 def add_routes(app: web.Application) -> None:
-    app[RENDERINGS] = Renderings()
+    app[RENDERINGS] = renderings = Renderings()
+
+    def forget(recording_ids: list[uuid.UUID]) -> None:  # deleted by anyone: a purge, an erasure
+        for recording_id in recording_ids:
+            renderings.forget(recording_id)
+
+    app[RECORDINGS].on_destroyed.append(forget)
     app.router.add_get("/api/v1/recordings", list_recordings)
     app.router.add_get("/api/v1/recordings/{recording_id}", get_recording)
     app.router.add_delete("/api/v1/recordings/{recording_id}", delete)

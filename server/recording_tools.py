@@ -24,7 +24,9 @@ class ToolError(Exception):
 
 
 def store_for(settings: Settings, database: Database) -> RecordingStore:
-    return RecordingStore(database.pool, Keyring(database.pool, load_master_key(settings)), settings.recordings_root)
+    return RecordingStore(
+        database.pool, Keyring(database.keystore_pool, load_master_key(settings)), settings.recordings_root
+    )
 
 
 async def resolve(store: RecordingStore, target: str) -> tuple[RecordingRecord, Path]:
@@ -167,7 +169,7 @@ async def rotate(settings: Settings, database: Database, new_key_file: Path) -> 
     new = read_key_file(new_key_file)
     if new.id == old.id:
         raise ToolError("the new master key is the configured one; generate a new key first")
-    keyring = Keyring(database.pool, old)
+    keyring = Keyring(database.keystore_pool, old)
     await keyring.check_master_key()
     report = await keyring.rotate(new)
     print(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import webhooks
+from storage.calls import restricted_subject
 
 REASONS = ("closed", "max_wait", "no_agent", "visitor")
 
@@ -70,8 +71,10 @@ class Callbacks:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"""
-                INSERT INTO callback_requests (organisation_id, button_id, call_id, name, email, phone, note, reason)
-                VALUES ($1, $2, (SELECT id FROM calls WHERE organisation_id = $1 AND id = $3), $4, $5, $6, $7, $8)
+                INSERT INTO callback_requests
+                    (organisation_id, button_id, call_id, name, email, phone, note, reason, restricted)
+                VALUES ($1, $2, (SELECT id FROM calls WHERE organisation_id = $1 AND id = $3), $4, $5, $6, $7, $8,
+                        {restricted_subject("$1", "$5", "$6")})
                 RETURNING {_COLUMNS}
                 """,
                 organisation_id,
@@ -96,7 +99,7 @@ class Callbacks:
         rows = await self._pool.fetch(
             f"""
             SELECT {_COLUMNS} FROM callback_requests
-            WHERE organisation_id = $1 AND ($2::text IS NULL OR state = $2)
+            WHERE organisation_id = $1 AND ($2::text IS NULL OR state = $2) AND NOT restricted
             ORDER BY created_at DESC, id DESC LIMIT $3
             """,
             organisation_id,

@@ -17,7 +17,8 @@ from storage import webhooks
 
 _CALL_COLUMNS = (
     "id, organisation_id, button_id, agent_id, state, end_reason, outcome, page_url, created_at, queued_at, "
-    "answered_at, ended_at, direction, visitor_name, visitor_email, visitor_phone, rating, rating_comment, notes"
+    "answered_at, ended_at, direction, visitor_name, visitor_email, visitor_phone, rating, rating_comment, notes, "
+    "restricted"
 )
 
 # The column set on entering each state.
@@ -45,6 +46,8 @@ class CallRecord:
     rating: int | None = None
     rating_comment: str | None = None
     notes: str | None = None
+    #: a data subject's restriction covers this call: kept, but out of processing (docs/privacy.md)
+    restricted: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,14 @@ class CallEvent:
     to_state: str | None
     agent_id: uuid.UUID | None
     reason: str | None
+
+
+def restricted_subject(organisation: str, email: str, phone: str) -> str:
+    """SQL: whether an active restriction covers this email or phone (SQL expressions)."""
+    return f"""EXISTS (SELECT 1 FROM subject_restrictions s WHERE s.organisation_id = {organisation}
+        AND s.lifted_at IS NULL
+        AND ((s.subject_email IS NOT NULL AND s.subject_email = {email})
+             OR (s.subject_phone IS NOT NULL AND s.subject_phone = regexp_replace({phone}, '[^0-9]', '', 'g'))))"""
 
 
 class CallStore:
@@ -77,8 +88,8 @@ class CallStore:
             row = await conn.fetchrow(
                 f"""
                 INSERT INTO calls (id, organisation_id, button_id, state, page_url, created_at, direction,
-                                   visitor_name, visitor_email, visitor_phone)
-                VALUES ($1, $2, $3, 'created', $4, $5, $6, $7, $8, $9)
+                                   visitor_name, visitor_email, visitor_phone, restricted)
+                VALUES ($1, $2, $3, 'created', $4, $5, $6, $7, $8, $9, {restricted_subject("$2", "$8", "$9")})
                 RETURNING {_CALL_COLUMNS}
                 """,
                 call_id,
@@ -203,7 +214,7 @@ class CallStore:
             await self._pool.fetchval(
                 """
                 SELECT count(*) FROM calls
-                WHERE organisation_id = $1 AND id <> $2
+                WHERE organisation_id = $1 AND id <> $2 AND NOT restricted
                   AND ((visitor_email IS NOT NULL AND visitor_email = $3)
                        OR (visitor_phone IS NOT NULL AND visitor_phone = $4))
                 """,
@@ -348,7 +359,8 @@ _ALIASED = ", ".join("c." + name.strip() for name in _CALL_COLUMNS.split(","))
 def _where(organisation_id: uuid.UUID, f: CallFilter) -> tuple[list[str], list[Any]]:
     """SQL conditions on ``calls c`` for ``f``, with their arguments ($1 is the organisation)."""
     args: list[Any] = [organisation_id]
-    conditions = ["c.organisation_id = $1"]
+    # A restricted person's calls are kept, but left out of lists, exports and statistics.
+    conditions = ["c.organisation_id = $1", "NOT c.restricted"]
 
     def arg(value: Any) -> str:
         args.append(value)

@@ -5,7 +5,11 @@
   started with the wrong master key says so instead of failing on every recording.
 - Each organisation has one current key, stored wrapped by the master key.
 - Each recording has a fresh data key (the streaming AEAD's key material), stored wrapped by its
-  organisation's key beside the recording's row.
+  organisation's key.
+
+Both kinds of wrapped key live in the key store, a database apart from the main one
+(``storage/keystore_schema``): a backup of the main database holds no key, so a restore of one taken
+before an erasure cannot decrypt what was erased. Destroying a key is deleting its row there.
 
 Wrapping is AES-256-GCM with a random 96-bit nonce, and associated data that names what is wrapped
 (which organisation key, which recording), so a wrapped key moved to another row does not unwrap.
@@ -16,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import hashlib
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +121,7 @@ class RotationReport:
 
 
 class Keyring:
-    """Keys of every organisation, under one master key."""
+    """Keys of every organisation, under one master key, in the key store (``pool``)."""
 
     def __init__(self, pool: Any, master: MasterKey) -> None:
         self._pool = pool
@@ -126,50 +132,91 @@ class Keyring:
         return self._master.id
 
     async def check_master_key(self) -> None:
-        """Refuse to run with a master key that does not wrap this database's keys."""
+        """Refuse to run with a master key that does not wrap this key store's keys."""
         others = await self._pool.fetch(
             "SELECT DISTINCT master_key_id FROM organisation_keys WHERE retired_at IS NULL AND master_key_id <> $1",
             self._master.id,
         )
         if others:
             raise KeyringError(
-                f"the organisation keys in this database are wrapped by master key {others[0]['master_key_id']}, "
+                f"the organisation keys in the key store are wrapped by master key {others[0]['master_key_id']}, "
                 f"but the configured master key is {self._master.id}: configure the right key "
                 "(CALLBUTTON_MASTER_KEY_FILE or CALLBUTTON_MASTER_KEY)"
             )
 
-    async def new_data_key(self, conn: Any, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> DataKey:
-        """A fresh data key for a recording, wrapped by the organisation's current key.
+    async def new_data_key(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> DataKey:
+        """A fresh data key for a recording, wrapped by the organisation's current key and stored.
 
-        ``conn`` must be in a transaction, in which the caller also stores the wrapped key: the
-        organisation's key lock taken here holds until it commits, so a rotation cannot retire the
-        wrapping key in between.
+        Wrapping and storing are one transaction holding the organisation's key lock, so a rotation
+        cannot retire the wrapping key in between.
         """
-        key_id, organisation_key = await self._current_organisation_key(conn, organisation_id)
-        ikm = os.urandom(IKM_SIZE)
-        return DataKey(
-            ikm=ikm,
-            wrapped=wrap(organisation_key, ikm, _data_key_aad(recording_id)),
-            organisation_key_id=key_id,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            key_id, organisation_key = await self._current_organisation_key(conn, organisation_id)
+            ikm = os.urandom(IKM_SIZE)
+            key = DataKey(
+                ikm=ikm, wrapped=wrap(organisation_key, ikm, _data_key_aad(recording_id)), organisation_key_id=key_id
+            )
+            await conn.execute(
+                "INSERT INTO data_keys (recording_id, organisation_id, organisation_key_id, wrapped_key) "
+                "VALUES ($1, $2, $3, $4)",
+                recording_id,
+                organisation_id,
+                key_id,
+                key.wrapped,
+            )
+        return key
 
     async def data_key(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> bytes:
         """The key material of a stored recording."""
         row = await self._pool.fetchrow(
             """
-            SELECT r.wrapped_key, k.id AS key_id, k.wrapped_key AS organisation_key, k.master_key_id
-            FROM recordings r LEFT JOIN organisation_keys k ON k.id = r.organisation_key_id
-            WHERE r.organisation_id = $1 AND r.id = $2
+            SELECT d.wrapped_key, k.id AS key_id, k.wrapped_key AS organisation_key, k.master_key_id
+            FROM data_keys d JOIN organisation_keys k ON k.id = d.organisation_key_id
+            WHERE d.organisation_id = $1 AND d.recording_id = $2
             """,
             organisation_id,
             recording_id,
         )
         if row is None:
-            raise KeyringError(f"no recording {recording_id}")
-        if row["wrapped_key"] is None or row["organisation_key"] is None:
-            raise KeyringError(f"the key of recording {recording_id} has been destroyed")
+            raise KeyringError(f"the key of recording {recording_id} has been destroyed (or never existed)")
         organisation_key = self._unwrap_organisation_key(organisation_id, row["key_id"], row)
         return unwrap(organisation_key, row["wrapped_key"], _data_key_aad(recording_id))
+
+    async def destroy(self, organisation_id: uuid.UUID, recording_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Destroy the data keys of these recordings; return whose keys existed and are gone now."""
+        rows = await self._pool.fetch(
+            "DELETE FROM data_keys WHERE organisation_id = $1 AND recording_id = ANY($2::uuid[]) "
+            "RETURNING recording_id",
+            organisation_id,
+            list(recording_ids),
+        )
+        return [r["recording_id"] for r in rows]
+
+    async def destroy_organisation(self, organisation_id: uuid.UUID) -> tuple[int, list[uuid.UUID]]:
+        """Destroy every key of an organisation: (data keys destroyed, organisation key ids destroyed)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", str(organisation_id))
+            data = await conn.execute("DELETE FROM data_keys WHERE organisation_id = $1", organisation_id)
+            keys = await conn.fetch(
+                "DELETE FROM organisation_keys WHERE organisation_id = $1 RETURNING id", organisation_id
+            )
+        return int(data.split()[-1]), [r["id"] for r in keys]
+
+    async def organisation_key_ids(self, organisation_id: uuid.UUID) -> list[uuid.UUID]:
+        rows = await self._pool.fetch("SELECT id FROM organisation_keys WHERE organisation_id = $1", organisation_id)
+        return [r["id"] for r in rows]
+
+    async def data_keys_since(self, after: uuid.UUID | None, limit: int, older_than: datetime.datetime) -> list[Any]:
+        """Data keys in recording id order (for reconciling with the main database's recordings)."""
+        return list(
+            await self._pool.fetch(
+                "SELECT recording_id, organisation_id FROM data_keys "
+                "WHERE ($1::uuid IS NULL OR recording_id > $1) AND created_at < $3 ORDER BY recording_id LIMIT $2",
+                after,
+                limit,
+                older_than,
+            )
+        )
 
     async def rotate(self, new_master: MasterKey) -> RotationReport:
         """Give every organisation a new key wrapped by ``new_master``, re-wrap every data key under
@@ -199,18 +246,18 @@ class Keyring:
                 )
                 new_id, new_key = await self._create_organisation_key(conn, organisation_id, new_master)
                 for row in await conn.fetch(
-                    "SELECT id, wrapped_key, organisation_key_id FROM recordings "
-                    "WHERE organisation_id = $1 AND wrapped_key IS NOT NULL FOR UPDATE",
+                    "SELECT recording_id, wrapped_key, organisation_key_id FROM data_keys "
+                    "WHERE organisation_id = $1 FOR UPDATE",
                     organisation_id,
                 ):
                     old = old_keys.get(row["organisation_key_id"])
                     if old is None:
-                        raise KeyringError(f"recording {row['id']} is wrapped by a retired organisation key")
-                    ikm = unwrap(old, row["wrapped_key"], _data_key_aad(row["id"]))
+                        raise KeyringError(f"recording {row['recording_id']} is wrapped by a retired organisation key")
+                    ikm = unwrap(old, row["wrapped_key"], _data_key_aad(row["recording_id"]))
                     await conn.execute(
-                        "UPDATE recordings SET wrapped_key = $2, organisation_key_id = $3 WHERE id = $1",
-                        row["id"],
-                        wrap(new_key, ikm, _data_key_aad(row["id"])),
+                        "UPDATE data_keys SET wrapped_key = $2, organisation_key_id = $3 WHERE recording_id = $1",
+                        row["recording_id"],
+                        wrap(new_key, ikm, _data_key_aad(row["recording_id"])),
                         new_id,
                     )
                     rewrapped += 1
@@ -255,3 +302,32 @@ class Keyring:
                 f"not by the configured one ({self._master.id})"
             )
         return unwrap(self._master.key, row["organisation_key"], _organisation_key_aad(organisation_id, key_id))
+
+
+async def adopt_legacy_keys(keystore_pool: Any, main_pool: Any) -> int:
+    """Move keys that an older release kept in the main database (``organisation_keys`` and
+    ``recordings.wrapped_key``, before migration 0007) into the key store, then empty them
+    there. Idempotent; returns how many data keys moved."""
+    if not await main_pool.fetchval("SELECT EXISTS (SELECT 1 FROM legacy_organisation_keys)"):
+        return 0
+    organisation_keys = await main_pool.fetch(
+        "SELECT id, organisation_id, wrapped_key, master_key_id, created_at, retired_at FROM legacy_organisation_keys"
+    )
+    data_keys = await main_pool.fetch(
+        "SELECT id, organisation_id, organisation_key_id, wrapped_key FROM recordings WHERE wrapped_key IS NOT NULL"
+    )
+    async with keystore_pool.acquire() as conn, conn.transaction():
+        await conn.executemany(
+            "INSERT INTO organisation_keys (id, organisation_id, wrapped_key, master_key_id, created_at, retired_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            [tuple(r) for r in organisation_keys],
+        )
+        await conn.executemany(
+            "INSERT INTO data_keys (recording_id, organisation_id, organisation_key_id, wrapped_key) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (recording_id) DO NOTHING",
+            [tuple(r) for r in data_keys],
+        )
+    async with main_pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE recordings SET wrapped_key = NULL WHERE wrapped_key IS NOT NULL")
+        await conn.execute("DELETE FROM legacy_organisation_keys")
+    return len(data_keys)

@@ -40,10 +40,11 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations() -> list[Migration]:
-    """The migrations shipped in this package, in version order."""
+def load_migrations(folder: str = "schema") -> list[Migration]:
+    """The migrations shipped in this package (``schema``: the main database; ``keystore_schema``:
+    the key store), in version order."""
     found = []
-    for entry in (resources.files("storage") / "schema").iterdir():
+    for entry in (resources.files("storage") / folder).iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
@@ -102,10 +103,10 @@ async def migrate(conn: Any, migrations: list[Migration] | None = None) -> list[
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
-async def pending(conn: Any) -> list[Migration]:
+async def pending(conn: Any, migrations: list[Migration] | None = None) -> list[Migration]:
     """Migrations not yet applied (for readiness checks)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     applied = set()
     if exists:
         applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-    return [m for m in load_migrations() if m.version not in applied]
+    return [m for m in (load_migrations() if migrations is None else migrations) if m.version not in applied]

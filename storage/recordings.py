@@ -14,7 +14,7 @@ import io
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -128,6 +128,14 @@ class _Ciphertext:
         self._file._emit(data)
 
 
+@dataclass(frozen=True)
+class Destroyed:
+    """What :meth:`RecordingStore.destroy` deleted: the recordings, and whose data keys it destroyed."""
+
+    records: list[RecordingRecord]
+    keys: list[uuid.UUID]
+
+
 class RecordingStore:
     """Recording files under one root folder, and the rows describing them."""
 
@@ -135,6 +143,8 @@ class RecordingStore:
         self._pool = pool
         self.keyring = keyring
         self.root = root.resolve()
+        #: called with the ids of recordings just destroyed (the player's cache drops them)
+        self.on_destroyed: list[Callable[[list[uuid.UUID]], None]] = []
 
     def path(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> Path:
         return self.root / str(organisation_id) / f"{recording_id}{SUFFIX}"
@@ -142,36 +152,30 @@ class RecordingStore:
     async def begin(
         self, *, organisation_id: uuid.UUID, call_id: uuid.UUID, started_at: datetime.datetime
     ) -> tuple[uuid.UUID, EncryptedFile]:
-        """A new recording: a fresh data key, its open file, and its row (state ``recording``).
-
-        One transaction, holding the organisation's key lock: a key rotation cannot slip between
-        wrapping the data key and storing it. The file is created before the row, and removed
-        again if the row cannot be stored, so no row points at a file that never existed.
-        """
+        """A new recording: a fresh data key (stored in the key store), its open file, and its row
+        (state ``recording``). The key and the file come first and are destroyed again if the row
+        cannot be stored, so no row points at a file or key that never existed."""
         recording_id = uuid.uuid4()
         path = self.path(organisation_id, recording_id)
+        key: DataKey = await self.keyring.new_data_key(organisation_id, recording_id)
         sink: EncryptedFile | None = None
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                key: DataKey = await self.keyring.new_data_key(conn, organisation_id, recording_id)
-                sink = await asyncio.to_thread(EncryptedFile, path, key.ikm, recording_associated_data(recording_id))
-                await conn.execute(
-                    """
-                    INSERT INTO recordings
-                        (id, organisation_id, call_id, state, started_at, organisation_key_id, wrapped_key)
-                    VALUES ($1, $2, $3, 'recording', $4, $5, $6)
-                    """,
-                    recording_id,
-                    organisation_id,
-                    call_id,
-                    started_at,
-                    key.organisation_key_id,
-                    key.wrapped,
-                )
+            sink = await asyncio.to_thread(EncryptedFile, path, key.ikm, recording_associated_data(recording_id))
+            await self._pool.execute(
+                """
+                INSERT INTO recordings (id, organisation_id, call_id, state, started_at)
+                VALUES ($1, $2, $3, 'recording', $4)
+                """,
+                recording_id,
+                organisation_id,
+                call_id,
+                started_at,
+            )
         except BaseException:
             if sink is not None:
                 sink.closed = True  # nothing to finish: the file goes
                 await asyncio.to_thread(_discard, sink)
+            await asyncio.shield(self.keyring.destroy(organisation_id, [recording_id]))
             raise
         return recording_id, sink
 
@@ -206,28 +210,56 @@ class RecordingStore:
                 await webhooks.emit(conn, organisation_id, "recording.ready", record.call_id, recording_data(record))
 
     async def delete(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> RecordingRecord | None:
-        """Delete a finished recording for good: its data key is destroyed (every copy of the file,
-        backups included, becomes unreadable) and its file removed; the row stays, as ``deleted``, so
-        that the call's history says a recording existed. None when there is no such recording, or
-        it is still being written."""
+        """Delete a finished recording for good (see :meth:`destroy`). None when there is no such
+        recording, or it is still being written."""
+        destroyed = await self.destroy(organisation_id, [recording_id])
+        return destroyed.records[0] if destroyed.records else None
+
+    async def destroy(
+        self, organisation_id: uuid.UUID, recording_ids: Sequence[uuid.UUID], *, notify: bool = True
+    ) -> Destroyed:
+        """Delete finished recordings for good: their data keys are destroyed in the key store
+        (every copy of the files, backups of the main database included, becomes unreadable), then
+        the rows say ``deleted`` (so that a call's history says a recording existed) and
+        ``recording.deleted`` is queued when ``notify``, then the files are removed. Recordings
+        still being written, or deleted already, are left alone. A crash between the steps leaves
+        a keyless recording, which the next deletion finishes."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
+            candidates = [
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM recordings WHERE organisation_id = $1 AND id = ANY($2::uuid[]) "
+                    "AND state IN ('complete', 'truncated') FOR UPDATE",
+                    organisation_id,
+                    list(recording_ids),
+                )
+            ]
+            if not candidates:
+                return Destroyed([], [])
+            keys = await self.keyring.destroy(organisation_id, candidates)
+            rows = await conn.fetch(
                 f"""
-                UPDATE recordings SET state = 'deleted', wrapped_key = NULL
-                WHERE organisation_id = $1 AND id = $2 AND state IN ('complete', 'truncated')
+                UPDATE recordings SET state = 'deleted', deleted_at = now()
+                WHERE organisation_id = $1 AND id = ANY($2::uuid[])
                 RETURNING {_COLUMNS}
                 """,
                 organisation_id,
-                recording_id,
+                candidates,
             )
-            if row is None:
-                return None
-            record = _record(row)
-            await webhooks.emit(conn, organisation_id, "recording.deleted", record.call_id, recording_data(record))
-        # The key is gone with the transaction; the file goes after it (a crash between leaves an
-        # unreadable file, which `callbutton recording` tools report as keyless).
-        await asyncio.to_thread(self.path(organisation_id, recording_id).unlink, missing_ok=True)
-        return record
+            records = [_record(r) for r in rows]
+            if notify:
+                for record in records:
+                    await webhooks.emit(
+                        conn, organisation_id, "recording.deleted", record.call_id, recording_data(record)
+                    )
+        await asyncio.to_thread(self._unlink, organisation_id, [r.id for r in records])
+        for listener in self.on_destroyed:
+            listener([r.id for r in records])
+        return Destroyed(records, keys)
+
+    def _unlink(self, organisation_id: uuid.UUID, recording_ids: Sequence[uuid.UUID]) -> None:
+        for recording_id in recording_ids:
+            self.path(organisation_id, recording_id).unlink(missing_ok=True)
 
     async def mark_interrupted(self) -> list[RecordingRecord]:
         """Recordings left ``recording`` by a process that died: now ``truncated`` (run at start)."""

@@ -23,6 +23,17 @@ EVENTS = (
     "recording.ready",
     "recording.deleted",
     "callback.requested",
+    "call.rectified",
+    "call.restricted",
+    "call.unrestricted",
+    "call.erased",
+    "callback.erased",
+)
+
+#: Events telling receivers of a data subject's rights being exercised (GDPR Art. 19): sent even
+#: when the subject is restricted. Every other event about a restricted subject is not sent.
+SUBJECT_NOTICES = frozenset(
+    {"call.rectified", "call.restricted", "call.unrestricted", "call.erased", "callback.erased"}
 )
 
 
@@ -90,12 +101,15 @@ async def emit(conn: Any, organisation_id: uuid.UUID, kind: str, subject: uuid.U
         INSERT INTO webhook_events (event_id, organisation_id, endpoint_id, kind, subject, payload)
         SELECT $1, $2, e.id, $3, $4, $5::jsonb FROM webhook_endpoints e
         WHERE e.organisation_id = $2 AND e.enabled AND $3 = ANY(e.events)
+          AND ($6 OR NOT EXISTS (SELECT 1 FROM calls c WHERE c.id = $4 AND c.restricted))
+          AND ($6 OR NOT EXISTS (SELECT 1 FROM callback_requests b WHERE b.id = $4 AND b.restricted))
         """,
         uuid.uuid4(),
         organisation_id,
         kind,
         subject,
         json.dumps(data, default=str),
+        kind in SUBJECT_NOTICES,
     )
 
 

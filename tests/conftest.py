@@ -68,6 +68,7 @@ async def _drop_database(dsn: str, name: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}_keys" WITH (FORCE)')
     finally:
         await conn.close()
 
@@ -214,6 +215,7 @@ async def fresh_database(migrated: str) -> AsyncIterator[tuple[str, Database]]:
     finally:
         await database.close()
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}_keys" WITH (FORCE)')
         await admin.close()
 
 

@@ -170,8 +170,10 @@ async def test_an_admin_filters_calls_then_plays_downloads_and_deletes_a_recordi
 
     # The recording is gone for good: no file, no key; the call keeps its row.
     assert not server.runner.app[RECORDINGS].path(org, record.id).exists()
-    row = await database.pool.fetchrow("SELECT state, wrapped_key FROM recordings WHERE id = $1", record.id)
-    assert row is not None and (row["state"], row["wrapped_key"]) == ("deleted", None)
+    assert await database.pool.fetchval("SELECT state FROM recordings WHERE id = $1", record.id) == "deleted"
+    assert not await database.keystore_pool.fetchval(
+        "SELECT count(*) FROM data_keys WHERE recording_id = $1", record.id
+    )
     call = await database.calls.get(org, uuid.UUID(call_id))
     assert call is not None and call.outcome == "answered"
     logged = [e.action for e in await database.audit.for_object(org, record.id)]

@@ -21,7 +21,7 @@ from media.synthetic import dominant_frequency
 from server.app import start
 from server.config import ConfigError, Settings
 from server.masterkey import load_master_key
-from storage.db import Database
+from storage.db import Database, keystore_dsn_for
 from storage.keys import Keyring, KeyringError, MasterKey
 from storage.localpg import find_bin_dir
 from storage.recordings import RecordingStore, read_plaintext
@@ -45,34 +45,22 @@ def test_master_keys_are_read_checked_and_never_printed() -> None:
 async def test_a_wrapped_key_only_unwraps_for_its_own_recording(fresh_database: tuple[str, Database]) -> None:
     _, database = fresh_database
     (tenant,) = await make_tenant(database)
-    keyring = Keyring(database.pool, MasterKey.generate())
+    keyring = Keyring(database.keystore_pool, MasterKey.generate())
     first, second = uuid.uuid4(), uuid.uuid4()
-    async with database.pool.acquire() as conn, conn.transaction():
-        key = await keyring.new_data_key(conn, tenant.organisation_id, first)
-    for recording_id in (first, second):
-        call_id = uuid.uuid4()
-        await database.pool.execute(
-            "INSERT INTO calls (id, organisation_id, button_id, state, created_at) "
-            "VALUES ($1, $2, $3, 'created', now())",
-            call_id,
-            tenant.organisation_id,
-            tenant.button_id,
-        )
-        await database.pool.execute(
-            "INSERT INTO recordings (id, organisation_id, call_id, state, started_at, organisation_key_id, "
-            "wrapped_key) VALUES ($1, $2, $3, 'recording', now(), $4, $5)",
-            recording_id,
-            tenant.organisation_id,
-            call_id,
-            key.organisation_key_id,
-            key.wrapped,
-        )
+    key = await keyring.new_data_key(tenant.organisation_id, first)
+    # The same wrapped key copied onto another recording's row (in the key store) does not unwrap there.
+    await database.keystore_pool.execute(
+        "INSERT INTO data_keys (recording_id, organisation_id, organisation_key_id, wrapped_key) VALUES ($1, $2, $3, $4)",
+        second,
+        tenant.organisation_id,
+        key.organisation_key_id,
+        key.wrapped,
+    )
     assert await keyring.data_key(tenant.organisation_id, first) == key.ikm
-    # The same wrapped key copied onto another recording's row does not unwrap there.
     with pytest.raises(KeyringError, match="does not unwrap"):
         await keyring.data_key(tenant.organisation_id, second)
     # A server started with another master key refuses, naming both keys.
-    other = Keyring(database.pool, MasterKey.generate())
+    other = Keyring(database.keystore_pool, MasterKey.generate())
     with pytest.raises(KeyringError, match=f"wrapped by master key {keyring.master_key_id}"):
         await other.check_master_key()
 
@@ -93,7 +81,7 @@ async def test_rotation_rewraps_every_key_and_the_old_master_key_is_no_longer_ne
     running = await start(settings, database)
     try:
         call_id = await recorded_call(running, tenant, talk_seconds=1.5)
-        store = RecordingStore(database.pool, Keyring(database.pool, old), tmp_path / "recordings")
+        store = RecordingStore(database.pool, Keyring(database.keystore_pool, old), tmp_path / "recordings")
         record = await finished_recording(store, tenant, call_id)
     finally:
         await running.stop()
@@ -121,8 +109,10 @@ async def test_rotation_rewraps_every_key_and_the_old_master_key_is_no_longer_ne
     assert path.read_bytes() == ciphertext_before
     # Nothing in the database unwraps with the old key any more.
     with pytest.raises(KeyringError):
-        await Keyring(database.pool, old).data_key(tenant.organisation_id, record.id)
-    retired = await database.pool.fetch("SELECT wrapped_key FROM organisation_keys WHERE retired_at IS NOT NULL")
+        await Keyring(database.keystore_pool, old).data_key(tenant.organisation_id, record.id)
+    retired = await database.keystore_pool.fetch(
+        "SELECT wrapped_key FROM organisation_keys WHERE retired_at IS NOT NULL"
+    )
     assert retired and all(r["wrapped_key"] == b"" for r in retired)
 
     # With only the new key configured, the recording verifies and plays.
@@ -142,7 +132,7 @@ async def test_rotation_rewraps_every_key_and_the_old_master_key_is_no_longer_ne
         assert abs((dominant_frequency(tracks.visitor) or 0) - 440) < 15
         # New recordings are made under the new hierarchy too.
         call_id = await recorded_call(running, tenant, talk_seconds=0.5)
-        store = RecordingStore(database.pool, Keyring(database.pool, new), tmp_path / "recordings")
+        store = RecordingStore(database.pool, Keyring(database.keystore_pool, new), tmp_path / "recordings")
         second = await finished_recording(store, tenant, call_id)
         assert read_plaintext(store.path(tenant.organisation_id, second.id), await store.key(second), second.id)
     finally:
@@ -178,18 +168,25 @@ async def test_the_master_key_never_reaches_the_database_or_the_logs(
     try:
         call_id = await recorded_call(running, tenant, talk_seconds=0.5)
         await finished_recording(
-            RecordingStore(database.pool, Keyring(database.pool, key), tmp_path / "recordings"), tenant, call_id
+            RecordingStore(database.pool, Keyring(database.keystore_pool, key), tmp_path / "recordings"),
+            tenant,
+            call_id,
         )
     finally:
         await running.stop()
-    dump = subprocess.run(
-        [str(find_bin_dir() / "pg_dump"), "--data-only", "--inserts", dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    assert "organisation_keys" in dump and "recordings" in dump
+    main, keystore = (
+        subprocess.run(
+            [str(find_bin_dir() / "pg_dump"), "--data-only", "--inserts", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for name in (dsn, keystore_dsn_for(dsn))
+    )
+    assert "INSERT INTO public.recordings" in main and "INSERT INTO public.data_keys" not in main
+    assert "INSERT INTO public.organisation_keys" in keystore and "INSERT INTO public.data_keys" in keystore
+    dump = main + keystore
     for form in (key.to_text(), key.key.hex(), base64.b64encode(key.key).decode()):
         assert form not in dump
         assert form not in caplog.text
@@ -204,7 +201,7 @@ async def test_recordings_started_during_a_rotation_stay_readable(
     _, database = fresh_database
     (tenant,) = await make_tenant(database)
     old, new = MasterKey.generate(), MasterKey.generate()
-    store = RecordingStore(database.pool, Keyring(database.pool, old), tmp_path)
+    store = RecordingStore(database.pool, Keyring(database.keystore_pool, old), tmp_path)
     call_id = uuid.uuid4()
     await database.pool.execute(
         "INSERT INTO calls (id, organisation_id, button_id, state, created_at) VALUES ($1, $2, $3, 'created', now())",
@@ -224,10 +221,10 @@ async def test_recordings_started_during_a_rotation_stay_readable(
         return recording_id
 
     await begin()  # the organisation has a key before the rotation starts
-    results = await asyncio.gather(*(begin() for _ in range(10)), Keyring(database.pool, old).rotate(new))
+    results = await asyncio.gather(*(begin() for _ in range(10)), Keyring(database.keystore_pool, old).rotate(new))
     made = [r for r in results[:-1] if r is not None]
     rows = await database.pool.fetch("SELECT id FROM recordings WHERE organisation_id = $1", tenant.organisation_id)
     assert len(rows) == len(made) + 1  # a refused start left no row behind
-    after = Keyring(database.pool, new)
+    after = Keyring(database.keystore_pool, new)
     for row in rows:
         assert len(await after.data_key(tenant.organisation_id, row["id"])) == 32

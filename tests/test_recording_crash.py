@@ -103,7 +103,7 @@ async def test_sigkill_mid_call_leaves_a_recoverable_truncated_recording(
     try:
         row = await wait_for_row(database, tenant, call_id, "ended")
         assert row.end_reason == "failed"
-        store = RecordingStore(database.pool, Keyring(database.pool, MASTER_KEY), tmp_path / "recordings")
+        store = RecordingStore(database.pool, Keyring(database.keystore_pool, MASTER_KEY), tmp_path / "recordings")
         (record,) = await store.for_call(tenant.organisation_id, uuid.UUID(call_id))
         assert record.state == "truncated"
 

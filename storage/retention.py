@@ -1,0 +1,527 @@
+"""Retention policies, legal holds, the purge, and deletion receipts.
+
+Each organisation keeps each category of data for a number of days (``retention_policies``; no row
+means :data:`DEFAULTS`). The purge removes what is older than that, in small batches, and writes a
+deletion receipt per organisation and run. A legal hold (on the organisation, a call, or a data
+subject by email or phone) keeps what it covers from every deletion until it is lifted. See
+docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from storage.recordings import RecordingStore
+
+log = structlog.get_logger(__name__)
+
+PURGE_RUN = "retention.purge_run"
+
+#: Categories, in the order the purge takes them, with their default retention in days.
+DEFAULTS: dict[str, int | None] = {
+    "recordings": 90,
+    "calls": 365,
+    "callbacks": 90,
+    "audit": 730,
+    "webhook_log": 30,
+}
+CATEGORIES = tuple(DEFAULTS)
+LIMITS = {category: (30 if category == "audit" else 1, 36500) for category in CATEGORIES}
+
+
+class HeldError(Exception):
+    """A legal hold covers what was to be deleted; the message says which."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A data subject, as visitors identify themselves: an email, a phone number, or both.
+
+    Emails are compared lower-cased (as calls store them), phone numbers by their digits only."""
+
+    email: str | None = None
+    phone: str | None = None
+
+    @classmethod
+    def of(cls, email: str | None, phone: str | None) -> Subject:
+        email = email.strip().lower() if email and email.strip() else None
+        digits = re.sub(r"\D", "", phone) if phone else ""
+        if email is None and not digits:
+            raise ValueError("a data subject is named by an email or a phone number")
+        return cls(email, digits or None)
+
+    def sql(self, email_column: str, phone_column: str, email_arg: str, phone_arg: str) -> str:
+        """SQL: whether the row's email or phone columns name this subject."""
+        return (
+            f"(({email_arg}::text IS NOT NULL AND {email_column} = {email_arg}) OR "
+            f"({phone_arg}::text IS NOT NULL AND regexp_replace({phone_column}, '[^0-9]', '', 'g') = {phone_arg}))"
+        )
+
+
+def held_call(alias: str = "c") -> str:
+    """SQL: whether an active legal hold covers call ``alias`` (its organisation, itself, or its caller)."""
+    return f"""EXISTS (SELECT 1 FROM legal_holds h WHERE h.organisation_id = {alias}.organisation_id
+        AND h.lifted_at IS NULL
+        AND (h.scope = 'organisation'
+             OR (h.scope = 'call' AND h.call_id = {alias}.id)
+             OR (h.scope = 'subject'
+                 AND ((h.subject_email IS NOT NULL AND h.subject_email = {alias}.visitor_email)
+                      OR (h.subject_phone IS NOT NULL
+                          AND h.subject_phone = regexp_replace({alias}.visitor_phone, '[^0-9]', '', 'g'))))))"""
+
+
+def held_callback(alias: str = "b") -> str:
+    """SQL: whether an active legal hold covers callback request ``alias``."""
+    return f"""EXISTS (SELECT 1 FROM legal_holds h WHERE h.organisation_id = {alias}.organisation_id
+        AND h.lifted_at IS NULL
+        AND (h.scope = 'organisation'
+             OR (h.scope = 'call' AND h.call_id = {alias}.call_id)
+             OR (h.scope = 'subject'
+                 AND ((h.subject_email IS NOT NULL AND h.subject_email = {alias}.email)
+                      OR (h.subject_phone IS NOT NULL
+                          AND h.subject_phone = regexp_replace({alias}.phone, '[^0-9]', '', 'g'))))))"""
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: uuid.UUID
+    organisation_id: uuid.UUID
+    scope: str
+    call_id: uuid.UUID | None
+    subject_email: str | None
+    subject_phone: str | None
+    reason: str
+    created_at: datetime.datetime
+    created_by: uuid.UUID | None
+    lifted_at: datetime.datetime | None
+    lifted_by: uuid.UUID | None
+
+
+_HOLD_COLUMNS = (
+    "id, organisation_id, scope, call_id, subject_email, subject_phone, reason, created_at, created_by, "
+    "lifted_at, lifted_by"
+)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof of a deletion: what categories, how many items, which keys, when. No personal data."""
+
+    id: uuid.UUID
+    organisation_id: uuid.UUID
+    kind: str
+    requested_by: uuid.UUID | None
+    started_at: datetime.datetime
+    finished_at: datetime.datetime
+    counts: dict[str, int]
+    held: dict[str, int]
+    destroyed_keys: dict[str, Any]
+    policy: dict[str, int | None] | None
+
+    def document(self) -> dict[str, Any]:
+        """The receipt as admins download it."""
+        return {
+            "receipt": str(self.id),
+            "organisation": str(self.organisation_id),
+            "kind": self.kind,
+            "requested_by": str(self.requested_by) if self.requested_by else None,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "deleted": self.counts,
+            "kept_under_legal_hold": self.held,
+            "destroyed_keys": self.destroyed_keys,
+            "retention_days": self.policy,
+        }
+
+
+_RECEIPT_COLUMNS = (
+    "id, organisation_id, kind, requested_by, started_at, finished_at, counts, held, destroyed_keys, policy"
+)
+
+
+def _receipt(row: Any) -> Receipt:
+    values = dict(row)
+    for name in ("counts", "held", "destroyed_keys", "policy"):
+        if isinstance(values[name], str):
+            values[name] = json.loads(values[name])
+    return Receipt(**values)
+
+
+class Retention:
+    """Policies, holds and receipts of each organisation."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    # --- policies ------------------------------------------------------------------------------------
+
+    async def policy(self, organisation_id: uuid.UUID) -> dict[str, int | None]:
+        row = await self._pool.fetchrow("SELECT * FROM retention_policies WHERE organisation_id = $1", organisation_id)
+        if row is None:
+            return dict(DEFAULTS)
+        return {category: row[f"{category}_days"] for category in CATEGORIES}
+
+    async def set_policy(
+        self, organisation_id: uuid.UUID, changes: dict[str, int | None], actor: uuid.UUID | None
+    ) -> dict[str, int | None]:
+        """Change some categories' days (None: keep until deleted by hand). Applies to data already
+        stored from the next purge on."""
+        unknown = set(changes) - set(CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown retention category {sorted(unknown)[0]}")
+        policy = {**await self.policy(organisation_id), **changes}
+        for category, days in policy.items():
+            low, high = LIMITS[category]
+            if days is not None and not low <= days <= high:
+                raise ValueError(f"{category} are kept from {low} to {high} days, or without limit")
+        columns = [f"{c}_days" for c in CATEGORIES]
+        await self._pool.execute(
+            f"""
+            INSERT INTO retention_policies (organisation_id, {", ".join(columns)}, updated_by)
+            VALUES ($1, {", ".join(f"${i + 2}" for i in range(len(columns)))}, ${len(columns) + 2})
+            ON CONFLICT (organisation_id) DO UPDATE SET
+                {", ".join(f"{c} = EXCLUDED.{c}" for c in columns)},
+                updated_at = now(), updated_by = EXCLUDED.updated_by
+            """,
+            organisation_id,
+            *(policy[c] for c in CATEGORIES),
+            actor,
+        )
+        return policy
+
+    # --- legal holds ---------------------------------------------------------------------------------
+
+    async def holds(self, organisation_id: uuid.UUID, *, active: bool = False) -> list[Hold]:
+        rows = await self._pool.fetch(
+            f"SELECT {_HOLD_COLUMNS} FROM legal_holds WHERE organisation_id = $1 "
+            "AND (NOT $2 OR lifted_at IS NULL) ORDER BY created_at DESC, id",
+            organisation_id,
+            active,
+        )
+        return [Hold(**dict(r)) for r in rows]
+
+    async def add_hold(
+        self,
+        organisation_id: uuid.UUID,
+        *,
+        reason: str,
+        actor: uuid.UUID | None,
+        call_id: uuid.UUID | None = None,
+        subject: Subject | None = None,
+    ) -> Hold | None:
+        """A hold on the organisation (neither a call nor a subject), a call, or a subject. None when
+        the call is not the organisation's."""
+        scope = "call" if call_id is not None else "subject" if subject is not None else "organisation"
+        row = await self._pool.fetchrow(
+            f"""
+            INSERT INTO legal_holds (organisation_id, scope, call_id, subject_email, subject_phone, reason, created_by)
+            SELECT $1, $2, $3, $4, $5, $6, $7
+            WHERE $3::uuid IS NULL OR EXISTS (SELECT 1 FROM calls WHERE organisation_id = $1 AND id = $3)
+            RETURNING {_HOLD_COLUMNS}
+            """,
+            organisation_id,
+            scope,
+            call_id,
+            subject.email if subject else None,
+            subject.phone if subject else None,
+            reason,
+            actor,
+        )
+        return None if row is None else Hold(**dict(row))
+
+    async def lift_hold(self, organisation_id: uuid.UUID, hold_id: uuid.UUID, actor: uuid.UUID | None) -> Hold | None:
+        row = await self._pool.fetchrow(
+            f"""
+            UPDATE legal_holds SET lifted_at = now(), lifted_by = $3
+            WHERE organisation_id = $1 AND id = $2 AND lifted_at IS NULL RETURNING {_HOLD_COLUMNS}
+            """,
+            organisation_id,
+            hold_id,
+            actor,
+        )
+        return None if row is None else Hold(**dict(row))
+
+    async def organisation_held(self, organisation_id: uuid.UUID, *, any_scope: bool = False) -> bool:
+        """Whether a hold on the whole organisation is active (``any_scope``: any hold at all)."""
+        return bool(
+            await self._pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM legal_holds WHERE organisation_id = $1 AND lifted_at IS NULL "
+                "AND ($2 OR scope = 'organisation'))",
+                organisation_id,
+                any_scope,
+            )
+        )
+
+    async def call_held(self, organisation_id: uuid.UUID, call_id: uuid.UUID) -> bool:
+        return bool(
+            await self._pool.fetchval(
+                f"SELECT {held_call()} FROM calls c WHERE c.organisation_id = $1 AND c.id = $2",
+                organisation_id,
+                call_id,
+            )
+        )
+
+    # --- receipts ------------------------------------------------------------------------------------
+
+    async def write_receipt(
+        self,
+        organisation_id: uuid.UUID,
+        *,
+        kind: str,
+        requested_by: uuid.UUID | None,
+        started_at: datetime.datetime,
+        counts: dict[str, int],
+        held: dict[str, int] | None = None,
+        destroyed_keys: dict[str, Any] | None = None,
+        policy: dict[str, int | None] | None = None,
+    ) -> Receipt:
+        row = await self._pool.fetchrow(
+            f"""
+            INSERT INTO deletion_receipts (organisation_id, kind, requested_by, started_at, counts, held,
+                                           destroyed_keys, policy)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8::jsonb) RETURNING {_RECEIPT_COLUMNS}
+            """,
+            organisation_id,
+            kind,
+            requested_by,
+            started_at,
+            json.dumps(counts),
+            json.dumps(held or {}),
+            json.dumps(destroyed_keys or {}),
+            None if policy is None else json.dumps(policy),
+        )
+        return _receipt(row)
+
+    async def receipts(self, organisation_id: uuid.UUID, limit: int = 100) -> list[Receipt]:
+        rows = await self._pool.fetch(
+            f"SELECT {_RECEIPT_COLUMNS} FROM deletion_receipts WHERE organisation_id = $1 "
+            "ORDER BY finished_at DESC, id LIMIT $2",
+            organisation_id,
+            limit,
+        )
+        return [_receipt(r) for r in rows]
+
+    async def receipt(self, organisation_id: uuid.UUID, receipt_id: uuid.UUID) -> Receipt | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_RECEIPT_COLUMNS} FROM deletion_receipts WHERE organisation_id = $1 AND id = $2",
+            organisation_id,
+            receipt_id,
+        )
+        return None if row is None else _receipt(row)
+
+
+@dataclass
+class PurgeReport:
+    """One organisation's part of a purge run (or of a dry run: what would go)."""
+
+    organisation_id: uuid.UUID
+    policy: dict[str, int | None]
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    held: dict[str, int] = field(default_factory=dict)
+    destroyed_keys: list[uuid.UUID] = field(default_factory=list)
+    receipt: Receipt | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "organisation": str(self.organisation_id),
+            "retention_days": self.policy,
+            "due": self.counts,
+            "kept_under_legal_hold": self.held,
+            "receipt": str(self.receipt.id) if self.receipt else None,
+        }
+
+
+class Purger:
+    """Deletes what each organisation's policy says is due, in batches of ``batch`` rows, one short
+    transaction each, yielding to the event loop between batches so that live calls never wait on
+    it for long."""
+
+    def __init__(
+        self,
+        pool: Any,
+        recordings: RecordingStore,
+        *,
+        batch: int = 500,
+        pause: float = 0.0,
+        clock: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._recordings = recordings
+        self._retention = Retention(pool)
+        self._batch = batch
+        self._pause = pause
+        self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+
+    async def run(
+        self, *, organisation_id: uuid.UUID | None = None, dry_run: bool = False, now: datetime.datetime | None = None
+    ) -> list[PurgeReport]:
+        now = now or self._clock()
+        started = datetime.datetime.now(datetime.UTC)
+        if organisation_id is None:
+            organisations = [r["id"] for r in await self._pool.fetch("SELECT id FROM organisations ORDER BY id")]
+        else:
+            organisations = [organisation_id]
+        reports = []
+        for organisation in organisations:
+            report = PurgeReport(organisation, await self._retention.policy(organisation))
+            cutoffs = {
+                category: now - datetime.timedelta(days=days)
+                for category, days in report.policy.items()
+                if days is not None
+            }
+            await self._held(report, cutoffs)
+            if "recordings" in cutoffs:
+                await self._recordings_due(report, cutoffs["recordings"], dry_run)
+            if "calls" in cutoffs:
+                await self._calls_due(report, cutoffs["calls"], dry_run)
+            if "callbacks" in cutoffs:
+                await self._callbacks_due(report, cutoffs["callbacks"], dry_run)
+            if "audit" in cutoffs and not await self._retention.organisation_held(organisation):
+                await self._audit_due(report, now, dry_run)
+            if "webhook_log" in cutoffs:
+                await self._webhook_log_due(report, cutoffs["webhook_log"], dry_run)
+            if not dry_run and any(report.counts.values()):
+                report.receipt = await self._retention.write_receipt(
+                    organisation,
+                    kind="purge",
+                    requested_by=None,
+                    started_at=started,
+                    counts=report.counts,
+                    held={k: v for k, v in report.held.items() if v},
+                    destroyed_keys={"data_keys": [str(k) for k in report.destroyed_keys]},
+                    policy=report.policy,
+                )
+                log.info(
+                    PURGE_RUN, organisation_id=str(organisation), counts=report.counts, receipt=str(report.receipt.id)
+                )
+            reports.append(report)
+        return reports
+
+    async def _pause_between(self) -> None:
+        await asyncio.sleep(self._pause)
+
+    async def _held(self, report: PurgeReport, cutoffs: dict[str, datetime.datetime]) -> None:
+        org = report.organisation_id
+        queries = {
+            "recordings": f"""SELECT count(*) FROM recordings r JOIN calls c ON c.id = r.call_id
+                WHERE r.organisation_id = $1 AND r.state IN ('complete', 'truncated') AND r.started_at < $2
+                AND {held_call()}""",
+            "calls": f"""SELECT count(*) FROM calls c WHERE c.organisation_id = $1 AND c.state = 'ended'
+                AND c.ended_at < $2 AND {held_call()}""",
+            "callbacks": f"""SELECT count(*) FROM callback_requests b WHERE b.organisation_id = $1
+                AND b.created_at < $2 AND {held_callback()}""",
+        }
+        for category, query in queries.items():
+            if category in cutoffs:
+                report.held[category] = int(await self._pool.fetchval(query, org, cutoffs[category]))
+
+    async def _recordings_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
+        query = f"""
+            SELECT r.id FROM recordings r JOIN calls c ON c.id = r.call_id
+            WHERE r.organisation_id = $1 AND r.state IN ('complete', 'truncated') AND r.started_at < $2
+              AND NOT {held_call()}
+            ORDER BY r.started_at LIMIT $3"""
+        if dry_run:
+            report.counts["recordings"] = await self._count(query, report.organisation_id, cutoff)
+            return
+        while ids := [r["id"] for r in await self._pool.fetch(query, report.organisation_id, cutoff, self._batch)]:
+            destroyed = await self._recordings.destroy(report.organisation_id, ids)
+            report.counts["recordings"] += len(destroyed.records)
+            report.destroyed_keys += destroyed.keys
+            if not destroyed.records:
+                break  # all taken meanwhile (being deleted by someone else)
+            await self._pause_between()
+
+    async def _calls_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
+        """Ended calls past retention go whole: their recordings (keys and files) first, then their
+        webhook log, events and rows. Callback requests and call links that pointed at them stay."""
+        org = report.organisation_id
+        query = f"""
+            SELECT c.id FROM calls c
+            WHERE c.organisation_id = $1 AND c.state = 'ended' AND c.ended_at < $2 AND NOT {held_call()}
+            ORDER BY c.ended_at LIMIT $3"""
+        if dry_run:
+            report.counts["calls"] = await self._count(query, org, cutoff)
+            return
+        while ids := [r["id"] for r in await self._pool.fetch(query, org, cutoff, self._batch)]:
+            recordings = [
+                r["id"]
+                for r in await self._pool.fetch(
+                    "SELECT id FROM recordings WHERE organisation_id = $1 AND call_id = ANY($2::uuid[]) "
+                    "AND state IN ('complete', 'truncated')",
+                    org,
+                    ids,
+                )
+            ]
+            if recordings:
+                destroyed = await self._recordings.destroy(org, recordings, notify=False)
+                report.counts["recordings"] += len(destroyed.records)
+                report.destroyed_keys += destroyed.keys
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "DELETE FROM webhook_events WHERE organisation_id = $1 AND subject = ANY($2::uuid[])", org, ids
+                )
+                status = await conn.execute(
+                    "DELETE FROM calls WHERE organisation_id = $1 AND id = ANY($2::uuid[]) "
+                    "AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.call_id = calls.id AND r.state = 'recording')",
+                    org,
+                    ids,
+                )
+            removed = int(status.split()[-1])
+            report.counts["calls"] += removed
+            if not removed:
+                break
+            await self._pause_between()
+
+    async def _callbacks_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
+        query = f"""
+            SELECT b.id FROM callback_requests b
+            WHERE b.organisation_id = $1 AND b.created_at < $2 AND NOT {held_callback()}
+            ORDER BY b.created_at LIMIT $3"""
+        if dry_run:
+            report.counts["callbacks"] = await self._count(query, report.organisation_id, cutoff)
+            return
+        while ids := [r["id"] for r in await self._pool.fetch(query, report.organisation_id, cutoff, self._batch)]:
+            status = await self._pool.execute(
+                "DELETE FROM callback_requests WHERE organisation_id = $1 AND id = ANY($2::uuid[])",
+                report.organisation_id,
+                ids,
+            )
+            report.counts["callbacks"] += int(status.split()[-1])
+            await self._pause_between()
+
+    async def _audit_due(self, report: PurgeReport, now: datetime.datetime, dry_run: bool) -> None:
+        if dry_run:
+            report.counts["audit"] = int(
+                await self._pool.fetchval("SELECT purge_audit_log($1, $2, 0, true)", report.organisation_id, now)
+            )
+            return
+        while removed := int(
+            await self._pool.fetchval(
+                "SELECT purge_audit_log($1, $2, $3, false)", report.organisation_id, now, self._batch
+            )
+        ):
+            report.counts["audit"] += removed
+            await self._pause_between()
+
+    async def _webhook_log_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
+        query = "SELECT id FROM webhook_events WHERE organisation_id = $1 AND created_at < $2 ORDER BY id LIMIT $3"
+        if dry_run:
+            report.counts["webhook_log"] = await self._count(query, report.organisation_id, cutoff)
+            return
+        while ids := [r["id"] for r in await self._pool.fetch(query, report.organisation_id, cutoff, self._batch)]:
+            status = await self._pool.execute("DELETE FROM webhook_events WHERE id = ANY($1::bigint[])", ids)
+            report.counts["webhook_log"] += int(status.split()[-1])
+            await self._pause_between()
+
+    async def _count(self, query: str, organisation_id: uuid.UUID, cutoff: datetime.datetime) -> int:
+        return int(await self._pool.fetchval(f"SELECT count(*) FROM ({query}) due", organisation_id, cutoff, 2**31 - 1))
