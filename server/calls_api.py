@@ -98,15 +98,22 @@ async def get_call(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "no such call")
     events = await database.calls.events(organisation_id, call_id)
     recordings = await request.app[RECORDINGS].for_call(organisation_id, call_id)
+    call = {
+        **call_json(record),
+        "direction": record.direction,
+        "visitor": {"name": record.visitor_name, "email": record.visitor_email, "phone": record.visitor_phone},
+        "notes": record.notes,
+        "rating": record.rating,
+        "rating_comment": record.rating_comment,
+        "restricted": record.restricted,
+    }
+    if record.restricted:
+        # The caller restricted processing: the call is kept, but what they said about themselves is not shown.
+        call.update(
+            visitor={"name": None, "email": None, "phone": None}, notes=None, rating_comment=None, page_url=None
+        )
     body = {
-        "call": {
-            **call_json(record),
-            "direction": record.direction,
-            "visitor": {"name": record.visitor_name, "email": record.visitor_email, "phone": record.visitor_phone},
-            "notes": record.notes,
-            "rating": record.rating,
-            "rating_comment": record.rating_comment,
-        },
+        "call": call,
         "rings": rings_json(events),
         "events": [event_json(e) for e in events],
         "recordings": [recording_json(r) for r in recordings],

@@ -195,7 +195,7 @@ class CallStore:
         """An agent's own calls, newest first."""
         rows = await self._pool.fetch(
             f"""
-            SELECT {_CALL_COLUMNS} FROM calls WHERE organisation_id = $1 AND agent_id = $2
+            SELECT {_CALL_COLUMNS} FROM calls WHERE organisation_id = $1 AND agent_id = $2 AND NOT restricted
             ORDER BY created_at DESC, id DESC LIMIT $3
             """,
             organisation_id,

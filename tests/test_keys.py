@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from media.recording_file import decode_tracks
@@ -21,8 +22,9 @@ from media.synthetic import dominant_frequency
 from server.app import start
 from server.config import ConfigError, Settings
 from server.masterkey import load_master_key
+from storage import migrations
 from storage.db import Database, keystore_dsn_for
-from storage.keys import Keyring, KeyringError, MasterKey
+from storage.keys import Keyring, KeyringError, MasterKey, _data_key_aad, _organisation_key_aad, wrap
 from storage.localpg import find_bin_dir
 from storage.recordings import RecordingStore, read_plaintext
 from tests.conftest import login_cookie, make_admin, make_tenant
@@ -50,7 +52,8 @@ async def test_a_wrapped_key_only_unwraps_for_its_own_recording(fresh_database: 
     key = await keyring.new_data_key(tenant.organisation_id, first)
     # The same wrapped key copied onto another recording's row (in the key store) does not unwrap there.
     await database.keystore_pool.execute(
-        "INSERT INTO data_keys (recording_id, organisation_id, organisation_key_id, wrapped_key) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO data_keys (recording_id, organisation_id, organisation_key_id, wrapped_key) "
+        "VALUES ($1, $2, $3, $4)",
         second,
         tenant.organisation_id,
         key.organisation_key_id,
@@ -228,3 +231,57 @@ async def test_recordings_started_during_a_rotation_stay_readable(
     after = Keyring(database.keystore_pool, new)
     for row in rows:
         assert len(await after.data_key(tenant.organisation_id, row["id"])) == 32
+
+
+async def test_keys_an_older_release_kept_in_the_main_database_move_to_the_key_store(migrated: str) -> None:
+    """Before migration 0007, keys lived in the main database: migrating moves them to the key store
+    and empties them there, and the recordings they unlock still decrypt."""
+    name = f"legacy_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(migrated)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    host_part, _, query = migrated.partition("?")
+    dsn = host_part.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrations.migrate(conn, migrations.load_migrations()[:6])
+            organisation_id = await conn.fetchval("INSERT INTO organisations (name) VALUES ('Old') RETURNING id")
+            call_id = await conn.fetchval(
+                "INSERT INTO calls (organisation_id, state, created_at) VALUES ($1, 'created', now()) RETURNING id",
+                organisation_id,
+            )
+            master, organisation_key, ikm = MasterKey.generate(), os.urandom(32), os.urandom(32)
+            key_id, recording_id = uuid.uuid4(), uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO organisation_keys (id, organisation_id, wrapped_key, master_key_id) "
+                "VALUES ($1, $2, $3, $4)",
+                key_id,
+                organisation_id,
+                wrap(master.key, organisation_key, _organisation_key_aad(organisation_id, key_id)),
+                master.id,
+            )
+            await conn.execute(
+                "INSERT INTO recordings (id, organisation_id, call_id, state, started_at, organisation_key_id, "
+                "wrapped_key) VALUES ($1, $2, $3, 'complete', now(), $4, $5)",
+                recording_id,
+                organisation_id,
+                call_id,
+                key_id,
+                wrap(organisation_key, ikm, _data_key_aad(recording_id)),
+            )
+        finally:
+            await conn.close()
+        database = await Database.connect(dsn, min_size=1, max_size=2)
+        try:
+            await database.migrate()
+            assert await Keyring(database.keystore_pool, master).data_key(organisation_id, recording_id) == ikm
+            assert await database.pool.fetchval("SELECT count(*) FROM recordings WHERE wrapped_key IS NOT NULL") == 0
+            assert await database.pool.fetchval("SELECT count(*) FROM legacy_organisation_keys") == 0
+            await database.migrate()  # again: nothing more to move, nothing lost
+            assert await Keyring(database.keystore_pool, master).data_key(organisation_id, recording_id) == ikm
+        finally:
+            await database.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}_keys" WITH (FORCE)')
+        await admin.close()
