@@ -37,6 +37,7 @@ from storage.retention import Purger, Subject
 from storage.subjects import organisation_rows
 from tests.conftest import Tenant, login_cookie, make_admin, make_tenant
 from tests.run_keys import MASTER_KEY
+from tests.test_cli import run_cli
 from tests.test_routing import call_api
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
@@ -572,3 +573,45 @@ async def test_terminating_an_organisation_leaves_nothing_of_it(admin_server: Ru
     # The admin's session went with the organisation.
     status, _ = await call_api("GET", f"{url}/api/v1/retention", cookie=cookie)
     assert status == 401
+
+
+async def test_the_purge_and_termination_commands(database: Database, migrated: str, tmp_path: Path) -> None:
+    root = tmp_path / "recordings"
+    store = recording_store(database, root)
+    (tenant,) = await make_tenant(database)
+    org = tenant.organisation_id
+    old = await store_call(database, store, tenant, ended=days_ago(400), record=True)
+    kept = await store_call(database, store, tenant, ended=days_ago(1), record=True)
+    extra = {"CALLBUTTON_MASTER_KEY": MASTER_KEY.to_text(), "CALLBUTTON_RECORDINGS_DIR": str(root)}
+
+    dry = await asyncio.to_thread(run_cli, ["purge", "--dry-run", "--org", str(org)], migrated, "", extra)
+    assert dry.returncode == 0, dry.stderr
+    assert f"{org}: would delete recordings 1, calls 1, callbacks 0, audit 0, webhook_log 0" in dry.stdout
+    assert await call_exists(database, old.call_id) and await key_exists(database, old.recording_id)
+
+    done = await asyncio.to_thread(run_cli, ["purge", "--org", str(org)], migrated, "", extra)
+    assert done.returncode == 0, done.stderr
+    assert f"{org}: deleted recordings 1, calls 1" in done.stdout and "receipt" in done.stdout
+    assert not await call_exists(database, old.call_id) and not await key_exists(database, old.recording_id)
+    assert await call_exists(database, kept.call_id)
+
+    organisation = await database.accounts.organisation(org)
+    assert organisation is not None
+    wrong = await asyncio.to_thread(
+        run_cli, ["terminate-org", "--org", str(org), "--confirm", "x"], migrated, "", extra
+    )
+    assert wrong.returncode == 2 and "--confirm must be the organisation's name" in wrong.stderr
+    receipt_file = tmp_path / "receipt.json"
+    ended = await asyncio.to_thread(
+        run_cli,
+        ["terminate-org", "--org", str(org), "--confirm", organisation.name, "-o", str(receipt_file)],
+        migrated,
+        "",
+        extra,
+    )
+    assert ended.returncode == 0, ended.stderr
+    receipt = json.loads(receipt_file.read_text())
+    assert (
+        receipt["kind"] == "termination" and receipt["deleted"]["calls"] == 1 and receipt["deleted"]["data_keys"] == 1
+    )
+    assert not any((await organisation_rows(database.pool, org)).values())
