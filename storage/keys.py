@@ -202,6 +202,10 @@ class Keyring:
             )
         return int(data.split()[-1]), [r["id"] for r in keys]
 
+    async def vacuum(self) -> None:
+        """Reclaim destroyed keys' rows now rather than at autovacuum's leisure (docs/privacy.md)."""
+        await self._pool.execute("VACUUM data_keys, organisation_keys")
+
     async def organisation_key_ids(self, organisation_id: uuid.UUID) -> list[uuid.UUID]:
         rows = await self._pool.fetch("SELECT id FROM organisation_keys WHERE organisation_id = $1", organisation_id)
         return [r["id"] for r in rows]

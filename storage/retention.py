@@ -404,6 +404,8 @@ class Purger:
                     PURGE_RUN, organisation_id=str(organisation), counts=report.counts, receipt=str(report.receipt.id)
                 )
             reports.append(report)
+        if any(r.destroyed_keys for r in reports):
+            await self._recordings.keyring.vacuum()
         return reports
 
     async def _pause_between(self) -> None:

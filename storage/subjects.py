@@ -444,6 +444,8 @@ class Subjects:
             destroyed_keys={"data_keys": [str(k) for k in destroyed.keys]},
         )
         await self.log(organisation_id, "erase", actor, counts, receipt.id)
+        if destroyed.keys:
+            await self._recordings.keyring.vacuum()
         return receipt
 
 
@@ -470,6 +472,7 @@ async def terminate(
     files = sum(1 for _ in folder.glob("*")) if folder.exists() else 0
     await asyncio.to_thread(shutil.rmtree, folder, True)
     await pool.execute("DELETE FROM organisations WHERE id = $1", organisation_id)
+    await recordings.keyring.vacuum()
     counts.update(recording_files=files, data_keys=data_keys, organisation_keys=len(organisation_keys))
     return await retention.write_receipt(
         organisation_id,
