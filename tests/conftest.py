@@ -106,6 +106,8 @@ def settings(tmp_path: Path) -> Settings:
         login_rate_per_account=6000.0,
         log_level="warning",
         master_key=MASTER_KEY.to_text(),
+        # The scheduled purge has its own test; elsewhere it would purge other tests' old data.
+        purge_interval=0,
     )
 
 

@@ -615,3 +615,23 @@ async def test_the_purge_and_termination_commands(database: Database, migrated: 
         receipt["kind"] == "termination" and receipt["deleted"]["calls"] == 1 and receipt["deleted"]["data_keys"] == 1
     )
     assert not any((await organisation_rows(database.pool, org)).values())
+
+
+async def test_the_server_purges_on_its_schedule(settings: Settings, database: Database, tmp_path: Path) -> None:
+    store = recording_store(database, tmp_path / "recordings")
+    (tenant,) = await make_tenant(database)
+    old = await store_call(database, store, tenant, ended=days_ago(400), record=True)
+    recent = await store_call(database, store, tenant, ended=days_ago(1), record=True)
+    running = await start(dataclasses.replace(settings, purge_interval=0.5, recordings_dir=store.root), database)
+    try:
+        for _ in range(100):
+            if not await call_exists(database, old.call_id):
+                break
+            await asyncio.sleep(0.1)
+        assert not await call_exists(database, old.call_id) and not await key_exists(database, old.recording_id)
+        assert not store.path(tenant.organisation_id, old.recording_id).exists()  # type: ignore[arg-type]
+        assert await call_exists(database, recent.call_id) and await key_exists(database, recent.recording_id)
+        (receipt,) = await database.retention.receipts(tenant.organisation_id)
+        assert receipt.kind == "purge" and receipt.requested_by is None and receipt.counts["calls"] == 1
+    finally:
+        await running.stop()

@@ -52,7 +52,16 @@ async def test_another_organisations_admin_gets_404_from_every_route_and_changes
     a_hook = await database.webhooks.create(
         a.organisation_id, url="http://127.0.0.1:9/hooks", events=["call.ended"], description=None
     )
+    a_hold = await database.retention.add_hold(
+        a.organisation_id, reason="Dispute", actor=None, call_id=uuid.UUID(call_id)
+    )
+    assert a_hold is not None
+    a_receipt = await database.retention.write_receipt(
+        a.organisation_id, kind="purge", requested_by=None, started_at=a_hold.created_at, counts={"calls": 0}
+    )
     ids = {
+        "legal-holds": a_hold.id,
+        "receipts": a_receipt.id,
         "tokens": a_token.id,
         "webhooks": a_hook.id,
         "users": a.agent_id,
@@ -132,11 +141,25 @@ async def test_another_organisations_admin_gets_404_from_every_route_and_changes
     # Lists hold only B's own.
     for collection, key in (("users", "users"), ("teams", "teams"), ("buttons", "buttons"), ("callbacks", "callbacks"),
                             ("recordings", "recordings"), ("tokens", "tokens"), ("webhooks", "webhooks"),
-                            ("calls", "calls")):  # fmt: skip
+                            ("calls", "calls"), ("legal-holds", "holds")):  # fmt: skip
         status, body = await call_api("GET", f"{server.url}/api/v1/{collection}", cookie=cookie)
         assert status == 200
         listed = {item["id"] for item in body[key]}
         assert str(ids[collection]) not in listed, collection
+    status, body = await call_api("GET", f"{server.url}/api/v1/receipts", cookie=cookie)
+    assert status == 200 and str(a_receipt.id) not in {r["receipt"] for r in body["receipts"]}
+    # A person who called A is nobody to B: not found, not exported, not erased.
+    status, body = await call_api(
+        "POST", f"{server.url}/api/v1/data-subjects/lookup", cookie=cookie, origin=server.url,
+        json={"email": "ada@example.test"},
+    )  # fmt: skip
+    assert status == 200 and body["subject"]["calls"] == [] and body["subject"]["callbacks"] == 0
+    status, body = await call_api(
+        "POST", f"{server.url}/api/v1/data-subjects/erase", cookie=cookie, origin=server.url,
+        json={"email": "ada@example.test"},
+    )  # fmt: skip
+    assert status == 200 and body["receipt"]["deleted"]["callbacks"] == 0
+    assert await database.callbacks.get(a.organisation_id, callback.id) is not None
 
     # Nothing of A changed.
     user = await database.accounts.user(a.organisation_id, a.agent_id)
