@@ -39,11 +39,35 @@ async def read(request: web.Request, allowed: frozenset[str] | None = None) -> B
         raise ApiError(400, "bad_json", "the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise bad("the body must be a JSON object")
+    if problem := unstorable_text(value):
+        raise bad(f"{problem} in the body")
     if allowed is not None:
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise bad(f"unknown field {unknown[0]!r}; fields are {', '.join(sorted(allowed))}")
     return Body(value)
+
+
+def unstorable_text(value: Any, depth: int = 0) -> str | None:
+    """What is wrong with text Postgres cannot store in ``value`` (a NUL character, half of a UTF-16
+    surrogate pair), anywhere inside it; None when nothing is."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "a text holds a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a text is not valid Unicode (a lone surrogate)"
+    elif isinstance(value, dict) and depth < 32:
+        for key, item in value.items():
+            problem = unstorable_text(key, depth + 1) or unstorable_text(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list) and depth < 32:
+        for item in value:
+            if problem := unstorable_text(item, depth + 1):
+                return problem
+    return None
 
 
 class Body:
@@ -82,7 +106,7 @@ class Body:
 
     def phone(self, name: str, *, required: bool = True) -> str | None:
         value = self.text(name, 32, required=required)
-        if value is not None and not _PHONE.match(value):
+        if value is not None and (not _PHONE.match(value) or sum(c.isdigit() for c in value) < 3):
             raise bad(f"field {name!r} is not a phone number (digits, spaces, + ( ) . -)")
         return value
 

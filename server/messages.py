@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+from server.body import unstorable_text
+
 PROTOCOL_VERSION = 1
 MAX_SDP_CHARS = 32 * 1024
 MAX_URL_CHARS = 2048
@@ -193,6 +195,8 @@ def parse(text: str | bytes, registry: dict[str, Any]) -> Any:
         raise ProtocolError("bad_json", "the message is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_message", "a message must be a JSON object")
+    if problem := unstorable_text(obj):
+        raise ProtocolError("bad_message", f"{problem} in the message")
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("bad_message", "missing field 'type' (a string)")

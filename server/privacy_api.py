@@ -45,7 +45,10 @@ def _subject(data: body.Body) -> Subject:
     phone = data.phone("phone", required=False)
     if email is None and phone is None:
         raise body.bad("name the person by field 'email' or 'phone'")
-    return Subject.of(email, phone)
+    try:
+        return Subject.of(email, phone)
+    except ValueError as exc:
+        raise body.bad(str(exc)) from None
 
 
 def _subjects(request: web.Request) -> Subjects:
@@ -92,7 +95,7 @@ async def run_purge(request: web.Request) -> web.Response:
     data = await body.read(request, frozenset({"dry_run"}))
     dry_run = data.boolean("dry_run") if "dry_run" in data else False
     (report,) = await Purger(request.app[DATABASE].pool, request.app[RECORDINGS]).run(
-        organisation_id=session.user.organisation_id, dry_run=dry_run
+        organisation_id=session.user.organisation_id, dry_run=dry_run, requested_by=actor(session)
     )
     if not dry_run:
         await _audit(request, session, "retention.purge", "receipt", report.receipt.id if report.receipt else None)

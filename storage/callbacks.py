@@ -75,7 +75,7 @@ class Callbacks:
                     (organisation_id, button_id, call_id, name, email, phone, note, reason, restricted)
                 VALUES ($1, $2, (SELECT id FROM calls WHERE organisation_id = $1 AND id = $3), $4, $5, $6, $7, $8,
                         {restricted_subject("$1", "$5", "$6")})
-                RETURNING {_COLUMNS}
+                RETURNING {_COLUMNS}, restricted
                 """,
                 organisation_id,
                 button_id,
@@ -86,11 +86,18 @@ class Callbacks:
                 note,
                 reason,
             )
-            callback = CallbackRequest(**dict(row))
-            # After its call's events, when it has a call.
-            await webhooks.emit(
-                conn, organisation_id, "callback.requested", callback.call_id or callback.id, callback_data(callback)
-            )
+            values = dict(row)
+            restricted = values.pop("restricted")
+            callback = CallbackRequest(**values)
+            if not restricted:  # a restricted person's request is kept, and sent nowhere
+                # After its call's events, when it has a call.
+                await webhooks.emit(
+                    conn,
+                    organisation_id,
+                    "callback.requested",
+                    callback.call_id or callback.id,
+                    callback_data(callback),
+                )
         return callback
 
     async def all(

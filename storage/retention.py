@@ -362,8 +362,15 @@ class Purger:
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
 
     async def run(
-        self, *, organisation_id: uuid.UUID | None = None, dry_run: bool = False, now: datetime.datetime | None = None
+        self,
+        *,
+        organisation_id: uuid.UUID | None = None,
+        dry_run: bool = False,
+        now: datetime.datetime | None = None,
+        requested_by: uuid.UUID | None = None,
     ) -> list[PurgeReport]:
+        """Purge each organisation (or one); ``requested_by``: the admin who asked (None: the schedule
+        or the command line)."""
         now = now or self._clock()
         started = datetime.datetime.now(datetime.UTC)
         if organisation_id is None:
@@ -393,7 +400,7 @@ class Purger:
                 report.receipt = await self._retention.write_receipt(
                     organisation,
                     kind="purge",
-                    requested_by=None,
+                    requested_by=requested_by,
                     started_at=started,
                     counts=report.counts,
                     held={k: v for k, v in report.held.items() if v},

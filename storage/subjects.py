@@ -296,12 +296,14 @@ class Subjects:
             )
             callbacks = await conn.fetch(
                 f"""UPDATE callback_requests b SET restricted = true
-                WHERE b.organisation_id = $1 AND {subject.sql("b.email", "b.phone", "$2", "$3")} RETURNING b.id""",
+                WHERE b.organisation_id = $1 AND {subject.sql("b.email", "b.phone", "$2", "$3")}
+                RETURNING b.id, b.call_id""",
                 organisation_id,
                 subject.email,
                 subject.phone,
             )
-            ids = [r["id"] for r in calls] + [r["id"] for r in callbacks]
+            # A callback request's events name its call, when it has one.
+            ids = [r["id"] for r in calls] + [r["call_id"] or r["id"] for r in callbacks]
             await conn.execute(
                 "DELETE FROM webhook_events WHERE organisation_id = $1 AND subject = ANY($2::uuid[]) "
                 "AND delivered_at IS NULL AND NOT (kind = ANY($3::text[]))",

@@ -67,6 +67,8 @@ async def test_visitor_socket_bad_messages(server: Running, live_call: tuple[Vis
             ('{"type": "call", "sdp": 42}', "bad_message", "field 'sdp' in 'call' must be a string"),
             ('{"type": "call", "sdp": "x", "extra": 1}', "bad_message", "unknown field 'extra'"),
             ('{"type": "call", "sdp": "x", "page_url": "javascript:alert(1)"}', "bad_message", "http(s) URL"),
+            ('{"type": "call", "sdp": "x", "visitor": {"name": "A\\u0000B"}}', "bad_message", "NUL character"),
+            ('{"type": "call", "sdp": "x", "visitor": {"name": "A\\udadcB"}}', "bad_message", "lone surrogate"),
             ('{"type": "hangup"}', "wrong_state", "no call to hang up"),
             (json.dumps({"type": "call", "sdp": "hello"}), "invalid_sdp", "v=0"),
             (json.dumps({"type": "call", "sdp": VALID_SDP_HEAD}), "invalid_sdp", "exactly one audio section"),

@@ -635,3 +635,35 @@ async def test_the_server_purges_on_its_schedule(settings: Settings, database: D
         assert receipt.kind == "purge" and receipt.requested_by is None and receipt.counts["calls"] == 1
     finally:
         await running.stop()
+
+
+async def test_requests_that_name_nobody_or_carry_unstorable_text_are_refused(
+    admin_server: Running, database: Database
+) -> None:
+    (tenant,) = await make_tenant(database)
+    cookie = await admin_cookie(admin_server, database, tenant)
+    url = admin_server.url
+    for path, body, message in (
+        ("/api/v1/data-subjects/restrict", {"phone": "..."}, "not a phone number"),
+        ("/api/v1/data-subjects/lookup", {"email": "  ", "phone": "( )"}, "not a phone number"),
+        ("/api/v1/data-subjects/lookup", {}, "'email' or 'phone'"),
+        ("/api/v1/legal-holds", {"reason": "r", "phone": "..."}, "not a phone number"),
+        ("/api/v1/legal-holds", {"reason": "a\u0000b"}, "NUL character"),
+        ("/api/v1/legal-holds", {"reason": "a\udadcb"}, "lone surrogate"),
+        ("/api/v1/data-subjects/rectify", {"email": ADA, "set": {"name": "x\u0000"}}, "NUL character"),
+        ("/api/v1/data-subjects/rectify", {"email": ADA, "set": {"shoe": "42"}}, "unknown field 'shoe'"),
+        ("/api/v1/retention", {"audit": 5}, "from 30 to 36500"),
+    ):
+        method = "PUT" if path.endswith("retention") else "POST"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                method,
+                url + path,
+                data=json.dumps(body, ensure_ascii=True).encode(),
+                headers={"Cookie": cookie, "Origin": url, "Content-Type": "application/json"},
+            ) as response,
+        ):
+            answer = await response.json()
+        assert response.status == 400 and message in answer["message"], (path, body, answer)
+    assert await database.retention.holds(tenant.organisation_id) == []

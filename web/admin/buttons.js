@@ -315,7 +315,14 @@ export default {
 
   async show() {
     fail("buttons-error", "");
-    await load();
+    // The rows shown are from the last visit until the list arrives: not clickable meanwhile.
+    const rows = $("buttons-list");
+    rows.inert = true;
+    try {
+      await load();
+    } finally {
+      rows.inert = false;
+    }
   },
 
   reset() {

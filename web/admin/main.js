@@ -1,8 +1,9 @@
 /*
  * Admin console: boot, login and navigation. Each section of the page (#recordings, #calls,
- * #calls/{id}, #stats, #audit, #integrations, #users, #teams, #buttons) is a module with ``show``
- * (fetch and render), and optionally ``init`` (wire its controls, once), ``hide`` (when another
- * section is shown: stop playing, hide a secret) and ``reset`` (forget what it showed, at logout).
+ * #calls/{id}, #stats, #audit, #privacy, #integrations, #users, #teams, #buttons) is a module with
+ * ``show`` (fetch and render), and optionally ``init`` (wire its controls, once), ``hide`` (when
+ * another section is shown: stop playing, hide a secret) and ``reset`` (forget what it showed, at
+ * logout).
  * Talks only to the REST API; plain JS, no dependencies; every text from the server is set with
  * textContent, and every refused change shows the server's own message.
  */
@@ -14,12 +15,13 @@ import call from "./call.js";
 import calls from "./calls.js";
 import { $, fail, show } from "./dom.js";
 import integrations from "./integrations.js";
+import privacy from "./privacy.js";
 import recordings from "./recordings.js";
 import stats from "./stats.js";
 import teams from "./teams.js";
 import users from "./users.js";
 
-const SECTIONS = { recordings, calls, call, stats, audit, integrations, users, teams, buttons };
+const SECTIONS = { recordings, calls, call, stats, audit, privacy, integrations, users, teams, buttons };
 /** The tab a section is under when it has none of its own. */
 const TAB_OF = { call: "calls" };
 /** Without a hash (or with an unknown one), the page opens on the recordings. */

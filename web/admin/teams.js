@@ -97,7 +97,14 @@ export default {
 
   async show() {
     fail("teams-error", "");
-    await load();
+    // The rows shown are from the last visit until the list arrives: not clickable meanwhile.
+    const rows = $("teams-rows");
+    rows.inert = true;
+    try {
+      await load();
+    } finally {
+      rows.inert = false;
+    }
   },
 
   reset() {

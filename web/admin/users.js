@@ -152,7 +152,14 @@ export default {
 
   async show() {
     fail("users-error", "");
-    await load();
+    // The rows shown are from the last visit until the list arrives: not clickable meanwhile.
+    const rows = $("users-rows");
+    rows.inert = true;
+    try {
+      await load();
+    } finally {
+      rows.inert = false;
+    }
   },
 
   reset() {
