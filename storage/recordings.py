@@ -248,10 +248,9 @@ class RecordingStore:
             )
             records = [_record(r) for r in rows]
             if notify:
-                for record in records:
-                    await webhooks.emit(
-                        conn, organisation_id, "recording.deleted", record.call_id, recording_data(record)
-                    )
+                await webhooks.emit_many(
+                    conn, organisation_id, "recording.deleted", [(r.call_id, recording_data(r)) for r in records]
+                )
         await asyncio.to_thread(self._unlink, organisation_id, [r.id for r in records])
         for listener in self.on_destroyed:
             listener([r.id for r in records])

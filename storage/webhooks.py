@@ -113,6 +113,37 @@ async def emit(conn: Any, organisation_id: uuid.UUID, kind: str, subject: uuid.U
     )
 
 
+async def emit_many(
+    conn: Any, organisation_id: uuid.UUID, kind: str, events: list[tuple[uuid.UUID, dict[str, Any]]]
+) -> None:
+    """:func:`emit` for many events of one kind at once (one statement, whatever their number; none
+    at all when no endpoint wants ``kind``)."""
+    if not events or not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE organisation_id = $1 AND enabled AND $2 = ANY(events))",
+        organisation_id,
+        kind,
+    ):
+        return
+    await conn.execute(
+        """
+        INSERT INTO webhook_events (event_id, organisation_id, endpoint_id, kind, subject, payload)
+        SELECT x.event_id, $1, e.id, $2, x.subject, x.payload::jsonb
+        FROM unnest($3::uuid[], $4::uuid[], $5::text[]) WITH ORDINALITY AS x(event_id, subject, payload, n)
+        CROSS JOIN webhook_endpoints e
+        WHERE e.organisation_id = $1 AND e.enabled AND $2 = ANY(e.events)
+          AND ($6 OR NOT EXISTS (SELECT 1 FROM calls c WHERE c.id = x.subject AND c.restricted))
+          AND ($6 OR NOT EXISTS (SELECT 1 FROM callback_requests b WHERE b.id = x.subject AND b.restricted))
+        ORDER BY x.n, e.id
+        """,
+        organisation_id,
+        kind,
+        [uuid.uuid4() for _ in events],
+        [subject for subject, _ in events],
+        [json.dumps(data, default=str) for _, data in events],
+        kind in SUBJECT_NOTICES,
+    )
+
+
 def call_data(row: Any) -> dict[str, Any]:
     """A call as webhook receivers see it (``row`` has the ``calls`` columns)."""
 
