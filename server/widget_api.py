@@ -119,7 +119,8 @@ async def create_callback(request: web.Request) -> web.Response:
         )
     except ApiError as exc:
         return _error(exc, headers)
-    tell_agents(request, callback)
+    if not callback.restricted:  # a restricted person's request is kept, and shown to nobody
+        tell_agents(request, callback)
     return web.json_response({"callback": {"id": str(callback.id)}}, status=201, headers=headers)
 
 

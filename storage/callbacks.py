@@ -29,10 +29,13 @@ class CallbackRequest:
     created_at: datetime.datetime
     done_at: datetime.datetime | None
     done_by: uuid.UUID | None
+    #: its caller restricted processing: kept, but shown and sent nowhere (docs/privacy.md)
+    restricted: bool = False
 
 
 _COLUMNS = (
-    "id, organisation_id, button_id, call_id, name, email, phone, note, reason, state, created_at, done_at, done_by"
+    "id, organisation_id, button_id, call_id, name, email, phone, note, reason, state, created_at, done_at, done_by, "
+    "restricted"
 )
 
 
@@ -75,21 +78,19 @@ class Callbacks:
                     (organisation_id, button_id, call_id, name, email, phone, note, reason, restricted)
                 VALUES ($1, $2, (SELECT id FROM calls WHERE organisation_id = $1 AND id = $3), $4, $5, $6, $7, $8,
                         {restricted_subject("$1", "$5", "$6")})
-                RETURNING {_COLUMNS}, restricted
+                RETURNING {_COLUMNS}
                 """,
                 organisation_id,
                 button_id,
                 call_id,
                 name,
-                email,
+                email.strip().lower() if email else email,  # one caller however typed, as calls store it
                 phone,
                 note,
                 reason,
             )
-            values = dict(row)
-            restricted = values.pop("restricted")
-            callback = CallbackRequest(**values)
-            if not restricted:  # a restricted person's request is kept, and sent nowhere
+            callback = CallbackRequest(**dict(row))
+            if not callback.restricted:  # a restricted person's request is kept, and sent nowhere
                 # After its call's events, when it has a call.
                 await webhooks.emit(
                     conn,

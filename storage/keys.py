@@ -206,6 +206,13 @@ class Keyring:
         """Reclaim destroyed keys' rows now rather than at autovacuum's leisure (docs/privacy.md)."""
         await self._pool.execute("VACUUM data_keys, organisation_keys")
 
+    async def organisations(self) -> list[uuid.UUID]:
+        """Every organisation with a key here."""
+        return [
+            r["organisation_id"]
+            for r in await self._pool.fetch("SELECT DISTINCT organisation_id FROM organisation_keys")
+        ]
+
     async def organisation_key_ids(self, organisation_id: uuid.UUID) -> list[uuid.UUID]:
         rows = await self._pool.fetch("SELECT id FROM organisation_keys WHERE organisation_id = $1", organisation_id)
         return [r["id"] for r in rows]
@@ -334,4 +341,7 @@ async def adopt_legacy_keys(keystore_pool: Any, main_pool: Any) -> int:
     async with main_pool.acquire() as conn, conn.transaction():
         await conn.execute("UPDATE recordings SET wrapped_key = NULL WHERE wrapped_key IS NOT NULL")
         await conn.execute("DELETE FROM legacy_organisation_keys")
+    # Their old row versions go too (backups taken before the upgrade still hold them: rotate the
+    # master key after upgrading, docs/privacy.md).
+    await main_pool.execute("VACUUM recordings, legacy_organisation_keys")
     return len(data_keys)

@@ -281,6 +281,8 @@ class RecordingStore:
     async def recent(self, organisation_id: uuid.UUID, limit: int = 100) -> list[RecordingRecord]:
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM recordings WHERE organisation_id = $1 AND state <> 'deleted' "
+            # a restricted caller's recordings are kept, and listed nowhere
+            "AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.id = recordings.call_id AND c.restricted) "
             "ORDER BY started_at DESC, id DESC LIMIT $2",
             organisation_id,
             limit,

@@ -25,6 +25,8 @@ from storage.recordings import RecordingStore
 log = structlog.get_logger(__name__)
 
 PURGE_RUN = "retention.purge_run"
+PURGE_FAILED = "retention.purge_failed"
+ORPHAN_KEYS = "retention.orphan_keys_destroyed"
 
 #: Categories, in the order the purge takes them, with their default retention in days.
 DEFAULTS: dict[str, int | None] = {
@@ -380,40 +382,105 @@ class Purger:
         reports = []
         for organisation in organisations:
             report = PurgeReport(organisation, await self._retention.policy(organisation))
-            cutoffs = {
-                category: now - datetime.timedelta(days=days)
-                for category, days in report.policy.items()
-                if days is not None
-            }
-            await self._held(report, cutoffs)
-            if "recordings" in cutoffs:
-                await self._recordings_due(report, cutoffs["recordings"], dry_run)
-            if "calls" in cutoffs:
-                await self._calls_due(report, cutoffs["calls"], dry_run)
-            if "callbacks" in cutoffs:
-                await self._callbacks_due(report, cutoffs["callbacks"], dry_run)
-            if "audit" in cutoffs and not await self._retention.organisation_held(organisation):
-                await self._audit_due(report, now, dry_run)
-            if "webhook_log" in cutoffs:
-                await self._webhook_log_due(report, cutoffs["webhook_log"], dry_run)
-            if not dry_run and any(report.counts.values()):
-                report.receipt = await self._retention.write_receipt(
-                    organisation,
-                    kind="purge",
-                    requested_by=requested_by,
-                    started_at=started,
-                    counts=report.counts,
-                    held={k: v for k, v in report.held.items() if v},
-                    destroyed_keys={"data_keys": [str(k) for k in report.destroyed_keys]},
-                    policy=report.policy,
-                )
-                log.info(
-                    PURGE_RUN, organisation_id=str(organisation), counts=report.counts, receipt=str(report.receipt.id)
-                )
+            try:
+                await self._organisation(report, now, dry_run)
+            except Exception:
+                # One organisation's trouble (its files, say) does not stop the others' purge.
+                log.exception(PURGE_FAILED, organisation_id=str(organisation), counts=report.counts)
+                if organisation_id is not None:
+                    raise
+            finally:
+                # What went has a receipt even when the run stopped part-way (an error, a shutdown).
+                if not dry_run and any(report.counts.values()):
+                    report.receipt = await self._retention.write_receipt(
+                        organisation,
+                        kind="purge",
+                        requested_by=requested_by,
+                        started_at=started,
+                        counts=report.counts,
+                        held={k: v for k, v in report.held.items() if v},
+                        destroyed_keys={"data_keys": [str(k) for k in report.destroyed_keys]},
+                        policy=report.policy,
+                    )
+                    log.info(
+                        PURGE_RUN,
+                        organisation_id=str(organisation),
+                        counts=report.counts,
+                        receipt=str(report.receipt.id),
+                    )
             reports.append(report)
+        if not dry_run and organisation_id is None:
+            await self._orphans()
         if any(r.destroyed_keys for r in reports):
             await self._recordings.keyring.vacuum()
         return reports
+
+    async def _organisation(self, report: PurgeReport, now: datetime.datetime, dry_run: bool) -> None:
+        cutoffs = {
+            category: now - datetime.timedelta(days=days)
+            for category, days in report.policy.items()
+            if days is not None
+        }
+        await self._held(report, cutoffs)
+        if "recordings" in cutoffs:
+            await self._recordings_due(report, cutoffs["recordings"], dry_run)
+        if "calls" in cutoffs:
+            await self._calls_due(report, cutoffs["calls"], dry_run)
+            await self._lifted_due(report, cutoffs["calls"], dry_run)
+        if "callbacks" in cutoffs:
+            await self._callbacks_due(report, cutoffs["callbacks"], dry_run)
+        if "audit" in cutoffs and not await self._retention.organisation_held(report.organisation_id):
+            await self._audit_due(report, now, dry_run)
+        if "webhook_log" in cutoffs:
+            await self._webhook_log_due(report, cutoffs["webhook_log"], dry_run)
+
+    async def _lifted_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
+        """Lifted legal holds and restrictions name a person: they go with the calls' retention."""
+        for table in ("legal_holds", "subject_restrictions"):
+            where = f"FROM {table} WHERE organisation_id = $1 AND lifted_at IS NOT NULL AND lifted_at < $2"
+            if dry_run:
+                removed = int(await self._pool.fetchval(f"SELECT count(*) {where}", report.organisation_id, cutoff))
+            else:
+                status = await self._pool.execute(f"DELETE {where}", report.organisation_id, cutoff)
+                removed = int(status.split()[-1])
+            if removed:
+                key = "lifted_holds" if table == "legal_holds" else "lifted_restrictions"
+                report.counts[key] = report.counts.get(key, 0) + removed
+
+    async def _orphans(self) -> None:
+        """Keys in the key store whose recording or organisation the main database no longer has (a
+        crash between the two databases, a recording that never got its row, a call that raced an
+        organisation's termination): destroyed. Only keys older than an hour, so that a recording
+        being opened right now is never taken for one."""
+        keyring = self._recordings.keyring
+        older_than = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)  # real time, not the clock
+        after: uuid.UUID | None = None
+        destroyed = 0
+        while batch := await keyring.data_keys_since(after, 1000, older_than):
+            after = batch[-1]["recording_id"]
+            known = {
+                r["id"]
+                for r in await self._pool.fetch(
+                    "SELECT id FROM recordings WHERE id = ANY($1::uuid[]) AND state <> 'deleted'",
+                    [r["recording_id"] for r in batch],
+                )
+            }
+            by_organisation: dict[uuid.UUID, list[uuid.UUID]] = {}
+            for row in batch:
+                if row["recording_id"] not in known:
+                    by_organisation.setdefault(row["organisation_id"], []).append(row["recording_id"])
+            for organisation, ids in by_organisation.items():
+                destroyed += len(await keyring.destroy(organisation, ids))
+            await self._pause_between()
+        gone = [
+            organisation
+            for organisation in await keyring.organisations()
+            if not await self._pool.fetchval("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1)", organisation)
+        ]
+        for organisation in gone:
+            await keyring.destroy_organisation(organisation)
+        if destroyed or gone:
+            log.warning(ORPHAN_KEYS, data_keys=destroyed, organisations=[str(o) for o in gone])
 
     async def _pause_between(self) -> None:
         await asyncio.sleep(self._pause)
@@ -493,18 +560,27 @@ class Purger:
 
     async def _callbacks_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
         query = f"""
-            SELECT b.id FROM callback_requests b
+            SELECT b.id, b.call_id FROM callback_requests b
             WHERE b.organisation_id = $1 AND b.created_at < $2 AND NOT {held_callback()}
             ORDER BY b.created_at LIMIT $3"""
         if dry_run:
             report.counts["callbacks"] = await self._count(query, report.organisation_id, cutoff)
             return
-        while ids := [r["id"] for r in await self._pool.fetch(query, report.organisation_id, cutoff, self._batch)]:
-            status = await self._pool.execute(
-                "DELETE FROM callback_requests WHERE organisation_id = $1 AND id = ANY($2::uuid[])",
-                report.organisation_id,
-                ids,
-            )
+        while rows := await self._pool.fetch(query, report.organisation_id, cutoff, self._batch):
+            async with self._pool.acquire() as conn, conn.transaction():
+                # Their webhook payloads (name, email, note) go with them; a request's events name
+                # its call when it has one.
+                await conn.execute(
+                    "DELETE FROM webhook_events WHERE organisation_id = $1 AND kind = 'callback.requested' "
+                    "AND subject = ANY($2::uuid[])",
+                    report.organisation_id,
+                    [r["call_id"] or r["id"] for r in rows],
+                )
+                status = await conn.execute(
+                    "DELETE FROM callback_requests WHERE organisation_id = $1 AND id = ANY($2::uuid[])",
+                    report.organisation_id,
+                    [r["id"] for r in rows],
+                )
             report.counts["callbacks"] += int(status.split()[-1])
             await self._pause_between()
 

@@ -67,6 +67,14 @@ def _iso(value: Any) -> Any:
     return value
 
 
+def _calls_of(subject: Subject) -> str:
+    """SQL on ``calls c`` ($1 organisation, $2 email, $3 phone): the person's calls, those that
+    carry their email or phone, and those they asked to be called back after (with an empty form)."""
+    return f"""({subject.sql("c.visitor_email", "c.visitor_phone", "$2", "$3")}
+        OR c.id IN (SELECT r.call_id FROM callback_requests r WHERE r.organisation_id = $1
+                    AND r.call_id IS NOT NULL AND {subject.sql("r.email", "r.phone", "$2", "$3")}))"""
+
+
 class Subjects:
     def __init__(self, pool: Any, recordings: RecordingStore) -> None:
         self._pool = pool
@@ -76,7 +84,8 @@ class Subjects:
     async def find(self, organisation_id: uuid.UUID, subject: Subject) -> Found:
         calls = await self._pool.fetch(
             f"""SELECT {_CALL_FIELDS}, {held_call()} AS held FROM calls c LEFT JOIN buttons b ON b.id = c.button_id
-            WHERE c.organisation_id = $1 AND {subject.sql("c.visitor_email", "c.visitor_phone", "$2", "$3")}
+            WHERE c.organisation_id = $1
+              AND {_calls_of(subject)}
             ORDER BY c.created_at, c.id""",
             organisation_id,
             subject.email,
@@ -288,7 +297,7 @@ class Subjects:
             )
             calls = await conn.fetch(
                 f"""UPDATE calls c SET restricted = true
-                WHERE c.organisation_id = $1 AND {subject.sql("c.visitor_email", "c.visitor_phone", "$2", "$3")}
+                WHERE c.organisation_id = $1 AND {_calls_of(subject)}
                 RETURNING c.id""",
                 organisation_id,
                 subject.email,
@@ -338,8 +347,7 @@ class Subjects:
                 OR (s.subject_phone IS NOT NULL AND s.subject_phone = regexp_replace({phone}, '[^0-9]', '', 'g'))))"""
             calls = await conn.fetch(
                 f"""UPDATE calls c SET restricted = false
-                WHERE c.organisation_id = $1 AND c.restricted
-                  AND {subject.sql("c.visitor_email", "c.visitor_phone", "$2", "$3")}
+                WHERE c.organisation_id = $1 AND c.restricted AND {_calls_of(subject)}
                   AND NOT {still.format(email="c.visitor_email", phone="c.visitor_phone")}
                 RETURNING c.id""",
                 organisation_id,
@@ -374,8 +382,10 @@ class Subjects:
         if found.held:
             raise HeldError("a legal hold covers this person's data: lift it before erasing")
         calls = [c["id"] for c in found.calls if c["state"] == "ended"]
-        if len(calls) < len(found.calls):
-            raise SubjectError("a call of this person is in progress: erase once it has ended")
+        if len(calls) < len(found.calls) or any(r.state == "recording" for r in found.recordings):
+            raise SubjectError(
+                "a call of this person is in progress (or its recording is being finished): erase once it has ended"
+            )
         callbacks = [b["id"] for b in found.callbacks]
         destroyed = await self._recordings.destroy(
             organisation_id, [r.id for r in found.recordings if r.call_id in set(calls)], notify=False
@@ -454,9 +464,11 @@ class Subjects:
 async def terminate(
     pool: Any, recordings: RecordingStore, organisation_id: uuid.UUID, actor: uuid.UUID | None
 ) -> Receipt:
-    """Delete everything of an organisation: every key in the key store, every file, every row
-    (the database's cascades from ``organisations``), then issue the receipt, which outlives it.
-    Refused under a legal hold, or while a call is in progress."""
+    """Delete everything of an organisation: frozen first (sessions, tokens, buttons gone, users
+    disabled, webhooks off), then every key in the key store and every file, then every row (the
+    large tables in batches, the rest by the cascades from ``organisations``), then the receipt,
+    which outlives it. Refused under a legal hold, or while a call is in progress. A termination
+    stopped part-way can be run again; its receipt then counts what that run removed."""
     retention = Retention(pool)
     started = datetime.datetime.now(datetime.UTC)
     if await pool.fetchval("SELECT NOT EXISTS (SELECT 1 FROM organisations WHERE id = $1)", organisation_id):
@@ -469,11 +481,32 @@ async def terminate(
         raise SubjectError("a call is in progress in this organisation: terminate once it has ended")
     counts = await organisation_rows(pool, organisation_id)
     counts = {table: n for table, n in counts.items() if n}
+    # Frozen first: nobody logs in, no button takes a call, no token or webhook works, from now on.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM sessions WHERE organisation_id = $1", organisation_id)
+        await conn.execute("DELETE FROM api_tokens WHERE organisation_id = $1", organisation_id)
+        await conn.execute(
+            "UPDATE users SET disabled_at = COALESCE(disabled_at, now()) WHERE organisation_id = $1", organisation_id
+        )
+        await conn.execute("DELETE FROM buttons WHERE organisation_id = $1", organisation_id)
+        await conn.execute("UPDATE webhook_endpoints SET enabled = false WHERE organisation_id = $1", organisation_id)
+    # Then the keys and the files: from here on nothing of it can be read, whatever happens next. (A
+    # call that raced the freeze and opened a recording leaves a key the purge's reconciliation
+    # destroys once the organisation is gone.)
     data_keys, organisation_keys = await recordings.keyring.destroy_organisation(organisation_id)
     folder = recordings.root / str(organisation_id)
     files = sum(1 for _ in folder.glob("*")) if folder.exists() else 0
     await asyncio.to_thread(shutil.rmtree, folder, True)
-    await pool.execute("DELETE FROM organisations WHERE id = $1", organisation_id)
+    # Then the rows: the big tables in short batches, the rest with the organisation's row.
+    for table in ("webhook_events", "calls"):
+        removed = 1
+        while removed:
+            status = await pool.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE organisation_id = $1 LIMIT 5000)",
+                organisation_id,
+            )
+            removed = int(status.split()[-1])
+    await pool.execute("DELETE FROM organisations WHERE id = $1", organisation_id, timeout=3600)
     await recordings.keyring.vacuum()
     counts.update(recording_files=files, data_keys=data_keys, organisation_keys=len(organisation_keys))
     return await retention.write_receipt(

@@ -34,7 +34,7 @@ from storage.keys import Keyring, KeyringError
 from storage.localpg import find_bin_dir
 from storage.recordings import RecordingStore, read_plaintext
 from storage.retention import Purger, Subject
-from storage.subjects import organisation_rows
+from storage.subjects import SubjectError, Subjects, organisation_rows
 from tests.conftest import Tenant, login_cookie, make_admin, make_tenant
 from tests.run_keys import MASTER_KEY
 from tests.test_cli import run_cli
@@ -667,3 +667,103 @@ async def test_requests_that_name_nobody_or_carry_unstorable_text_are_refused(
             answer = await response.json()
         assert response.status == 400 and message in answer["message"], (path, body, answer)
     assert await database.retention.holds(tenant.organisation_id) == []
+
+
+async def test_erasure_reaches_callback_requests_typed_any_case_and_the_calls_before_them(
+    database: Database, tmp_path: Path
+) -> None:
+    store = recording_store(database, tmp_path / "recordings")
+    (tenant,) = await make_tenant(database)
+    org = tenant.organisation_id
+    await database.webhooks.create(org, url="https://crm.example/hook", events=list(webhooks.EVENTS), description=None)
+    # A call with an empty form, after which the caller left a callback request, typing their email
+    # their own way.
+    before = await store_call(database, store, tenant, ended=days_ago(1), record=True)
+    callback = await database.callbacks.create(
+        org, button_id=tenant.button_id, call_id=before.call_id, name="Ada", email="Ada@Example.TEST", phone=None,
+        note="after six", reason="max_wait",
+    )  # fmt: skip
+    assert callback.email == ADA
+    subjects = Subjects(database.pool, store)
+    found = await subjects.find(org, Subject.of(ADA, None))
+    assert [c["id"] for c in found.calls] == [before.call_id] and len(found.callbacks) == 1
+
+    # A recording still being finished holds the erasure back.
+    open_id, sink = await store.begin(organisation_id=org, call_id=before.call_id, started_at=NOW)
+    with pytest.raises(SubjectError, match="in progress"):
+        await subjects.erase(org, Subject.of(ADA, None), None)
+    await asyncio.to_thread(sink.close)
+    await store.finish(organisation_id=org, recording_id=open_id, ended_at=NOW, duration_ms=1, sink=sink)
+
+    receipt = await subjects.erase(org, Subject.of("ADA@example.test", None), None)
+    assert receipt.counts["callbacks"] == 1 and receipt.counts["calls_anonymised"] == 1
+    assert receipt.counts["recordings"] == 2
+    assert not await key_exists(database, before.recording_id) and not await key_exists(database, open_id)
+    payloads = [
+        r["payload"]
+        for r in await database.pool.fetch("SELECT payload FROM webhook_events WHERE organisation_id = $1", org)
+    ]
+    assert payloads and not any("after six" in p or ADA in p for p in payloads)
+
+
+async def test_a_purge_stopped_part_way_still_leaves_a_receipt_and_orphan_keys_go(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = recording_store(database, tmp_path / "recordings")
+    (tenant,) = await make_tenant(database)
+    org = tenant.organisation_id
+    old = await store_call(database, store, tenant, ended=days_ago(200), record=True)
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("the disk went away")
+
+    purger = Purger(database.pool, store, clock=lambda: NOW)
+    monkeypatch.setattr(purger, "_calls_due", broken)
+    with pytest.raises(RuntimeError, match="disk"):
+        await purger.run(organisation_id=org)
+    (receipt,) = await database.retention.receipts(org)
+    assert receipt.counts["recordings"] == 1 and receipt.destroyed_keys["data_keys"] == [str(old.recording_id)]
+
+    # A key whose recording never got its row (a crash between the two databases), an hour old, and
+    # the keys of an organisation that is gone: the next full run destroys them.
+    stray = uuid.uuid4()
+    await store.keyring.new_data_key(org, stray)
+    gone = uuid.uuid4()
+    await store.keyring.new_data_key(gone, uuid.uuid4())
+    await database.keystore_pool.execute(
+        "UPDATE data_keys SET created_at = now() - interval '2 hours' WHERE organisation_id = ANY($1::uuid[])",
+        [org, gone],
+    )
+    fresh = uuid.uuid4()
+    await store.keyring.new_data_key(org, fresh)  # being opened right now: left alone
+    await Purger(database.pool, store, clock=lambda: NOW).run()
+    assert not await key_exists(database, stray) and await key_exists(database, fresh)
+    assert await store.keyring.organisation_key_ids(gone) == []
+
+
+async def test_the_audit_logs_retention_switch_is_not_for_a_role_merely_granted_delete(database: Database) -> None:
+    (tenant,) = await make_tenant(database)
+    await database.audit.add(organisation_id=tenant.organisation_id, action="test", object_type="test", object_id=None)
+    role = f"cb_server_{uuid.uuid4().hex[:8]}"
+    async with database.pool.acquire() as conn:
+        await conn.execute(f"CREATE ROLE {role}")
+        try:
+            await conn.execute(f"GRANT SELECT, INSERT, DELETE ON audit_log TO {role}")
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL ROLE {role}")
+                    await conn.execute("SET LOCAL callbutton.audit_retention = 'on'")
+                    await conn.execute("DELETE FROM audit_log WHERE organisation_id = $1", tenant.organisation_id)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL ROLE {role}")
+                    await conn.fetchval("SELECT purge_audit_log($1, now(), 10, false)", tenant.organisation_id)
+        finally:
+            await conn.execute(f"REVOKE ALL ON audit_log FROM {role}")
+            await conn.execute(f"DROP ROLE {role}")
+    assert (
+        await database.pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE organisation_id = $1", tenant.organisation_id
+        )
+        == 1
+    )
