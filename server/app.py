@@ -42,7 +42,7 @@ from server.routing import Switchboard
 from storage.db import Database
 from storage.keys import Keyring
 from storage.recordings import RecordingStore
-from storage.retention import Purger
+from storage.retention import PurgeBusy, Purger
 
 log = structlog.get_logger(__name__)
 
@@ -158,6 +158,8 @@ class PurgeSchedule:
         while True:
             try:
                 await self._purger.run()
+            except PurgeBusy:
+                pass  # another process's schedule, or the command line, is at it
             except Exception:
                 log.exception(logs.TASK_FAILED, task="retention purge")
             await asyncio.sleep(self._interval)

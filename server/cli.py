@@ -33,7 +33,7 @@ from storage.db import Database, KeystoreError
 from storage.keys import KeyringError
 from storage.localpg import LOCAL_POSTGRES, LocalPostgres, LocalPostgresError
 from storage.migrations import MigrationError
-from storage.retention import HeldError, Purger
+from storage.retention import HeldError, PurgeBusy, Purger
 from storage.subjects import SubjectError, terminate
 
 log = structlog.get_logger(__name__)
@@ -165,7 +165,10 @@ async def purge(settings: Settings, *, dry_run: bool, organisation: str | None) 
     org_id = _uuid(organisation, "--org") if organisation else None
     async with open_database(settings) as database:
         store = recording_tools.store_for(settings, database)
-        reports = await Purger(database.pool, store).run(organisation_id=org_id, dry_run=dry_run)
+        try:
+            reports = await Purger(database.pool, store).run(organisation_id=org_id, dry_run=dry_run)
+        except PurgeBusy as exc:
+            raise CliError(str(exc)) from None
     for report in reports:
         due = ", ".join(f"{category} {count}" for category, count in report.counts.items())
         held = ", ".join(f"{category} {count}" for category, count in report.held.items() if count)

@@ -18,7 +18,7 @@ from server.errors import ApiError
 from server.playback import NO_STORE
 from server.processing import processing_record, processing_record_markdown
 from storage.accounts import Session
-from storage.retention import CATEGORIES, DEFAULTS, LIMITS, HeldError, Hold, Purger, Subject
+from storage.retention import CATEGORIES, DEFAULTS, LIMITS, HeldError, Hold, PurgeBusy, Purger, Subject
 from storage.subjects import SubjectError, Subjects, terminate
 
 _SUBJECT_FIELDS = frozenset({"email", "phone"})
@@ -94,9 +94,12 @@ async def run_purge(request: web.Request) -> web.Response:
     session = await require_admin(request)
     data = await body.read(request, frozenset({"dry_run"}))
     dry_run = data.boolean("dry_run") if "dry_run" in data else False
-    (report,) = await Purger(request.app[DATABASE].pool, request.app[RECORDINGS]).run(
-        organisation_id=session.user.organisation_id, dry_run=dry_run, requested_by=actor(session)
-    )
+    try:
+        (report,) = await Purger(request.app[DATABASE].pool, request.app[RECORDINGS]).run(
+            organisation_id=session.user.organisation_id, dry_run=dry_run, requested_by=actor(session)
+        )
+    except PurgeBusy as exc:
+        raise ApiError(409, "busy", str(exc)) from None
     if not dry_run:
         await _audit(request, session, "retention.purge", "receipt", report.receipt.id if report.receipt else None)
     return web.json_response(

@@ -40,6 +40,13 @@ CATEGORIES = tuple(DEFAULTS)
 LIMITS = {category: (30 if category == "audit" else 1, 36500) for category in CATEGORIES}
 
 
+_PURGE_LOCK = 0x70757267  # "purg": the advisory lock one purge run holds
+
+
+class PurgeBusy(Exception):
+    """Another purge run holds the lock."""
+
+
 class HeldError(Exception):
     """A legal hold covers what was to be deleted; the message says which."""
 
@@ -372,8 +379,25 @@ class Purger:
         requested_by: uuid.UUID | None = None,
     ) -> list[PurgeReport]:
         """Purge each organisation (or one); ``requested_by``: the admin who asked (None: the schedule
-        or the command line)."""
-        now = now or self._clock()
+        or the command line). One run at a time across every server process: a run that finds
+        another going (a second worker's schedule, the command line) raises :class:`PurgeBusy`."""
+        if dry_run:
+            return await self._run(organisation_id, True, now or self._clock(), requested_by)
+        async with self._pool.acquire() as lock:
+            if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", _PURGE_LOCK):
+                raise PurgeBusy("another purge is running; try again when it has finished")
+            try:
+                return await self._run(organisation_id, False, now or self._clock(), requested_by)
+            finally:
+                await lock.execute("SELECT pg_advisory_unlock($1)", _PURGE_LOCK)
+
+    async def _run(
+        self,
+        organisation_id: uuid.UUID | None,
+        dry_run: bool,
+        now: datetime.datetime,
+        requested_by: uuid.UUID | None,
+    ) -> list[PurgeReport]:
         started = datetime.datetime.now(datetime.UTC)
         if organisation_id is None:
             organisations = [r["id"] for r in await self._pool.fetch("SELECT id FROM organisations ORDER BY id")]

@@ -33,7 +33,7 @@ from storage.db import Database, keystore_dsn_for
 from storage.keys import Keyring, KeyringError
 from storage.localpg import find_bin_dir
 from storage.recordings import RecordingStore, read_plaintext
-from storage.retention import Purger, Subject
+from storage.retention import PurgeBusy, Purger, Subject
 from storage.subjects import SubjectError, Subjects, organisation_rows
 from tests.conftest import Tenant, login_cookie, make_admin, make_tenant
 from tests.run_keys import MASTER_KEY
@@ -767,3 +767,28 @@ async def test_the_audit_logs_retention_switch_is_not_for_a_role_merely_granted_
         )
         == 1
     )
+
+
+async def test_one_purge_at_a_time(admin_server: Running, database: Database, tmp_path: Path) -> None:
+    (tenant,) = await make_tenant(database)
+    store = admin_server.runner.app[RECORDINGS]
+    cookie = await admin_cookie(admin_server, database, tenant)
+    async with database.pool.acquire() as other:  # another process's run, say
+        assert await other.fetchval("SELECT pg_try_advisory_lock($1)", 0x70757267)
+        try:
+            with pytest.raises(PurgeBusy):
+                await Purger(database.pool, store).run()
+            status, body = await call_api(
+                "POST", f"{admin_server.url}/api/v1/retention/purge", cookie=cookie, origin=admin_server.url,
+                json={"dry_run": False},
+            )  # fmt: skip
+            assert (status, body["error"]) == (409, "busy")
+            (preview,) = await Purger(database.pool, store).run(organisation_id=tenant.organisation_id, dry_run=True)
+            assert preview.receipt is None  # a dry run changes nothing, so it does not wait
+        finally:
+            await other.execute("SELECT pg_advisory_unlock($1)", 0x70757267)
+    status, body = await call_api(
+        "POST", f"{admin_server.url}/api/v1/retention/purge", cookie=cookie, origin=admin_server.url,
+        json={"dry_run": False},
+    )  # fmt: skip
+    assert status == 200, body
