@@ -63,7 +63,7 @@ from loadtest.quality import tone_share
 from loadtest.runner import CallResult, Options, Run, tones
 from media.aiortc_seam import pin_host_addresses
 from server import auth, logs
-from server.app import start
+from server.app import settle_heap, start
 from server.config import Settings
 from storage.db import Database
 from storage.keys import Keyring, MasterKey
@@ -611,6 +611,7 @@ async def measure(
     before = await remaining(database, expired, org_folder)
     print("before the purge:", before)
     running = await start(settings, database)
+    settle_heap()  # as `callbutton serve` does
     lag = LoopLag()
     lagging = asyncio.create_task(lag.run())
     command = [sys.executable, __file__, "--callers", running.url, "--button", button, "--live", str(args.live)]

@@ -25,7 +25,7 @@ from pathlib import Path
 import structlog
 
 from server import auth, logs, recording_tools
-from server.app import start
+from server.app import settle_heap, start
 from server.config import ConfigError, Settings, markdown_table
 from server.origins import OriginError, normalise_origin
 from storage.accounts import DuplicateEmail
@@ -75,6 +75,7 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIte
 async def serve(settings: Settings, *, demo: bool) -> None:
     async with open_database(settings) as database:
         running = await start(settings, database, demo=demo)
+        settle_heap()
         url = running.url
         log.info(logs.SERVER_STARTED, url=url, agent_console=f"{url}/agent/")
         if running.demo is not None:

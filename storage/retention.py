@@ -336,7 +336,7 @@ class PurgeReport:
     policy: dict[str, int | None]
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
     held: dict[str, int] = field(default_factory=dict)
-    destroyed_keys: list[uuid.UUID] = field(default_factory=list)
+    destroyed_keys: list[str] = field(default_factory=list)  # strings: no garbage collector work
     receipt: Receipt | None = None
 
     def document(self) -> dict[str, Any]:
@@ -423,7 +423,7 @@ class Purger:
                         started_at=started,
                         counts=report.counts,
                         held={k: v for k, v in report.held.items() if v},
-                        destroyed_keys={"data_keys": [str(k) for k in report.destroyed_keys]},
+                        destroyed_keys={"data_keys": report.destroyed_keys},
                         policy=report.policy,
                     )
                     log.info(
@@ -536,7 +536,7 @@ class Purger:
         while ids := [r["id"] for r in await self._pool.fetch(query, report.organisation_id, cutoff, self._batch)]:
             destroyed = await self._recordings.destroy(report.organisation_id, ids)
             report.counts["recordings"] += len(destroyed.records)
-            report.destroyed_keys += destroyed.keys
+            report.destroyed_keys += [str(k) for k in destroyed.keys]
             if not destroyed.records:
                 break  # all taken meanwhile (being deleted by someone else)
             await self._pause_between()
@@ -565,7 +565,7 @@ class Purger:
             if recordings:
                 destroyed = await self._recordings.destroy(org, recordings, notify=False)
                 report.counts["recordings"] += len(destroyed.records)
-                report.destroyed_keys += destroyed.keys
+                report.destroyed_keys += [str(k) for k in destroyed.keys]
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     "DELETE FROM webhook_events WHERE organisation_id = $1 AND subject = ANY($2::uuid[])", org, ids
