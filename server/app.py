@@ -21,6 +21,7 @@ from server import (
     agent_api,
     api,
     calls_api,
+    clips_api,
     integrations_api,
     logs,
     playback,
@@ -33,6 +34,7 @@ from server import (
 from server import web as pages
 from server.appkeys import DATABASE, DEMO_PAGE, LIMITS, RECORDINGS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import Sessions
+from server.cliptokens import ClipTokens
 from server.config import Settings
 from server.demo import DemoTenant, ensure_demo_tenant
 from server.errors import error_middleware
@@ -40,6 +42,7 @@ from server.limits import Limits
 from server.masterkey import load_master_key
 from server.presence import Roster
 from server.routing import Switchboard
+from storage.clips import ClipStore
 from storage.db import Database
 from storage.keys import Keyring
 from storage.recordings import RecordingStore
@@ -131,6 +134,11 @@ def create_app(
     playback.add_routes(app)
     calls_api.add_routes(app)
     privacy_api.add_routes(app)
+    clips_api.add_routes(
+        app,
+        ClipStore(database.pool, recordings.keyring, recordings.root, clean=clips_api.cleaner),
+        ClipTokens(recordings.keyring.derive("clip tokens")),
+    )
     pages.add_routes(app)
     return app
 
@@ -220,6 +228,7 @@ async def recover_interrupted(database: Database, recordings: RecordingStore) ->
     them playable."""
     calls = await database.calls.close_interrupted()
     truncated = await recordings.mark_interrupted()
+    await ClipStore(database.pool, recordings.keyring, recordings.root).discard_interrupted()
     if calls or truncated:
         log.warning(
             INTERRUPTED_WORK,

@@ -5,10 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.auth import Sessions
+from server.cliptokens import ClipTokens
 from server.config import Settings
 from server.limits import Limits
 from server.presence import Roster
 from server.routing import Switchboard
+from storage.clips import ClipStore
 from storage.db import Database
 from storage.recordings import RecordingStore
 
@@ -18,5 +20,7 @@ SESSIONS = web.AppKey("sessions", Sessions)
 ROSTER = web.AppKey("roster", Roster)
 LIMITS = web.AppKey("limits", Limits)
 RECORDINGS = web.AppKey("recordings", RecordingStore)
+CLIPS = web.AppKey("clips", ClipStore)
+CLIP_TOKENS = web.AppKey("clip_tokens", ClipTokens)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 DEMO_PAGE = web.AppKey("demo_page", str)

@@ -13,8 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from server.api import path_uuid, require_admin
-from server.appkeys import DATABASE, RECORDINGS
+from server.appkeys import CLIPS, DATABASE, RECORDINGS
 from server.body import bad
+from server.cliptokens import clip_json
 from server.errors import ApiError
 from server.playback import NO_STORE, recording_json
 from server.query import Query, decode_cursor, encode_cursor
@@ -117,6 +118,9 @@ async def get_call(request: web.Request) -> web.Response:
         "rings": rings_json(events),
         "events": [event_json(e) for e in events],
         "recordings": [recording_json(r) for r in recordings],
+        "clips": []
+        if record.restricted
+        else [clip_json(c) for c in await request.app[CLIPS].of(organisation_id, call_id=call_id)],
     }
     return web.json_response(body, headers=NO_STORE)
 

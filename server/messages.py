@@ -259,6 +259,8 @@ class CallState(_Outgoing):
     ringing: bool | None = None
     message: str | None = None
     rating_token: str | None = None
+    #: authorises sending clips with this call (``/api/v1/widget/{key}/clips``), while it lasts
+    clip_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,14 @@ class CallbackNotice(_Outgoing):
 
 
 @dataclass(frozen=True)
+class ClipNotice(_Outgoing):
+    """A clip the caller sent: to the agent of the call (or, with a callback request, every agent)."""
+
+    type: ClassVar[str] = "clip"
+    clip: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class LegState(_Outgoing):
     type: ClassVar[str] = "leg_state"
     state: str
@@ -314,4 +324,4 @@ class Error(_Outgoing):
     ref: str | None = None
 
 
-Outgoing = Hello | Answer | CallState | Ring | RingStopped | Presence | LegState | Error | CallbackNotice
+Outgoing = Hello | Answer | CallState | Ring | RingStopped | Presence | LegState | Error | CallbackNotice | ClipNotice

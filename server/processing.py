@@ -45,6 +45,13 @@ async def processing_record(database: Database, settings: Settings, organisation
             "retention": _days(policy["recordings"]) if recorded else "no button records",
         },
         {
+            "category": "clips",
+            "data": ["photos, videos and PDF documents callers send (location and device metadata removed)"],
+            "subjects": "callers, and whoever their photos and videos show",
+            "purpose": PURPOSES["clips"],
+            "retention": _days(policy["clips"]),
+        },
+        {
             "category": "callbacks",
             "data": ["name, email or phone, and note of callers asking to be called back"],
             "subjects": "callers",

@@ -10,6 +10,7 @@ as they were. ``docs/protocol.md`` describes the messages.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import re
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from media.sdp import SdpError
 from server import links, logs, messages
 from server.api import button_json
-from server.appkeys import DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
+from server.appkeys import CLIP_TOKENS, DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
 from server.auth import CookiePolicy
 from server.calls import CallState
 from server.clients import client_address
@@ -234,6 +235,9 @@ async def _visitor_session(
     )
 
     def send_visitor(message: messages.Outgoing) -> None:
+        if isinstance(message, messages.CallState) and message.state != CallState.ENDED.value:
+            # With it, the visitor may send clips with this call (server/clips_api.py).
+            message = dataclasses.replace(message, clip_token=request.app[CLIP_TOKENS].for_call(message.call_id))
         socket.send(message)
         if isinstance(message, messages.CallState) and message.state == CallState.ENDED.value:
             # One socket, one call: once the visitor knows it ended, the socket has done its job.

@@ -17,7 +17,7 @@ from aiohttp import web
 from server import body, hours, links
 from server.agent_api import tell_agents
 from server.api import button_json
-from server.appkeys import DATABASE, LIMITS, ROSTER, SETTINGS, SWITCHBOARD
+from server.appkeys import CLIP_TOKENS, DATABASE, LIMITS, ROSTER, SETTINGS, SWITCHBOARD
 from server.clients import client_address
 from server.errors import ApiError
 from storage.buttons import Button
@@ -121,7 +121,8 @@ async def create_callback(request: web.Request) -> web.Response:
         return _error(exc, headers)
     if not callback.restricted:  # a restricted person's request is kept, and shown to nobody
         tell_agents(request, callback)
-    return web.json_response({"callback": {"id": str(callback.id)}}, status=201, headers=headers)
+    token = request.app[CLIP_TOKENS].for_callback(callback.id)  # to send clips with the request
+    return web.json_response({"callback": {"id": str(callback.id), "clip_token": token}}, status=201, headers=headers)
 
 
 async def rate_call(request: web.Request) -> web.Response:

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from storage.crypto_stream import IKM_SIZE
 
@@ -130,6 +132,12 @@ class Keyring:
     @property
     def master_key_id(self) -> str:
         return self._master.id
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (HKDF-SHA256 of the master key): for tokens the server signs."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"callbutton " + purpose.encode()).derive(
+            self._master.key
+        )
 
     async def check_master_key(self) -> None:
         """Refuse to run with a master key that does not wrap this key store's keys."""

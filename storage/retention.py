@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from storage.clips import ClipStore
 from storage.recordings import RecordingStore
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,7 @@ ORPHAN_KEYS = "retention.orphan_keys_destroyed"
 #: Categories, in the order the purge takes them, with their default retention in days.
 DEFAULTS: dict[str, int | None] = {
     "recordings": 90,
+    "clips": 90,
     "calls": 365,
     "callbacks": 90,
     "audit": 730,
@@ -365,6 +367,7 @@ class Purger:
     ) -> None:
         self._pool = pool
         self._recordings = recordings
+        self._clips = ClipStore(pool, recordings.keyring, recordings.root)
         self._retention = Retention(pool)
         self._batch = batch
         self._pause = pause
@@ -448,6 +451,8 @@ class Purger:
         await self._held(report, cutoffs)
         if "recordings" in cutoffs:
             await self._recordings_due(report, cutoffs["recordings"], dry_run)
+        if "clips" in cutoffs:
+            await self._clips_due(report, cutoffs["clips"], dry_run)
         if "calls" in cutoffs:
             await self._calls_due(report, cutoffs["calls"], dry_run)
             await self._lifted_due(report, cutoffs["calls"], dry_run)
@@ -485,7 +490,8 @@ class Purger:
             known = {
                 r["id"]
                 for r in await self._pool.fetch(
-                    "SELECT id FROM recordings WHERE id = ANY($1::uuid[]) AND state <> 'deleted'",
+                    "SELECT id FROM recordings WHERE id = ANY($1::uuid[]) AND state <> 'deleted' "
+                    "UNION ALL SELECT id FROM clips WHERE id = ANY($1::uuid[]) AND state <> 'deleted'",
                     [r["recording_id"] for r in batch],
                 )
             }
@@ -519,6 +525,10 @@ class Purger:
                 AND c.ended_at < $2 AND {held_call()}""",
             "callbacks": f"""SELECT count(*) FROM callback_requests b WHERE b.organisation_id = $1
                 AND b.created_at < $2 AND {held_callback()}""",
+            "clips": f"""SELECT count(*) FROM clips k
+                LEFT JOIN calls c ON c.id = k.call_id LEFT JOIN callback_requests b ON b.id = k.callback_id
+                WHERE k.organisation_id = $1 AND k.state = 'ready' AND k.ready_at < $2
+                AND ((c.id IS NOT NULL AND {held_call()}) OR (b.id IS NOT NULL AND {held_callback()}))""",
         }
         for category, query in queries.items():
             if category in cutoffs:
@@ -540,6 +550,33 @@ class Purger:
             if not destroyed.records:
                 break  # all taken meanwhile (being deleted by someone else)
             await self._pause_between()
+
+    async def _clips_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
+        query = f"""
+            SELECT k.id FROM clips k
+            LEFT JOIN calls c ON c.id = k.call_id LEFT JOIN callback_requests b ON b.id = k.callback_id
+            WHERE k.organisation_id = $1 AND k.state = 'ready' AND k.ready_at < $2
+              AND NOT (c.id IS NOT NULL AND {held_call()}) AND NOT (b.id IS NOT NULL AND {held_callback()})
+            ORDER BY k.ready_at LIMIT $3"""
+        if dry_run:
+            report.counts["clips"] = await self._count(query, report.organisation_id, cutoff)
+            return
+        while ids := [r["id"] for r in await self._pool.fetch(query, report.organisation_id, cutoff, self._batch)]:
+            await self._destroy_clips(report, ids)
+            await self._pause_between()
+
+    async def _destroy_clips(self, report: PurgeReport, ids: list[uuid.UUID]) -> None:
+        destroyed = await self._clips.destroy(report.organisation_id, ids)
+        report.counts["clips"] = report.counts.get("clips", 0) + len(destroyed.records)
+        report.destroyed_keys += [str(k) for k in destroyed.keys]
+
+    async def _clips_of(self, organisation_id: uuid.UUID, column: str, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        rows = await self._pool.fetch(
+            f"SELECT id FROM clips WHERE organisation_id = $1 AND {column} = ANY($2::uuid[]) AND state = 'ready'",
+            organisation_id,
+            ids,
+        )
+        return [r["id"] for r in rows]
 
     async def _calls_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
         """Ended calls past retention go whole: their recordings (keys and files) first, then their
@@ -566,6 +603,8 @@ class Purger:
                 destroyed = await self._recordings.destroy(org, recordings, notify=False)
                 report.counts["recordings"] += len(destroyed.records)
                 report.destroyed_keys += [str(k) for k in destroyed.keys]
+            if clips := await self._clips_of(org, "call_id", ids):
+                await self._destroy_clips(report, clips)
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     "DELETE FROM webhook_events WHERE organisation_id = $1 AND subject = ANY($2::uuid[])", org, ids
@@ -591,6 +630,8 @@ class Purger:
             report.counts["callbacks"] = await self._count(query, report.organisation_id, cutoff)
             return
         while rows := await self._pool.fetch(query, report.organisation_id, cutoff, self._batch):
+            if clips := await self._clips_of(report.organisation_id, "callback_id", [r["id"] for r in rows]):
+                await self._destroy_clips(report, clips)
             async with self._pool.acquire() as conn, conn.transaction():
                 # Their webhook payloads (name, email, note) go with them; a request's events name
                 # its call when it has one.

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import webhooks
+from storage.clips import ClipRecord, ClipStore
 from storage.recordings import RecordingRecord, RecordingStore, read_plaintext
 from storage.retention import CATEGORIES, HeldError, Receipt, Retention, Subject, held_call, held_callback
 
@@ -27,6 +28,7 @@ PURPOSES = {
     "calls": "Answering the caller's call and keeping its history for follow-up, quality and statistics.",
     "recordings": "Quality assurance, training and evidence of what was agreed, on buttons that record "
     "and say so before the call connects.",
+    "clips": "Seeing the problem the caller shows: photos, videos and documents they chose to send.",
     "callbacks": "Calling back a caller who could not be answered, at their request.",
     "audit": "Security: who accessed or deleted which data, when and from where.",
     "webhook_log": "Delivering call events to the systems the organisation connected (its CRM, helpdesk).",
@@ -44,6 +46,7 @@ class Found:
     calls: list[dict[str, Any]]
     callbacks: list[dict[str, Any]]
     recordings: list[RecordingRecord]
+    clips: list[ClipRecord]
     restricted: bool
     held: bool
 
@@ -79,6 +82,7 @@ class Subjects:
     def __init__(self, pool: Any, recordings: RecordingStore) -> None:
         self._pool = pool
         self._recordings = recordings
+        self._clips = ClipStore(pool, recordings.keyring, recordings.root)
         self._retention = Retention(pool)
 
     async def find(self, organisation_id: uuid.UUID, subject: Subject) -> Found:
@@ -121,10 +125,16 @@ class Subjects:
                 subject.phone,
             )
         )
+        clips: dict[uuid.UUID, ClipRecord] = {}
+        for call in calls:
+            clips.update((c.id, c) for c in await self._clips.of(organisation_id, call_id=call["id"]))
+        for callback in callbacks:
+            clips.update((c.id, c) for c in await self._clips.of(organisation_id, callback_id=callback["id"]))
         return Found(
             calls=[dict(r) for r in calls],
             callbacks=[dict(r) for r in callbacks],
             recordings=recordings,
+            clips=list(clips.values()),
             restricted=bool(restricted),
             held=held,
         )
@@ -184,6 +194,17 @@ class Subjects:
                 channels={"0": "caller", "1": "agent"},
             )
             recordings_by_call.setdefault(record.call_id, []).append(entry)
+        clips_of: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for clip in found.clips:
+            extension = (clip.media_type or "application/octet-stream").split("/")[-1].replace("jpeg", "jpg")
+            name = f"clips/{clip.id}.{extension}"
+            try:
+                files[name] = await self._clips.read(clip)
+                clip_entry: dict[str, Any] = {"id": str(clip.id), "file": name}
+            except Exception as exc:
+                clip_entry = {"id": str(clip.id), "file": None, "error": f"could not be read: {exc}"}
+            clip_entry.update(kind=clip.kind, media_type=clip.media_type, name=clip.name, sent_at=_iso(clip.ready_at))
+            clips_of.setdefault(clip.call_id or clip.callback_id, []).append(clip_entry)  # type: ignore[arg-type]
         document = {
             "organisation": organisation,
             "generated_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -207,6 +228,7 @@ class Subjects:
                     "rating": c["rating"],
                     "rating_comment": c["rating_comment"],
                     "recordings": recordings_by_call.get(c["id"], []),
+                    "clips": clips_of.get(c["id"], []),
                 }
                 for c in found.calls
             ],
@@ -222,11 +244,17 @@ class Subjects:
                     "state": b["state"],
                     "created_at": _iso(b["created_at"]),
                     "done_at": _iso(b["done_at"]),
+                    "clips": clips_of.get(b["id"], []),
                 }
                 for b in found.callbacks
             ],
         }
-        counts = {"calls": len(found.calls), "callbacks": len(found.callbacks), "recordings": len(files)}
+        counts = {
+            "calls": len(found.calls),
+            "callbacks": len(found.callbacks),
+            "recordings": len(found.recordings),
+            "clips": len(found.clips),
+        }
 
         def pack() -> bytes:
             buffer = io.BytesIO()
@@ -390,6 +418,7 @@ class Subjects:
         destroyed = await self._recordings.destroy(
             organisation_id, [r.id for r in found.recordings if r.call_id in set(calls)], notify=False
         )
+        clips = await self._clips.destroy(organisation_id, [c.id for c in found.clips])
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "DELETE FROM webhook_events WHERE organisation_id = $1 AND subject = ANY($2::uuid[])",
@@ -443,6 +472,7 @@ class Subjects:
         counts = {
             "calls_anonymised": len(calls),
             "recordings": len(destroyed.records),
+            "clips": len(clips.records),
             "callbacks": len(callbacks),
             "restrictions": int(restrictions.split()[-1]),
             "lifted_holds": int(holds.split()[-1]),
@@ -453,7 +483,7 @@ class Subjects:
             requested_by=actor,
             started_at=started,
             counts=counts,
-            destroyed_keys={"data_keys": [str(k) for k in destroyed.keys]},
+            destroyed_keys={"data_keys": [str(k) for k in (*destroyed.keys, *clips.keys)]},
         )
         await self.log(organisation_id, "erase", actor, counts, receipt.id)
         if destroyed.keys:
@@ -495,7 +525,7 @@ async def terminate(
     # destroys once the organisation is gone.)
     data_keys, organisation_keys = await recordings.keyring.destroy_organisation(organisation_id)
     folder = recordings.root / str(organisation_id)
-    files = sum(1 for _ in folder.glob("*")) if folder.exists() else 0
+    files = sum(1 for path in folder.rglob("*") if path.is_file()) if folder.exists() else 0
     await asyncio.to_thread(shutil.rmtree, folder, True)
     # Then the rows: the big tables in short batches, the rest with the organisation's row.
     for table in ("webhook_events", "calls"):
@@ -508,7 +538,7 @@ async def terminate(
             removed = int(status.split()[-1])
     await pool.execute("DELETE FROM organisations WHERE id = $1", organisation_id, timeout=3600)
     await recordings.keyring.vacuum()
-    counts.update(recording_files=files, data_keys=data_keys, organisation_keys=len(organisation_keys))
+    counts.update(files=files, data_keys=data_keys, organisation_keys=len(organisation_keys))
     return await retention.write_receipt(
         organisation_id,
         kind="termination",

@@ -28,6 +28,7 @@ EVENTS = (
     "call.unrestricted",
     "call.erased",
     "callback.erased",
+    "clip.received",
 )
 
 #: Events telling receivers of a data subject's rights being exercised (GDPR Art. 19): sent even

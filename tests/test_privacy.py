@@ -171,8 +171,8 @@ async def test_the_purge_removes_what_is_due_and_nothing_else(database: Database
     purger = Purger(database.pool, store, batch=2, clock=lambda: NOW)
     # The dry run says what would go, and changes nothing.
     (preview,) = await purger.run(organisation_id=org, dry_run=True)
-    assert preview.counts == {"recordings": 2, "calls": 1, "callbacks": 1, "audit": 1, "webhook_log": 1}
-    assert preview.held == {"recordings": 2, "calls": 2, "callbacks": 0}
+    assert preview.counts == {"recordings": 2, "clips": 0, "calls": 1, "callbacks": 1, "audit": 1, "webhook_log": 1}
+    assert preview.held == {"recordings": 2, "clips": 0, "calls": 2, "callbacks": 0}
     assert preview.receipt is None and await key_exists(database, old.recording_id)
 
     (report,) = await purger.run(organisation_id=org)
@@ -206,7 +206,7 @@ async def test_the_purge_removes_what_is_due_and_nothing_else(database: Database
     assert report.receipt is not None
     receipt = await database.retention.receipt(org, report.receipt.id)
     assert receipt is not None and receipt.kind == "purge"
-    assert receipt.counts == {"recordings": 2, "calls": 1, "callbacks": 1, "audit": 1, "webhook_log": 1}
+    assert receipt.counts == {"recordings": 2, "clips": 0, "calls": 1, "callbacks": 1, "audit": 1, "webhook_log": 1}
     assert sorted(receipt.destroyed_keys["data_keys"]) == sorted([str(old.recording_id), str(middle.recording_id)])
     assert receipt.held == {"recordings": 2, "calls": 2}
     assert "example.test" not in json.dumps(receipt.document()) and "7946" not in json.dumps(receipt.document())
@@ -556,7 +556,7 @@ async def test_terminating_an_organisation_leaves_nothing_of_it(admin_server: Ru
     assert receipt["kind"] == "termination"
     deleted = receipt["deleted"]
     assert {table: deleted[table] for table in before} == before
-    assert deleted["data_keys"] == 3 and deleted["recording_files"] == 3 and deleted["organisation_keys"] == 1
+    assert deleted["data_keys"] == 3 and deleted["files"] == 3 and deleted["organisation_keys"] == 1
 
     # No row, no file, no key of it remains; the receipt does, and nothing of the other organisation went.
     assert not any((await organisation_rows(database.pool, org)).values())
@@ -586,12 +586,12 @@ async def test_the_purge_and_termination_commands(database: Database, migrated: 
 
     dry = await asyncio.to_thread(run_cli, ["purge", "--dry-run", "--org", str(org)], migrated, "", extra)
     assert dry.returncode == 0, dry.stderr
-    assert f"{org}: would delete recordings 1, calls 1, callbacks 0, audit 0, webhook_log 0" in dry.stdout
+    assert f"{org}: would delete recordings 1, clips 0, calls 1, callbacks 0, audit 0, webhook_log 0" in dry.stdout
     assert await call_exists(database, old.call_id) and await key_exists(database, old.recording_id)
 
     done = await asyncio.to_thread(run_cli, ["purge", "--org", str(org)], migrated, "", extra)
     assert done.returncode == 0, done.stderr
-    assert f"{org}: deleted recordings 1, calls 1" in done.stdout and "receipt" in done.stdout
+    assert f"{org}: deleted recordings 1, clips 0, calls 1" in done.stdout and "receipt" in done.stdout
     assert not await call_exists(database, old.call_id) and not await key_exists(database, old.recording_id)
     assert await call_exists(database, kept.call_id)
 

@@ -14,6 +14,7 @@ import { refresh, userName } from "./directory.js";
 /** The categories of data, in the order the API keeps them. */
 const CATEGORIES = {
   recordings: "Recordings",
+  clips: "Clips (photos, videos, documents)",
   calls: "Calls",
   callbacks: "Callback requests",
   audit: "Audit log",
@@ -22,6 +23,7 @@ const CATEGORIES = {
 /** What a receipt or request counted, for the counts the API names, in the order they are shown. */
 const COUNTED = {
   recordings: CATEGORIES.recordings,
+  clips: "Clips",
   calls: CATEGORIES.calls,
   calls_anonymised: "Calls anonymised",
   callbacks: CATEGORIES.callbacks,
@@ -29,8 +31,9 @@ const COUNTED = {
   webhook_log: CATEGORIES.webhook_log,
   restrictions: "Restrictions",
   lifted_holds: "Lifted holds on record",
-  recording_files: "Recording files",
-  data_keys: "Recording keys",
+  lifted_restrictions: "Lifted restrictions on record",
+  files: "Encrypted files",
+  data_keys: "Data keys",
   organisation_keys: "Organisation keys",
 };
 const RECEIPT_KINDS = {
