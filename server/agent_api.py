@@ -13,8 +13,9 @@ from aiohttp import web
 
 from server import body
 from server.api import current_session, path_uuid
-from server.appkeys import DATABASE, ROSTER, SETTINGS, SWITCHBOARD
+from server.appkeys import CLIPS, DATABASE, ROSTER, SETTINGS, SWITCHBOARD
 from server.calls_api import call_json
+from server.cliptokens import clip_json
 from server.errors import ApiError
 from server.messages import CallbackNotice
 from server.playback import NO_STORE
@@ -102,7 +103,15 @@ async def list_callbacks(request: web.Request) -> web.Response:
     if state not in (None, "open", "done"):
         raise body.bad("state is open or done")
     callbacks = await request.app[DATABASE].callbacks.all(session.user.organisation_id, state)
-    return web.json_response({"callbacks": [callback_json(c) for c in callbacks]}, headers=NO_STORE)
+    clips = await request.app[CLIPS].of_callbacks(session.user.organisation_id, [c.id for c in callbacks])
+    return web.json_response(
+        {
+            "callbacks": [
+                {**callback_json(c), "clips": [clip_json(k) for k in clips if k.callback_id == c.id]} for c in callbacks
+            ]
+        },
+        headers=NO_STORE,
+    )
 
 
 async def mark_callback_done(request: web.Request) -> web.Response:

@@ -173,7 +173,7 @@ async def complete_clip(request: web.Request) -> web.Response:
             raise _clip_error(exc) from None
     except ApiError as exc:
         return _error(exc, headers)
-    _tell(request, stored)
+    await _tell(request, stored)
     return web.json_response(
         {
             "clip": {
@@ -187,13 +187,17 @@ async def complete_clip(request: web.Request) -> web.Response:
     )
 
 
-def _tell(request: web.Request, record: ClipRecord) -> None:
-    """The agent of the call sees the clip arrive; a callback request's clip, every agent."""
+async def _tell(request: web.Request, record: ClipRecord) -> None:
+    """The agent of the call sees the clip arrive; a callback request's clip, every agent (unless
+    its caller restricted processing)."""
     notice = ClipNotice(clip=clip_json(record))
     if record.call_id is not None:
         live = request.app[SWITCHBOARD].calls.get(record.call_id)
         if live is not None and live.agent is not None:
             live.agent.send(notice)
+        return
+    callback = await request.app[DATABASE].callbacks.get(record.organisation_id, record.callback_id)  # type: ignore[arg-type]
+    if callback is None or callback.restricted:
         return
     for agent in request.app[ROSTER].of(record.organisation_id):
         agent.send(notice)
@@ -236,8 +240,13 @@ async def clip_content(request: web.Request) -> web.Response:
     session, record = await _staff_clip(request)
     if record.state == "deleted":
         raise ApiError(410, "deleted", "this clip was deleted")
-    call = await request.app[DATABASE].calls.get(record.organisation_id, record.call_id) if record.call_id else None
-    if call is not None and call.restricted:
+    database = request.app[DATABASE]
+    owner = (
+        await database.calls.get(record.organisation_id, record.call_id)
+        if record.call_id
+        else await database.callbacks.get(record.organisation_id, record.callback_id)  # type: ignore[arg-type]
+    )
+    if owner is not None and owner.restricted:
         raise ApiError(409, "restricted", "the caller restricted the processing of their data: it cannot be shown")
     await request.app[DATABASE].audit.add(
         organisation_id=record.organisation_id,

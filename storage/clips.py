@@ -320,6 +320,16 @@ class ClipStore:
         )
         return [_record(r) for r in rows]
 
+    async def of_callbacks(self, organisation_id: uuid.UUID, callback_ids: Sequence[uuid.UUID]) -> list[ClipRecord]:
+        """The ready clips of these callback requests (one query for a whole list)."""
+        rows = await self._pool.fetch(
+            f"""SELECT {_COLUMNS} FROM clips WHERE organisation_id = $1 AND state = 'ready'
+            AND callback_id = ANY($2::uuid[]) ORDER BY ready_at, id""",
+            organisation_id,
+            list(callback_ids),
+        )
+        return [_record(r) for r in rows]
+
     async def read(self, record: ClipRecord) -> bytes:
         """The clip's content, decrypted (in memory)."""
         if record.state != "ready":

@@ -218,6 +218,11 @@ async def test_an_interrupted_upload_resumes_to_the_same_result(server: Running,
     assert status == 200
     status, resumed = await uploader.complete(clip_id, owner["token"])
     assert status == 200, resumed
+    # Agents see a callback request's clips on their list.
+    agent_cookie = await login_cookie(server.url, tenant.agent_email, tenant.agent_password)
+    status, body = await call_api("GET", f"{server.url}/api/v1/callbacks", cookie=agent_cookie)
+    (listed,) = [c for c in body["callbacks"] if c["id"] == owner["callback_id"]]
+    assert sorted(c["id"] for c in listed["clips"]) == sorted([straight["clip"]["id"], resumed["clip"]["id"]])
 
     store = server.runner.app[CLIPS]
     first = await store.get(tenant.organisation_id, uuid.UUID(straight["clip"]["id"]))
