@@ -14,7 +14,6 @@ location and device metadata, and stores it encrypted (storage/clips.py), or ref
 from __future__ import annotations
 
 import hmac
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +26,7 @@ from server.clients import client_address
 from server.cliptokens import ClipTokens, clip_json
 from server.errors import ApiError
 from server.messages import ClipNotice
-from server.playback import NO_STORE
+from server.playback import NO_STORE, _byte_range, _resolve
 from server.widget_api import _admit, _button_for, _cors, _error
 from storage.accounts import Session
 from storage.clips import ClipError, ClipRecord, ClipStore
@@ -248,33 +247,41 @@ async def clip_content(request: web.Request) -> web.Response:
     )
     if owner is not None and owner.restricted:
         raise ApiError(409, "restricted", "the caller restricted the processing of their data: it cannot be shown")
-    await request.app[DATABASE].audit.add(
-        organisation_id=record.organisation_id,
-        actor_id=actor(session),
-        action="clip.view",
-        object_type="clip",
-        object_id=record.id,
-        address=client_address(request),
-        user_agent=request.headers.get("User-Agent"),
-    )
+    etag = f'"{record.id.hex}"'
+    wanted = _byte_range(request, etag)
+    if wanted is None or not wanted[0] or int(wanted[0]) == 0:
+        # One entry per view: what a player asks for later (seeking) is the same viewing.
+        await database.audit.add(
+            organisation_id=record.organisation_id,
+            actor_id=actor(session),
+            action="clip.view",
+            object_type="clip",
+            object_id=record.id,
+            address=client_address(request),
+            user_agent=request.headers.get("User-Agent"),
+        )
     data = await request.app[CLIPS].read(record)
     extension = (record.media_type or "").split("/")[-1].replace("jpeg", "jpg")
     disposition = "attachment" if "download" in request.query or record.kind == "document" else "inline"
+    headers = {
+        **NO_STORE,
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+        "Content-Disposition": f'{disposition}; filename="clip-{record.id}.{extension}"',
+        # What a caller sent is shown, never run.
+        "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; media-src 'self'",
+        "X-Content-Type-Options": "nosniff",
+    }
+    status = 200
+    if wanted is not None:  # a video player seeking (an MP4's index may be at its end)
+        start, end = _resolve(wanted, len(data))
+        if start > end or start >= len(data):
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{len(data)}"})
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        data, status = data[start : end + 1], 206
     return web.Response(
-        body=data,
-        content_type=record.media_type or "application/octet-stream",
-        headers={
-            **NO_STORE,
-            "Content-Disposition": f'{disposition}; filename="clip-{record.id}.{extension}"',
-            # What a caller sent is shown, never run.
-            "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; media-src 'self'",
-            "X-Content-Type-Options": "nosniff",
-        },
+        body=data, status=status, content_type=record.media_type or "application/octet-stream", headers=headers
     )
-
-
-async def clips_of_call(request: web.Request, organisation_id: uuid.UUID, call_id: uuid.UUID) -> list[dict[str, Any]]:
-    return [clip_json(c) for c in await request.app[CLIPS].of(organisation_id, call_id=call_id)]
 
 
 def cleaner(data: bytes, declared_type: str | None) -> Any:

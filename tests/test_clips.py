@@ -223,6 +223,24 @@ async def test_an_interrupted_upload_resumes_to_the_same_result(server: Running,
     status, body = await call_api("GET", f"{server.url}/api/v1/callbacks", cookie=agent_cookie)
     (listed,) = [c for c in body["callbacks"] if c["id"] == owner["callback_id"]]
     assert sorted(c["id"] for c in listed["clips"]) == sorted([straight["clip"]["id"], resumed["clip"]["id"]])
+    # A player may ask for byte ranges; the parts join into the whole, and one viewing is one entry.
+    url = f"{server.url}{listed['clips'][0]['content_url']}"
+    parts = []
+    async with aiohttp.ClientSession() as http:
+        for wanted in ("bytes=0-99", "bytes=100-"):
+            async with http.get(url, headers={"Cookie": agent_cookie, "Range": wanted}) as response:
+                assert response.status == 206 and response.headers["Accept-Ranges"] == "bytes"
+                parts.append(await response.read())
+        async with http.get(url, headers={"Cookie": agent_cookie}) as response:
+            whole = await response.read()
+        async with http.get(url, headers={"Cookie": agent_cookie, "Range": "bytes=999999-"}) as response:
+            assert response.status == 416
+    assert b"".join(parts) == whole and len(parts[0]) == 100
+    views = await database.pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'clip.view' AND object_id = $1",
+        uuid.UUID(listed["clips"][0]["id"]),
+    )
+    assert views == 2  # the range from 0, and the whole
 
     store = server.runner.app[CLIPS]
     first = await store.get(tenant.organisation_id, uuid.UUID(straight["clip"]["id"]))
