@@ -161,6 +161,18 @@ async def upload_status(request: web.Request) -> web.Response:
     )
 
 
+async def cancel_upload(request: web.Request) -> web.Response:
+    """``DELETE /api/v1/widget/{key}/clips/{id}``: the visitor cancelled an upload in progress."""
+    headers = _cors(request.headers.get("Origin"))
+    try:
+        record, headers = await _visitor_clip(request)
+        if not await request.app[CLIPS].abandon(record.organisation_id, record.id):
+            raise ApiError(409, "not_uploading", "this clip is not being uploaded (it was sent, or is gone)")
+    except ApiError as exc:
+        return _error(exc, headers)
+    return web.Response(status=204, headers=headers)
+
+
 async def complete_clip(request: web.Request) -> web.Response:
     """``POST /api/v1/widget/{key}/clips/{id}/complete``: check, clean and store the whole clip."""
     headers = _cors(request.headers.get("Origin"))
@@ -204,7 +216,7 @@ async def _tell(request: web.Request, record: ClipRecord) -> None:
 
 async def preflight(request: web.Request) -> web.Response:
     headers = _cors(request.headers.get("Origin"))
-    headers["Access-Control-Allow-Methods"] = "GET, POST, PUT"
+    headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE"
     headers["Access-Control-Allow-Headers"] = "Content-Type, X-Clip-Token"
     headers["Access-Control-Max-Age"] = "600"
     return web.Response(status=204, headers=headers)
@@ -296,6 +308,7 @@ def add_routes(app: web.Application, store: ClipStore, tokens: ClipTokens) -> No
     app.router.add_route("OPTIONS", "/api/v1/widget/{key}/clips", preflight)
     app.router.add_put("/api/v1/widget/{key}/clips/{id}", upload_chunk)
     app.router.add_get("/api/v1/widget/{key}/clips/{id}", upload_status)
+    app.router.add_delete("/api/v1/widget/{key}/clips/{id}", cancel_upload)
     app.router.add_route("OPTIONS", "/api/v1/widget/{key}/clips/{id}", preflight)
     app.router.add_post("/api/v1/widget/{key}/clips/{id}/complete", complete_clip)
     app.router.add_route("OPTIONS", "/api/v1/widget/{key}/clips/{id}/complete", preflight)

@@ -283,6 +283,17 @@ class ClipStore:
             raise
         return stored
 
+    async def abandon(self, organisation_id: uuid.UUID, clip_id: uuid.UUID) -> bool:
+        """The caller cancelled an upload: its file and row go (it no longer counts to the limit)."""
+        upload = self._uploads.get(clip_id)
+        if upload is None or upload.record.organisation_id != organisation_id:
+            return False
+        async with upload.lock:
+            self._uploads.pop(clip_id, None)
+            await self._drop_upload_file(upload)
+            await self._pool.execute("DELETE FROM clips WHERE id = $1 AND state = 'uploading'", clip_id)
+        return True
+
     async def expire_uploads(self) -> int:
         """Drop uploads idle for longer than :data:`UPLOAD_IDLE_SECONDS`."""
         stale = [u for u in self._uploads.values() if time.monotonic() - u.touched > UPLOAD_IDLE_SECONDS]

@@ -289,7 +289,18 @@ async def test_oversized_and_tokenless_uploads_are_refused(server: Running, data
     assert status == 404
     status, body = await uploader.start(owner, b"x" * 10, "x", None)
     assert status == 201
-    status, body = await uploader.put(body["clip"]["id"], "wrong", 0, b"x" * 10)
+    clip_id = body["clip"]["id"]
+    status, body = await uploader.put(clip_id, "wrong", 0, b"x" * 10)
+    assert status == 404
+    # Cancelled: the upload goes, file and row, and no longer counts.
+    status, _ = await uploader.put(clip_id, owner["token"], 0, b"x" * 5)
+    assert status == 200 and stored_files(server, tenant)
+    headers = {**uploader.headers, "X-Clip-Token": owner["token"]}
+    status, _ = await uploader.request("DELETE", f"{uploader.base}/{clip_id}", headers=headers)
+    assert status == 204
+    assert stored_files(server, tenant) == []
+    assert not await database.pool.fetchval("SELECT count(*) FROM clips WHERE id = $1", uuid.UUID(clip_id))
+    status, body = await uploader.request("DELETE", f"{uploader.base}/{clip_id}", headers=headers)
     assert status == 404
 
 

@@ -3,6 +3,8 @@
  * ring ended, the answer, the end and why), the visitor's form, page, notes and rating, and its
  * recordings, each playable, downloadable and deletable (after a confirmation). Playback loads
  * nothing until asked: each request for the audio is written to the audit log as a playback.
+ * Below them, the clips the caller sent (photos shown, videos playable, documents to download);
+ * each view of a clip is audited too.
  */
 
 import { api, message } from "./api.js";
@@ -151,8 +153,81 @@ function recordingItem(recording) {
   return item;
 }
 
+const CLIP_KINDS = { image: "Photo", video: "Video", document: "Document" };
+const CLIP_FORMATS = {
+  "image/jpeg": "JPEG",
+  "image/png": "PNG",
+  "video/webm": "WebM",
+  "video/mp4": "MP4",
+  "application/pdf": "PDF",
+};
+
+function bytes(count) {
+  if (typeof count !== "number" || count < 0) {
+    return "";
+  }
+  return count >= 1024 * 1024 ? `${(count / (1024 * 1024)).toFixed(1)} MB` : `${Math.max(1, Math.round(count / 1024))} kB`;
+}
+
+/** The clips' place on the page (index.html has none: it is added after the recordings once). */
+function clipsBox() {
+  let box = $("call-clips");
+  if (!box) {
+    box = el("div", { id: "call-clips" });
+    $("call-recordings").after(
+      el("h3", { id: "call-clips-title", textContent: "Sent by the caller" }),
+      el("p", { className: "muted", textContent: "Photos, videos and documents; every view and download is written to the audit log." }),
+      box,
+    );
+  }
+  return box;
+}
+
+function clipItem(clip) {
+  const kind = CLIP_KINDS[clip.kind] || "File";
+  const name = clip.name || `${kind.toLowerCase()} ${String(clip.id).slice(0, 8)}`;
+  const format = CLIP_FORMATS[clip.media_type] || clip.media_type || "";
+  const url = /^\/api\/v1\/clips\/[0-9a-f-]{36}\/content$/.test(clip.content_url || "") ? clip.content_url : "";
+  const headingId = `clip-${clip.id}`;
+  const item = el(
+    "li",
+    { className: "item clip" },
+    el("h4", { id: headingId, textContent: `${kind}: ${name}` }),
+    el(
+      "p",
+      { className: "hint" },
+      [format, bytes(clip.byte_size), clip.ready_at ? `received ${dateTime(clip.ready_at)}` : ""].filter(Boolean).join(" · "),
+    ),
+  );
+  item.dataset.clip = clip.id;
+  item.dataset.kind = clip.kind || "";
+  item.setAttribute("aria-labelledby", headingId);
+  if (!url) {
+    return item;
+  }
+  if (clip.kind === "image") {
+    const image = el("img", { src: url, alt: `${kind} sent by the caller: ${name}`, loading: "lazy", decoding: "async" });
+    item.append(el("a", { href: url, target: "_blank", rel: "noopener", className: "clip-view" }, image));
+  } else if (clip.kind === "video") {
+    // preload=none, as for recordings: opening the page fetches nothing, so the audit log's views are real ones.
+    const video = el("video", { controls: true, preload: "none", src: url });
+    video.setAttribute("aria-label", `${kind} sent by the caller: ${name}`);
+    item.append(video);
+  }
+  const download = el("a", {
+    href: `${url}?download=1`,
+    className: "button-link",
+    textContent: clip.kind === "document" ? `Download ${name}` : "Download",
+  });
+  download.setAttribute("download", "");
+  download.setAttribute("aria-label", `Download the ${kind.toLowerCase()} ${name}${format ? ` (${format})` : ""}`);
+  item.append(el("div", { className: "controls" }, download));
+  return item;
+}
+
 function render(body) {
   const { call, rings, events, recordings } = body;
+  const clips = Array.isArray(body.clips) ? body.clips.filter((c) => c && typeof c === "object" && c.id) : [];
   $("call-title").textContent = `Call of ${dateTime(call.created_at)}`;
   const visitor = visitorText(call.visitor);
   $("call-facts").replaceChildren(
@@ -190,6 +265,18 @@ function render(body) {
       ? [el("ul", { className: "items" }, ...recordings.map(recordingItem))]
       : [el("p", { className: "muted", textContent: "This call was not recorded." })]),
   );
+  clipsBox().replaceChildren(
+    ...(clips.length
+      ? [el("ul", { className: "items clips" }, ...clips.map(clipItem))]
+      : [
+          el("p", {
+            className: "muted",
+            textContent: call.restricted
+              ? "The caller restricted the processing of their data: what they sent is not shown."
+              : "The caller sent no photos, videos or documents.",
+          }),
+        ]),
+  );
   show("call-body", true);
 }
 
@@ -216,6 +303,9 @@ export default {
     for (const audio of $("call-recordings").querySelectorAll("audio")) {
       audio.pause();
     }
+    for (const video of $("call-clips") ? $("call-clips").querySelectorAll("video") : []) {
+      video.pause();
+    }
   },
 
   reset() {
@@ -225,6 +315,13 @@ export default {
       audio.removeAttribute("src");
     }
     $("call-recordings").replaceChildren();
+    if ($("call-clips")) {
+      for (const video of $("call-clips").querySelectorAll("video")) {
+        video.pause();
+        video.removeAttribute("src");
+      }
+      $("call-clips").replaceChildren();
+    }
     show("call-body", false);
   },
 };

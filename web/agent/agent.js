@@ -94,6 +94,9 @@
     notesSave: $("notes-save"),
     notesStatus: $("notes-status"),
     notesError: $("notes-error"),
+    callClips: $("call-clips"),
+    callClipList: $("call-clip-list"),
+    clipsStatus: $("clips-status"),
     callbackList: $("callback-list"),
     callbacksEmpty: $("callbacks-empty"),
     callbacksStatus: $("callbacks-status"),
@@ -136,6 +139,8 @@
     muted: false,
     loggingOut: false,
     callbacks: new Map(), // id -> { data, element }
+    callClips: new Map(), // call id -> Map(clip id -> clip): what callers sent with their calls
+    callbackClips: new Map(), // callback request id -> Map(clip id -> clip)
     doneCallbacks: new Set(),
     historyTimers: [],
   };
@@ -292,6 +297,9 @@
       removeCallback(id);
     }
     state.doneCallbacks.clear();
+    state.callClips.clear();
+    state.callbackClips.clear();
+    ui.clipsStatus.textContent = "";
     showAlert(ui.callbacksError, "");
     ui.callbacksStatus.textContent = "";
     ui.linkResult.hidden = true;
@@ -541,6 +549,11 @@
       case "callback":
         if (message.callback && typeof message.callback === "object") {
           callbackChanged(message.callback, true);
+        }
+        break;
+      case "clip":
+        if (message.clip && typeof message.clip === "object") {
+          clipArrived(message.clip);
         }
         break;
       case "error":
@@ -1056,11 +1069,13 @@
     ui.notesStatus.textContent = "";
     showAlert(ui.notesError, "");
     ui.notesSave.disabled = false;
+    showCallClips(callId);
     ui.details.hidden = false;
   }
 
   function hideDetails() {
     state.details = null;
+    showCallClips(null);
     ui.details.hidden = true;
     delete ui.details.dataset.callId;
     ui.notes.value = "";
@@ -1236,6 +1251,9 @@
     }
     entry.data = callback;
     fillCallback(entry.element, callback);
+    if (isNew) {
+      showCallbackClips(id);
+    }
     renderCallbacks();
     if (isNew && live) {
       ui.callbacksStatus.textContent = `New callback request from ${callbackWho(callback)}.`;
@@ -1316,6 +1334,155 @@
         result ? apiError(result, "The request could not be marked done.") : "Could not reach the server.",
       );
     }
+  }
+
+  // --- clips: photos, videos and documents callers send -----------------------------------------
+  //
+  // A caller's clip arrives over the socket as a "clip" message once the server checked and stored
+  // it: with the call this agent is in, or (any agent) with a callback request. Its content comes
+  // from the same origin with this session's cookie; images and videos are shown in the page,
+  // documents are links to save them.
+
+  const CLIP_KINDS = { image: "Photo", video: "Video", document: "Document" };
+  const CLIP_FORMATS = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "video/webm": "WebM",
+    "video/mp4": "MP4",
+    "application/pdf": "PDF",
+  };
+
+  function formatBytes(bytes) {
+    if (!Number.isFinite(bytes) || bytes < 0) {
+      return "";
+    }
+    if (bytes >= 1024 * 1024) {
+      return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+    }
+    return `${Math.max(1, Math.round(bytes / 1024))} kB`;
+  }
+
+  /** The clip's content address, if it is one of this server's (never anything else). */
+  function clipContentUrl(clip) {
+    const url = text(clip.content_url, 300);
+    return /^\/api\/v1\/clips\/[0-9a-f-]{36}\/content$/.test(url) ? url : "";
+  }
+
+  function clipArrived(clip) {
+    const id = text(clip.id, 64);
+    const callId = text(clip.call_id, 64);
+    const callbackId = text(clip.callback_id, 64);
+    if (!id || !clipContentUrl(clip) || (!callId && !callbackId)) {
+      return;
+    }
+    const store = callId ? state.callClips : state.callbackClips;
+    const owner = callId || callbackId;
+    if (!store.has(owner)) {
+      store.set(owner, new Map());
+    }
+    store.get(owner).set(id, clip);
+    const kind = (CLIP_KINDS[clip.kind] || "File").toLowerCase();
+    const name = text(clip.name, 200);
+    if (callId) {
+      if (state.details && state.details.callId === callId) {
+        addClip(ui.callClipList, clip);
+        ui.callClips.hidden = false;
+        ui.clipsStatus.textContent = `The caller sent a ${kind}${name ? `: ${name}` : ""}.`;
+      }
+    } else if (state.callbacks.has(callbackId)) {
+      showCallbackClips(callbackId);
+      const who = callbackWho(state.callbacks.get(callbackId).data);
+      ui.callbacksStatus.textContent = `${who} sent a ${kind} with their callback request.`;
+    }
+  }
+
+  /** The clips of ``callId`` in the caller panel (none: the panel's list is emptied). */
+  function showCallClips(callId) {
+    ui.callClipList.replaceChildren();
+    ui.clipsStatus.textContent = "";
+    const clips = callId ? state.callClips.get(callId) : null;
+    for (const clip of clips ? clips.values() : []) {
+      addClip(ui.callClipList, clip);
+    }
+    ui.callClips.hidden = ui.callClipList.childElementCount === 0;
+  }
+
+  function showCallbackClips(callbackId) {
+    const entry = state.callbacks.get(callbackId);
+    const clips = state.callbackClips.get(callbackId);
+    if (!entry || !clips) {
+      return;
+    }
+    const box = entry.element.querySelector(".callback-clips");
+    const list = box.querySelector(".clip-list");
+    for (const clip of clips.values()) {
+      addClip(list, clip);
+    }
+    box.hidden = list.childElementCount === 0;
+  }
+
+  /** Adds ``clip`` to ``list`` (once): an image, a video player, or a link to the document. */
+  function addClip(list, clip) {
+    const id = text(clip.id, 64);
+    if ([...list.children].some((item) => item.dataset.clipId === id)) {
+      return;
+    }
+    const url = clipContentUrl(clip);
+    const kind = CLIP_KINDS[clip.kind] || "File";
+    const name = text(clip.name, 200) || `${kind.toLowerCase()} ${id.slice(0, 8)}`;
+    const format = CLIP_FORMATS[clip.media_type] || text(clip.media_type, 60);
+    const item = document.createElement("li");
+    item.className = "clip";
+    item.dataset.clipId = id;
+    item.dataset.kind = text(clip.kind, 20);
+    const title = document.createElement("p");
+    title.className = "clip-title";
+    const strong = document.createElement("strong");
+    strong.textContent = kind;
+    const about = [name, format, formatBytes(clip.byte_size)].filter(Boolean).join(" · ");
+    const time = document.createElement("time");
+    time.dateTime = text(clip.ready_at, 64);
+    const at = new Date(time.dateTime);
+    time.textContent = Number.isNaN(at.getTime()) ? "" : at.toLocaleTimeString([], { timeStyle: "short" });
+    title.append(strong, ` ${about} `, time);
+    item.append(title);
+    const problem = document.createElement("p");
+    problem.className = "error clip-error";
+    problem.hidden = true;
+    const failed = () => {
+      problem.textContent = `This ${kind.toLowerCase()} cannot be shown (it may have been deleted).`;
+      problem.hidden = false;
+    };
+    if (clip.kind === "image") {
+      const link = document.createElement("a");
+      link.href = url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.className = "clip-view";
+      const image = document.createElement("img");
+      image.src = url;
+      image.alt = `Photo from the caller: ${name}`;
+      image.decoding = "async";
+      image.addEventListener("error", failed);
+      link.append(image);
+      item.append(link);
+    } else if (clip.kind === "video") {
+      const video = document.createElement("video");
+      video.controls = true;
+      video.preload = "metadata";
+      video.src = url;
+      video.setAttribute("aria-label", `Video from the caller: ${name}`);
+      video.addEventListener("error", failed);
+      item.append(video);
+    }
+    const download = document.createElement("a");
+    download.href = `${url}?download=1`;
+    download.className = "clip-download";
+    download.setAttribute("download", "");
+    download.textContent = clip.kind === "document" ? `Download ${name}` : "Download";
+    download.setAttribute("aria-label", `Download the ${kind.toLowerCase()} ${name}${format ? ` (${format})` : ""}`);
+    item.append(download, problem);
+    list.append(item);
   }
 
   // --- call links -------------------------------------------------------------------------------

@@ -90,6 +90,40 @@
       muted: "Microphone muted",
       unmuted: "Microphone on",
       recorded: "This call is recorded.",
+      // clips
+      clipsTitle: "Show us the problem",
+      sendFile: "Send a photo or file",
+      takePhoto: "Take a photo",
+      recordScreen: "Record screen",
+      recordCamera: "Record camera",
+      stopRecording: "Stop recording",
+      recordingFor: (time) => `Recording… ${time}`,
+      clipLimits: "JPEG or PNG photos up to 15 MB, WebM or MP4 videos up to 100 MB and 5 minutes, PDF documents up to 20 MB; 20 files at most.",
+      clipsList: "Files sent",
+      clipProgress: (name) => `Sending ${name}`,
+      clipWaiting: "Waiting…",
+      clipSending: (percent) => `Sending… ${percent}%`,
+      clipChecking: "Checking…",
+      clipRetrying: "Connection lost. Trying again…",
+      clipDone: "Sent",
+      clipCancelled: "Cancelled",
+      clipFailed: "Not sent",
+      clipSent: (name) => `${name} was sent.`,
+      clipNotSent: (name, why) => `${name} was not sent: ${why}`,
+      clipCancel: (name) => `Cancel sending ${name}`,
+      clipRetry: (name) => `Retry sending ${name}`,
+      cancelShort: "Cancel",
+      retryShort: "Retry",
+      clipType: "This kind of file cannot be sent. Accepted: JPEG or PNG photos, WebM or MP4 videos, PDF documents.",
+      clipTooBig: (limit) => `This file is too large: at most ${limit} MB.`,
+      clipEmpty: "This file is empty.",
+      clipTooMany: "At most 20 files can be sent.",
+      clipNetwork: "The connection was lost.",
+      recordDenied: "Recording was not allowed.",
+      recordFailed: "Recording could not start.",
+      recordTooLong: "Recordings stop after 5 minutes.",
+      screenRecording: "screen-recording.webm",
+      cameraRecording: "camera-recording.webm",
     },
     fr: {
       call: (name) => `Appeler ${name}`,
@@ -149,6 +183,41 @@
       muted: "Micro coupé",
       unmuted: "Micro activé",
       recorded: "Cet appel est enregistré.",
+      // clips
+      clipsTitle: "Montrez-nous le problème",
+      sendFile: "Envoyer une photo ou un fichier",
+      takePhoto: "Prendre une photo",
+      recordScreen: "Filmer l’écran",
+      recordCamera: "Filmer avec la caméra",
+      stopRecording: "Arrêter l’enregistrement",
+      recordingFor: (time) => `Enregistrement… ${time}`,
+      clipLimits: "Photos JPEG ou PNG jusqu’à 15 Mo, vidéos WebM ou MP4 jusqu’à 100 Mo et 5 minutes, documents PDF jusqu’à 20 Mo ; 20 fichiers au plus.",
+      clipsList: "Fichiers envoyés",
+      clipProgress: (name) => `Envoi de ${name}`,
+      clipWaiting: "En attente…",
+      clipSending: (percent) => `Envoi… ${percent} %`,
+      clipChecking: "Vérification…",
+      clipRetrying: "Connexion perdue. Nouvel essai…",
+      clipDone: "Envoyé",
+      clipCancelled: "Annulé",
+      clipFailed: "Non envoyé",
+      clipSent: (name) => `${name} a été envoyé.`,
+      clipNotSent: (name, why) => `${name} n’a pas été envoyé : ${why}`,
+      clipCancel: (name) => `Annuler l’envoi de ${name}`,
+      clipRetry: (name) => `Réessayer l’envoi de ${name}`,
+      cancelShort: "Annuler",
+      retryShort: "Réessayer",
+      clipType:
+        "Ce type de fichier ne peut pas être envoyé. Acceptés : photos JPEG ou PNG, vidéos WebM ou MP4, documents PDF.",
+      clipTooBig: (limit) => `Ce fichier est trop volumineux : ${limit} Mo au plus.`,
+      clipEmpty: "Ce fichier est vide.",
+      clipTooMany: "20 fichiers au plus peuvent être envoyés.",
+      clipNetwork: "La connexion a été perdue.",
+      recordDenied: "L’enregistrement n’a pas été autorisé.",
+      recordFailed: "L’enregistrement n’a pas pu démarrer.",
+      recordTooLong: "Les enregistrements s’arrêtent après 5 minutes.",
+      screenRecording: "enregistrement-ecran.webm",
+      cameraRecording: "enregistrement-camera.webm",
     },
   };
 
@@ -250,6 +319,45 @@ form button.primary, .controls .again { background: var(--accent); border-color:
   position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0; border: 0;
   overflow: hidden; clip-path: inset(50%); white-space: nowrap;
 }
+/* clips: files and recordings the visitor sends to support */
+.clips { margin: 14px 0 0; padding: 12px 0 0; border-top: 1px solid #e3e8ed; }
+.clips-title { margin: 0 0 8px; font-weight: 600; font-size: 14px; }
+.clip-actions { display: flex; flex-wrap: wrap; gap: 8px; }
+.clip-actions .clip-pick, .clip-actions button, .clip-item button {
+  display: inline-flex; align-items: center; justify-content: center;
+  min-height: 36px; padding: 6px 12px; border-radius: 18px; cursor: pointer;
+  font: inherit; font-size: 14px; font-weight: 600; border: 1px solid #b8c2cc; background: #f4f6f8; color: #17212b;
+}
+.clip-actions .clip-pick { border-color: var(--accent); background: var(--accent); color: #fff; }
+.clip-actions button:hover, .clip-actions .clip-pick:hover, .clip-item button:hover { filter: brightness(.95); }
+.clip-actions button:disabled { cursor: default; opacity: .55; }
+.clip-actions button.stop { background: #c62828; border-color: #c62828; color: #fff; }
+.clip-pick input { position: absolute; opacity: 0; width: 1px; height: 1px; }
+.clip-limits { margin: 6px 0 0; font-size: 12px; color: #5b6773; }
+.clip-recording { margin: 6px 0 0; font-size: 13px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.clip-recording::before {
+  content: ""; display: inline-block; width: 8px; height: 8px; margin-right: 6px;
+  border-radius: 50%; background: #c62828; vertical-align: 1px;
+}
+.clip-error { margin: 6px 0 0; font-size: 13px; color: #b3261e; }
+.clip-list { list-style: none; margin: 8px 0 0; padding: 0; display: flex; flex-direction: column; gap: 8px; }
+.clip-item { display: grid; grid-template-columns: 1fr auto; gap: 2px 8px; align-items: center; font-size: 13px; }
+.clip-name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; font-weight: 600; }
+.clip-item progress {
+  grid-column: 1 / -1; width: 100%; height: 6px; border: 0; border-radius: 3px;
+  appearance: none; -webkit-appearance: none; background: #e3e8ed; color: var(--accent); overflow: hidden;
+}
+.clip-item progress::-webkit-progress-bar { background: #e3e8ed; }
+.clip-item progress::-webkit-progress-value { background: var(--accent); }
+.clip-item progress::-moz-progress-bar { background: var(--accent); }
+.clip-state { grid-column: 1 / -1; margin: 0; color: #5b6773; }
+.clip-item[data-state="done"] .clip-state { color: #1a7f4b; font-weight: 600; }
+.clip-item[data-state="failed"] .clip-state { color: #b3261e; }
+.clip-item button { min-height: 30px; padding: 3px 10px; font-size: 13px; }
+.clip-item[data-state="failed"] progress::-webkit-progress-value { background: #b3261e; }
+.clip-item[data-state="failed"] progress::-moz-progress-bar { background: #b3261e; }
+.clip-item[data-state="cancelled"] progress::-webkit-progress-value { background: #9aa5b1; }
+.clip-item[data-state="cancelled"] progress::-moz-progress-bar { background: #9aa5b1; }
 [hidden] { display: none !important; }
 `;
 
@@ -423,6 +531,7 @@ form button.primary, .controls .again { background: var(--accent); border-color:
     ui.hangup.textContent = t("hangUp");
     ui.again.textContent = t("callAgain");
     ui.close.textContent = t("close");
+    setClipLabels();
     host.setAttribute("lang", lang);
   }
 
@@ -456,6 +565,12 @@ form button.primary, .controls .again { background: var(--accent); border-color:
       ui.mute.setAttribute("aria-pressed", "false");
     }
     ui.live.textContent = message || "";
+    // Clips go with a call while it lasts, and with a callback request until the panel closes.
+    if (clipTarget !== null && (clipTarget.callId ? !active : phase === "idle" || phase === "form" || active)) {
+      setClipTarget(null);
+    } else {
+      renderClips();
+    }
     if (focused && (focused.hidden || focused.closest("[hidden]"))) {
       // The control that had keyboard focus disappeared: move focus to one that is visible.
       const target = [ui.hangup, ui.again, ui.close, ui.fab].find((b) => !b.hidden && !b.closest("[hidden]"));
@@ -638,6 +753,28 @@ form button.primary, .controls .again { background: var(--accent); border-color:
     }
   }
 
+  /** Like post, also with the answer's JSON: { problem, answer }. */
+  async function postForAnswer(path, payload) {
+    const response = await fetch(`${serverOrigin}${path}`, {
+      method: "POST",
+      credentials: "omit",
+      cache: "no-store",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(payload),
+    });
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch {
+      answer = null;
+    }
+    if (response.ok) {
+      return { problem: null, answer };
+    }
+    const problem = answer && typeof answer.message === "string" ? answer.message.slice(0, 300) : t("sendFailed");
+    return { problem, answer: null };
+  }
+
   function thank(form, message) {
     form.hidden = true;
     ui.done.textContent = message;
@@ -680,8 +817,9 @@ form button.primary, .controls .again { background: var(--accent); border-color:
     }
     values.reason = reason;
     let problem;
+    let answer = null;
     try {
-      problem = await post(`/api/v1/widget/${encodeURIComponent(key)}/callbacks`, values);
+      ({ problem, answer } = await postForAnswer(`/api/v1/widget/${encodeURIComponent(key)}/callbacks`, values));
     } catch {
       problem = t("unreachable");
     }
@@ -689,6 +827,11 @@ form button.primary, .controls .again { background: var(--accent); border-color:
       showFormError(forms.callbackError, problem);
     } else {
       thank(ui.callback, t("callbackSent"));
+      // The request's answer lets the visitor send photos or files with it.
+      const sent = answer && answer.callback;
+      if (sent && typeof sent.id === "string" && typeof sent.clip_token === "string" && sent.clip_token) {
+        setClipTarget({ callbackId: sent.id, token: sent.clip_token });
+      }
     }
   });
 
@@ -909,12 +1052,18 @@ form button.primary, .controls .again { background: var(--accent); border-color:
         if (typeof message.call_id === "string") {
           call.callId = message.call_id;
         }
+        if (typeof message.clip_token === "string" && message.clip_token && call.callId) {
+          call.clipToken = message.clip_token;
+        }
         if (message.state === "queued") {
           const position = Number.isInteger(message.position) ? message.position : 1;
           // Ringing an agent, or the first in line: the visitor hears ringback either way.
           show("ringing", message.ringing === false && position >= 1 ? t("queued", position) : t("ringing"));
         } else if (message.state === "answered") {
           answered(call);
+        }
+        if (message.state !== "ended" && call.clipToken && current === call) {
+          setClipTarget({ callId: call.callId, token: call.clipToken });
         } else if (message.state === "ended") {
           const reasonKey = message.reason === "no_answer" || message.reason === "rejected" ? message.detail : null;
           finish(call, endMessage(message.reason, message.detail, message.message), {
@@ -989,7 +1138,7 @@ form button.primary, .controls .again { background: var(--accent); border-color:
     if (current) {
       return;
     }
-    const call = { ws: null, pc: null, stream: null, callId: null, sent: false, over: false, timer: null };
+    const call = { ws: null, pc: null, stream: null, callId: null, sent: false, over: false, timer: null, clipToken: null };
     current = call;
     ended = null;
     show("connecting", t("connecting"));
@@ -1099,6 +1248,578 @@ form button.primary, .controls .again { background: var(--accent); border-color:
       hangUp();
     }
   });
+
+  // --- clips: photos, videos, documents and recordings sent to support ------------------------------
+  //
+  // During a call (with the clip_token of its call_state messages) and after a callback request
+  // (with the clip_token of the request's answer), the visitor may send files: chosen, taken with
+  // the phone's camera, or recorded from the screen or camera (MediaRecorder, WebM). Each goes up in
+  // chunks (POST .../clips, PUT .../clips/{id}?offset=N, POST .../clips/{id}/complete); after a
+  // network error the upload asks how far it got and goes on from there. What the server says is
+  // refused is shown as it says it. Nothing is previewed: the host page's CSP may allow no images.
+
+  const CLIP_TYPES = {
+    "image/jpeg": "image",
+    "image/png": "image",
+    "video/webm": "video",
+    "video/mp4": "video",
+    "application/pdf": "document",
+  };
+  const CLIP_EXTENSIONS = { jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", webm: "video/webm", mp4: "video/mp4", pdf: "application/pdf" };
+  const CLIP_LIMIT_MB = { image: 15, video: 100, document: 20 };
+  const MAX_CLIPS = 20;
+  const MAX_RECORDING_MS = 5 * 60 * 1000;
+  const CLIP_RETRY_MS = [1000, 2000, 4000, 8000];
+  const CLIP_ACCEPT = Object.keys(CLIP_TYPES).join(",");
+
+  /** Where clips go now: { callId } or { callbackId }, with its token; null when nothing may be sent. */
+  let clipTarget = null;
+  let clipCount = 0; // clips sent or being sent with the current target
+  let recorder = null; // { media, stream, source, started, timer, chunks, stopped }
+
+  const clipUi = {
+    section: el("section", { class: "clips", hidden: "" }),
+    title: el("p", { class: "clips-title", id: `cb-clips-${++uid}` }),
+    actions: el("div", { class: "clip-actions" }),
+    pickLabel: el("label", { class: "clip-pick" }),
+    pickText: el("span", {}),
+    pick: el("input", { type: "file", accept: CLIP_ACCEPT, multiple: "" }),
+    photoLabel: el("label", { class: "clip-pick photo", hidden: "" }),
+    photoText: el("span", {}),
+    photo: el("input", { type: "file", accept: "image/jpeg,image/png", capture: "environment" }),
+    screen: el("button", { type: "button", class: "record-screen", "aria-pressed": "false" }),
+    camera: el("button", { type: "button", class: "record-camera", "aria-pressed": "false" }),
+    limits: el("p", { class: "clip-limits", id: `cb-clip-limits-${++uid}` }),
+    recording: el("p", { class: "clip-recording", role: "timer", hidden: "" }),
+    error: el("p", { class: "clip-error", role: "alert", hidden: "" }),
+    list: el("ul", { class: "clip-list", hidden: "" }),
+  };
+  clipUi.pickLabel.append(clipUi.pickText, clipUi.pick);
+  clipUi.photoLabel.append(clipUi.photoText, clipUi.photo);
+  clipUi.actions.append(clipUi.pickLabel, clipUi.photoLabel, clipUi.screen, clipUi.camera);
+  clipUi.section.setAttribute("aria-labelledby", clipUi.title.id);
+  clipUi.pick.setAttribute("aria-describedby", clipUi.limits.id);
+  clipUi.section.append(clipUi.title, clipUi.actions, clipUi.limits, clipUi.recording, clipUi.error, clipUi.list);
+  ui.panel.insertBefore(clipUi.section, ui.panel.querySelector(".controls"));
+
+  const canRecord = typeof MediaRecorder === "function" && !!navigator.mediaDevices;
+  const canRecordScreen = canRecord && typeof navigator.mediaDevices.getDisplayMedia === "function";
+  const canRecordCamera = canRecord && typeof navigator.mediaDevices.getUserMedia === "function";
+  const coarsePointer = typeof matchMedia === "function" && matchMedia("(pointer: coarse)").matches;
+
+  function setClipLabels() {
+    clipUi.title.textContent = t("clipsTitle");
+    clipUi.pickText.textContent = t("sendFile");
+    clipUi.pick.setAttribute("aria-label", t("sendFile"));
+    clipUi.photoText.textContent = t("takePhoto");
+    clipUi.photo.setAttribute("aria-label", t("takePhoto"));
+    clipUi.limits.textContent = t("clipLimits");
+    clipUi.list.setAttribute("aria-label", t("clipsList"));
+    renderRecordButtons();
+  }
+
+  function renderRecordButtons() {
+    for (const [button, source, label] of [
+      [clipUi.screen, "screen", "recordScreen"],
+      [clipUi.camera, "camera", "recordCamera"],
+    ]) {
+      const mine = recorder !== null && recorder.source === source;
+      button.textContent = mine ? t("stopRecording") : t(label);
+      button.classList.toggle("stop", mine);
+      button.setAttribute("aria-pressed", String(mine));
+      button.disabled = recorder !== null && !mine;
+    }
+    clipUi.screen.hidden = !canRecordScreen;
+    clipUi.camera.hidden = !canRecordCamera;
+  }
+
+  /** The clip controls show while the visitor may send; the list while it has something. */
+  function renderClips() {
+    const open = clipTarget !== null && (clipTarget.callId ? phase === "in-call" : true);
+    clipUi.actions.hidden = !open;
+    clipUi.limits.hidden = !open;
+    clipUi.title.hidden = !open && clipUi.list.childElementCount === 0;
+    clipUi.photoLabel.hidden = !coarsePointer;
+    clipUi.list.hidden = clipUi.list.childElementCount === 0;
+    clipUi.section.hidden = !open && clipUi.list.childElementCount === 0 && clipUi.error.hidden;
+  }
+
+  function clipError(message) {
+    clipUi.error.textContent = message || "";
+    clipUi.error.hidden = !message;
+    renderClips();
+  }
+
+  /** Clips now go with ``target`` ({ callId | callbackId, token }), or nowhere (null). */
+  function setClipTarget(target) {
+    const same =
+      target !== null &&
+      clipTarget !== null &&
+      target.callId === clipTarget.callId &&
+      target.callbackId === clipTarget.callbackId;
+    if (!same) {
+      stopRecording(false); // a recording in progress is sent where it began
+      if (target !== null) {
+        clipCount = 0;
+        // A new call or request: what was sent before is forgotten, what is still going carries on.
+        for (const item of [...clipUi.list.children]) {
+          if (item.dataset.state !== "sending") {
+            item.remove();
+          }
+        }
+        clipError("");
+      }
+    }
+    clipTarget = target;
+    renderClips();
+  }
+
+  function clipOwner(target) {
+    return target.callId ? { call_id: target.callId } : { callback_id: target.callbackId };
+  }
+
+  function clipUrl(path) {
+    return `${serverOrigin}/api/v1/widget/${encodeURIComponent(key)}/clips${path}`;
+  }
+
+  /** The server's JSON answer, or null; ``problem`` its message (verbatim) when it refused. */
+  async function readAnswer(response) {
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    const problem =
+      response.ok || !body || typeof body.message !== "string" ? null : body.message.slice(0, 300);
+    return { body: body && typeof body === "object" ? body : null, problem };
+  }
+
+  class ClipRefused extends Error {}
+
+  function formatSize(bytes) {
+    return bytes >= 1024 * 1024 ? `${(bytes / (1024 * 1024)).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1024))} kB`;
+  }
+
+  /** What the browser says the file is (or its extension, when it says nothing). */
+  function clipType(file) {
+    if (file.type) {
+      return file.type.split(";")[0].trim().toLowerCase();
+    }
+    const extension = (file.name.split(".").pop() || "").toLowerCase();
+    return CLIP_EXTENSIONS[extension] || "";
+  }
+
+  /** Why ``file`` cannot be sent, checked here before the upload (the server checks again), or null. */
+  function clipProblem(file, type) {
+    const kind = CLIP_TYPES[type];
+    if (!kind) {
+      return t("clipType");
+    }
+    if (file.size === 0) {
+      return t("clipEmpty");
+    }
+    if (file.size > CLIP_LIMIT_MB[kind] * 1024 * 1024) {
+      return t("clipTooBig", CLIP_LIMIT_MB[kind]);
+    }
+    if (clipCount >= MAX_CLIPS) {
+      return t("clipTooMany");
+    }
+    return null;
+  }
+
+  function sendFiles(files) {
+    if (clipTarget === null) {
+      return;
+    }
+    clipError("");
+    for (const file of files) {
+      const type = clipType(file);
+      const problem = clipProblem(file, type);
+      if (problem) {
+        clipError(`${file.name.slice(0, 100)}: ${problem}`);
+        continue;
+      }
+      clipCount += 1;
+      startClip(file, type, clipTarget);
+    }
+  }
+
+  /** One clip's upload and its line in the list. */
+  function startClip(file, type, target) {
+    const name = (file.name || "clip").slice(0, 200);
+    const item = {
+      file,
+      name,
+      type,
+      target,
+      id: null,
+      chunkBytes: 1024 * 1024,
+      received: 0,
+      controller: null,
+      cancelled: false,
+      final: false, // refused by the server: a retry would be refused again
+      element: el("li", { class: "clip-item", "data-state": "sending" }),
+      label: el("span", { class: "clip-name" }, `${name} (${formatSize(file.size)})`),
+      bar: el("progress", { max: "100", value: "0", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0" }),
+      state: el("p", { class: "clip-state" }),
+      cancel: el("button", { type: "button", class: "clip-cancel" }, t("cancelShort")),
+      retry: el("button", { type: "button", class: "clip-retry", hidden: "" }, t("retryShort")),
+    };
+    item.label.title = name;
+    item.bar.setAttribute("role", "progressbar");
+    item.bar.setAttribute("aria-label", t("clipProgress", name));
+    item.cancel.setAttribute("aria-label", t("clipCancel", name));
+    item.retry.setAttribute("aria-label", t("clipRetry", name));
+    item.element.append(item.label, el("span", {}, item.cancel, item.retry), item.bar, item.state);
+    item.cancel.addEventListener("click", () => cancelClip(item));
+    item.retry.addEventListener("click", () => {
+      item.retry.hidden = true;
+      item.cancel.hidden = false;
+      item.cancelled = false;
+      item.element.setAttribute("data-state", "sending");
+      uploadClip(item);
+      item.cancel.focus();
+    });
+    clipUi.list.append(item.element);
+    renderClips();
+    clipState(item, t("clipWaiting"));
+    uploadClip(item);
+  }
+
+  function clipProgress(item) {
+    const percent = item.file.size ? Math.floor((item.received * 100) / item.file.size) : 0;
+    item.bar.value = percent;
+    item.bar.setAttribute("aria-valuenow", String(percent));
+    item.bar.setAttribute("aria-valuetext", `${percent}%`);
+    clipState(item, t("clipSending", percent));
+  }
+
+  function clipState(item, message) {
+    item.state.textContent = message;
+  }
+
+  function clipFinished(item, state, message, announce) {
+    item.element.setAttribute("data-state", state);
+    const hadFocus = item.element.contains(shadow.activeElement);
+    item.cancel.hidden = true;
+    item.retry.hidden = state !== "failed" || item.final === true;
+    clipState(item, message);
+    if (state === "done") {
+      item.bar.value = 100;
+      item.bar.setAttribute("aria-valuenow", "100");
+      item.bar.setAttribute("aria-valuetext", "100%");
+    }
+    if (announce) {
+      ui.live.textContent = announce;
+    }
+    if (hadFocus) {
+      (item.retry.hidden ? clipUi.pick : item.retry).focus();
+    }
+  }
+
+  function cancelClip(item) {
+    item.cancelled = true;
+    if (item.controller) {
+      item.controller.abort();
+    }
+    if (item.id) {
+      // Tell the server, so that the upload no longer counts (best effort: it expires anyway).
+      fetch(clipUrl(`/${encodeURIComponent(item.id)}`), {
+        method: "DELETE",
+        credentials: "omit",
+        cache: "no-store",
+        headers: { "X-Clip-Token": item.target.token },
+      }).catch(() => {});
+    }
+    clipCount = Math.max(0, clipCount - 1);
+    clipFinished(item, "cancelled", t("clipCancelled"), t("clipCancelled"));
+  }
+
+  function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  /** A request of the upload: JSON answer, or ClipRefused (the server said no), or a network error. */
+  async function clipRequest(item, method, path, options) {
+    item.controller = new AbortController();
+    const headers = { ...(options && options.headers) };
+    if (item.id) {
+      headers["X-Clip-Token"] = item.target.token;
+    }
+    const response = await fetch(clipUrl(path), {
+      method,
+      credentials: "omit",
+      cache: "no-store",
+      signal: item.controller.signal,
+      headers,
+      body: options && options.body,
+    });
+    const { body, problem } = await readAnswer(response);
+    if (response.ok && body && body.clip && typeof body.clip === "object") {
+      return body.clip;
+    }
+    if (response.status >= 500 || response.status === 429) {
+      throw new Error(`HTTP ${response.status}`); // worth another try
+    }
+    const error = new ClipRefused(problem || t("sendFailed"));
+    error.status = response.status;
+    error.code = body && typeof body.error === "string" ? body.error : "";
+    throw error;
+  }
+
+  async function uploadClip(item) {
+    let failures = 0;
+    for (;;) {
+      if (item.cancelled) {
+        return;
+      }
+      try {
+        await uploadSteps(item);
+        return;
+      } catch (error) {
+        if (item.cancelled) {
+          return;
+        }
+        if (error instanceof ClipRefused) {
+          refused(item, error);
+          clipFinished(item, "failed", `${t("clipFailed")}: ${error.message}`, t("clipNotSent", item.name, error.message));
+          return;
+        }
+        if (failures >= CLIP_RETRY_MS.length) {
+          clipFinished(item, "failed", `${t("clipFailed")}: ${t("clipNetwork")}`, t("clipNotSent", item.name, t("clipNetwork")));
+          return;
+        }
+        clipState(item, t("clipRetrying"));
+        await sleep(CLIP_RETRY_MS[failures]);
+        failures += 1;
+        if (item.id) {
+          // Resume where the server is: it says how many bytes it has (or that the clip is done).
+          try {
+            const status = await clipRequest(item, "GET", `/${encodeURIComponent(item.id)}`);
+            if (status.state === "ready") {
+              clipFinished(item, "done", t("clipDone"), t("clipSent", item.name));
+              return;
+            }
+            if (Number.isInteger(status.received) && status.received >= 0) {
+              item.received = Math.min(status.received, item.file.size);
+            }
+          } catch (statusError) {
+            if (statusError instanceof ClipRefused && !item.cancelled) {
+              refused(item, statusError);
+              clipFinished(item, "failed", `${t("clipFailed")}: ${statusError.message}`, t("clipNotSent", item.name, statusError.message));
+              return;
+            }
+            // Still unreachable: the next round tries again.
+          }
+        }
+      }
+    }
+  }
+
+  /** The server refused the clip: it does not count, and only a lost upload is worth retrying. */
+  function refused(item, error) {
+    if (item.target === clipTarget) {
+      clipCount = error.code === "too_many" ? MAX_CLIPS : Math.max(0, clipCount - 1);
+    }
+    if (item.id && (error.code === "not_found" || error.code === "no_upload")) {
+      // The upload is gone (it expired, or the server restarted): a retry starts it again.
+      item.id = null;
+      item.received = 0;
+      clipCount += item.target === clipTarget ? 1 : 0;
+    } else {
+      item.final = true;
+    }
+  }
+
+  async function uploadSteps(item) {
+    if (!item.id) {
+      const created = await clipRequest(item, "POST", "", {
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          ...clipOwner(item.target),
+          token: item.target.token,
+          name: item.name,
+          size: item.file.size,
+          type: item.type,
+        }),
+      });
+      if (typeof created.id !== "string") {
+        throw new ClipRefused(t("sendFailed"));
+      }
+      item.id = created.id;
+      item.received = Number.isInteger(created.received) ? created.received : 0;
+      if (Number.isInteger(created.chunk_bytes) && created.chunk_bytes > 0) {
+        item.chunkBytes = created.chunk_bytes;
+      }
+    }
+    clipProgress(item);
+    while (item.received < item.file.size) {
+      const end = Math.min(item.file.size, item.received + item.chunkBytes);
+      let answer;
+      try {
+        answer = await clipRequest(item, "PUT", `/${encodeURIComponent(item.id)}?offset=${item.received}`, {
+          headers: { "Content-Type": "application/octet-stream" },
+          body: item.file.slice(item.received, end),
+        });
+      } catch (error) {
+        if (error instanceof ClipRefused && error.code === "wrong_offset") {
+          // The server has another count (a chunk's answer was lost): ask it, and go on from there.
+          const status = await clipRequest(item, "GET", `/${encodeURIComponent(item.id)}`);
+          item.received = Math.min(Number(status.received) || 0, item.file.size);
+          continue;
+        }
+        throw error;
+      }
+      item.received = Number.isInteger(answer.received) ? answer.received : end;
+      clipProgress(item);
+    }
+    clipState(item, t("clipChecking"));
+    try {
+      await clipRequest(item, "POST", `/${encodeURIComponent(item.id)}/complete`);
+    } catch (error) {
+      if (error instanceof ClipRefused && error.code === "incomplete") {
+        const status = await clipRequest(item, "GET", `/${encodeURIComponent(item.id)}`);
+        item.received = Math.min(Number(status.received) || 0, item.file.size);
+        return uploadSteps(item);
+      }
+      throw error;
+    }
+    item.controller = null;
+    clipFinished(item, "done", t("clipDone"), t("clipSent", item.name));
+  }
+
+  // Recording the screen or the camera: WebM from MediaRecorder, at most five minutes.
+
+  function recorderType() {
+    for (const type of ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm"]) {
+      if (typeof MediaRecorder.isTypeSupported !== "function" || MediaRecorder.isTypeSupported(type)) {
+        return type;
+      }
+    }
+    return "";
+  }
+
+  async function startRecording(source) {
+    if (recorder !== null || clipTarget === null) {
+      return;
+    }
+    clipError("");
+    if (clipCount >= MAX_CLIPS) {
+      clipError(t("clipTooMany"));
+      return;
+    }
+    const target = clipTarget;
+    let stream;
+    try {
+      stream =
+        source === "screen"
+          ? await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false })
+          : await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    } catch (error) {
+      const name = error && error.name;
+      clipError(name === "NotAllowedError" || name === "SecurityError" ? t("recordDenied") : t("recordFailed"));
+      return;
+    }
+    if (clipTarget !== target || recorder !== null) {
+      stream.getTracks().forEach((track) => track.stop());
+      return;
+    }
+    let media;
+    try {
+      const mimeType = recorderType();
+      media = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
+    } catch {
+      stream.getTracks().forEach((track) => track.stop());
+      clipError(t("recordFailed"));
+      return;
+    }
+    const rec = { media, stream, source, target, started: Date.now(), timer: null, chunks: [], discard: false };
+    recorder = rec;
+    media.addEventListener("dataavailable", (event) => {
+      if (event.data && event.data.size) {
+        rec.chunks.push(event.data);
+      }
+    });
+    media.addEventListener("stop", () => recordingStopped(rec));
+    // The browser's own "Stop sharing" ends the track: that ends the recording too.
+    for (const track of stream.getVideoTracks()) {
+      track.addEventListener("ended", () => stopRecording(false));
+    }
+    media.start(1000);
+    const tick = () => {
+      const elapsed = Date.now() - rec.started;
+      clipUi.recording.textContent = t("recordingFor", formatDuration(elapsed));
+      if (elapsed >= MAX_RECORDING_MS) {
+        clipUi.recording.textContent = t("recordTooLong");
+        stopRecording(false);
+      }
+    };
+    tick();
+    rec.timer = setInterval(tick, 500);
+    clipUi.recording.hidden = false;
+    renderRecordButtons();
+    (source === "screen" ? clipUi.screen : clipUi.camera).focus();
+  }
+
+  /** Stop the recording in progress; it is sent, unless ``discard``. */
+  function stopRecording(discard) {
+    const rec = recorder;
+    if (rec === null) {
+      return;
+    }
+    rec.discard = discard;
+    clearInterval(rec.timer);
+    if (rec.media.state !== "inactive") {
+      rec.media.stop(); // "stop" follows, with the last data
+    } else {
+      recordingStopped(rec);
+    }
+  }
+
+  function recordingStopped(rec) {
+    if (recorder !== rec) {
+      return;
+    }
+    recorder = null;
+    clearInterval(rec.timer);
+    rec.stream.getTracks().forEach((track) => track.stop());
+    clipUi.recording.hidden = true;
+    renderRecordButtons();
+    if (rec.discard || !rec.chunks.length) {
+      return;
+    }
+    const name = rec.source === "screen" ? t("screenRecording") : t("cameraRecording");
+    const file = new File(rec.chunks, name, { type: "video/webm" });
+    const problem = clipProblem(file, "video/webm");
+    if (problem) {
+      clipError(`${name}: ${problem}`);
+      return;
+    }
+    clipCount += 1;
+    startClip(file, "video/webm", rec.target);
+  }
+
+  clipUi.pick.addEventListener("change", () => {
+    sendFiles([...clipUi.pick.files]);
+    clipUi.pick.value = ""; // the same file may be chosen again
+  });
+  clipUi.photo.addEventListener("change", () => {
+    sendFiles([...clipUi.photo.files]);
+    clipUi.photo.value = "";
+  });
+  for (const [button, source] of [
+    [clipUi.screen, "screen"],
+    [clipUi.camera, "camera"],
+  ]) {
+    button.addEventListener("click", () => {
+      if (recorder !== null && recorder.source === source) {
+        stopRecording(false);
+      } else {
+        startRecording(source);
+      }
+    });
+  }
 
   // --- start --------------------------------------------------------------------------------------
 
