@@ -227,8 +227,11 @@ async def preflight(request: web.Request) -> web.Response:
 
 async def _staff_clip(request: web.Request) -> tuple[Session, ClipRecord]:
     """The path's clip, for an admin of its organisation, the agent who answered its call, or (a
-    callback request's clip) any agent of the organisation. 404 for everyone else."""
-    session = await current_session(request)
+    callback request's clip) any agent of the organisation. 404 for everyone else, logged in or not."""
+    try:
+        session = await current_session(request)
+    except ApiError:
+        raise ApiError(404, "not_found", "no such clip") from None  # an id alone says nothing
     record = await request.app[CLIPS].get(session.user.organisation_id, path_uuid(request, "id", "clip"))
     if record is None or record.state == "uploading":
         raise ApiError(404, "not_found", "no such clip")
