@@ -52,6 +52,8 @@ _BUTTON_FIELDS = frozenset(
         "language",
         "colour",
         "position",
+        "clips_per_call",
+        "clip_max_mb",
     }
 )
 
@@ -307,6 +309,8 @@ def admin_button_json(button: Button, agents: list[uuid.UUID], teams: list[uuid.
         "language": button.language,
         "colour": button.colour,
         "position": button.position,
+        "clips_per_call": button.clips_per_call,
+        "clip_max_mb": button.clip_max_mb,
         "snippet": f'<script src="{origin}/widget.js" data-button="{button.public_key}" async></script>',
     }
 
@@ -331,6 +335,10 @@ def button_settings(data: body.Body) -> dict[str, Any]:
         settings["max_queue_wait_s"] = data.integer("max_queue_wait_s", 10, 7200)
     if "wrap_up_s" in data:
         settings["wrap_up_s"] = data.integer("wrap_up_s", 0, 3600)
+    if "clips_per_call" in data:
+        settings["clips_per_call"] = data.integer("clips_per_call", 0, 50)
+    if "clip_max_mb" in data:
+        settings["clip_max_mb"] = data.integer("clip_max_mb", 1, 100)
     if "time_zone" in data:
         settings["time_zone"] = data.required_text("time_zone", 64)
     if "opening_hours" in data:

@@ -184,6 +184,12 @@ def button_json(button: Button, *, link: bool = False) -> dict[str, Any]:
         "language": button.language,
         "colour": button.colour,
         "position": button.position,
+        # What callers may send (server/clips_api.py): per call or callback request, and per clip.
+        "clips": {
+            "enabled": button.clips_per_call > 0 and not link,
+            "per_call": button.clips_per_call,
+            "max_mb": button.clip_max_mb,
+        },
     }
 
 

@@ -34,6 +34,7 @@ from storage.clips import ClipError, ClipRecord, ClipStore
 CHUNK_BYTES = 1024 * 1024
 _CREATE_FIELDS = frozenset({"call_id", "callback_id", "token", "name", "size", "type"})
 _STATUS = {
+    "clips_off": 403,
     "too_large": 413,
     "too_many": 409,
     "wrong_offset": 409,
@@ -99,6 +100,8 @@ async def create_clip(request: web.Request) -> web.Response:
                 name=data.text("name", 255, required=False),
                 size=size,
                 declared_type=data.text("type", 100, required=False),
+                max_clips=button.clips_per_call,
+                max_bytes=button.clip_max_mb * 1024 * 1024,
             )
         except ClipError as exc:
             raise _clip_error(exc) from None

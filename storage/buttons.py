@@ -34,6 +34,9 @@ class Button:
     #: Rings every agent of the organisation (no agents or teams listed); False: only those listed,
     #: which is nobody once every listed one was deleted.
     routes_to_all: bool = True
+    #: Clips a call or callback request may carry (0: none), and the largest one, in MB.
+    clips_per_call: int = 20
+    clip_max_mb: int = 100
 
 
 #: The settings an admin may change, with the column each is stored in.
@@ -53,6 +56,8 @@ SETTINGS = (
     "language",
     "colour",
     "position",
+    "clips_per_call",
+    "clip_max_mb",
 )
 _JSON = frozenset({"opening_hours", "form_fields"})
 

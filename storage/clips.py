@@ -153,9 +153,15 @@ class ClipStore:
         name: str | None,
         size: int,
         declared_type: str | None,
+        max_clips: int = MAX_CLIPS,
+        max_bytes: int = MAX_UPLOAD_BYTES,
     ) -> ClipRecord:
-        if not 0 < size <= MAX_UPLOAD_BYTES:
-            raise ClipError("too_large", f"a clip is at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+        """Start an upload; ``max_clips`` and ``max_bytes`` are the button's limits."""
+        max_bytes = min(max_bytes, MAX_UPLOAD_BYTES)
+        if max_clips <= 0:
+            raise ClipError("clips_off", "this call button does not take clips")
+        if not 0 < size <= max_bytes:
+            raise ClipError("too_large", f"a clip is at most {max_bytes // (1024 * 1024)} MB here")
         clip_id = uuid.uuid4()
         row = await self._pool.fetchrow(
             f"""
@@ -172,10 +178,10 @@ class ClipStore:
             name,
             declared_type,
             size,
-            MAX_CLIPS,
+            max_clips,
         )
         if row is None:
-            raise ClipError("too_many", f"at most {MAX_CLIPS} clips can be sent with one call or request")
+            raise ClipError("too_many", f"at most {max_clips} clips can be sent with one call or request here")
         record = _record(row)
         ikm = os.urandom(IKM_SIZE)  # this upload's own key, in memory only: a crash leaves nothing readable
         sink = await asyncio.to_thread(

@@ -149,6 +149,8 @@ async def test_an_admin_sets_up_an_agent_a_team_and_a_button(
         "language": "fr",
         "colour": Button.colour,
         "position": Button.position,
+        "clips_per_call": Button.clips_per_call,
+        "clip_max_mb": Button.clip_max_mb,
     }
     assert await database.buttons.targets(org, button.id) == ([], [team.id])
     item = page.locator("#buttons-list li", has_text="Sales line")
@@ -267,6 +269,8 @@ async def test_an_admin_edits_and_deletes(
         "language": "en",
         "colour": "#aa3300",
         "position": "bottom-left",
+        "clips_per_call": Button.clips_per_call,
+        "clip_max_mb": Button.clip_max_mb,
     }
     assert await database.buttons.targets(org, button.id) == ([tenant.agent_id], [])
     await expect(page.locator("#buttons-list li")).to_contain_text(

@@ -378,3 +378,35 @@ async def test_retention_and_erasure_take_clips_with_them(server: Running, datab
     )
     record = await store.get(org, uuid.UUID(bob_clip))
     assert record is not None and record.state == "deleted"
+
+
+async def test_each_button_sets_how_many_clips_and_how_large(server: Running, database: Database) -> None:
+    (small,) = await make_tenant(database, clips_per_call=1, clip_max_mb=1)
+    status, body = await call_api("GET", f"{server.url}/api/v1/widget/{small.button_key}", origin=VISITOR_ORIGIN)
+    assert body["button"]["clips"] == {"enabled": True, "per_call": 1, "max_mb": 1}
+    uploader = Uploader(server, small)
+    owner = await callback_owner(server, small)
+    status, body = await uploader.start(owner, b"x" * (2 * 1024 * 1024), "big.jpg", "image/jpeg")
+    assert (status, body["error"]) == (413, "too_large") and "1 MB" in body["message"]
+    status, _ = await uploader.send(owner, photo_with_location()[0], "a.jpg", "image/jpeg")
+    assert status == 200
+    status, body = await uploader.start(owner, photo_with_location()[0], "b.jpg", "image/jpeg")
+    assert (status, body["error"]) == (409, "too_many") and "at most 1" in body["message"]
+
+    (closed,) = await make_tenant(database, clips_per_call=0)
+    status, body = await call_api("GET", f"{server.url}/api/v1/widget/{closed.button_key}", origin=VISITOR_ORIGIN)
+    assert body["button"]["clips"]["enabled"] is False
+    owner = await callback_owner(server, closed)
+    status, body = await Uploader(server, closed).start(owner, b"x" * 10, "a.jpg", "image/jpeg")
+    assert (status, body["error"]) == (403, "clips_off")
+
+    # Admins set them with the button's other settings.
+    email, password = await make_admin(database, small.organisation_id)
+    cookie = await login_cookie(server.url, email, password)
+    url = f"{server.url}/api/v1/buttons/{small.button_id}"
+    status, body = await call_api(
+        "PATCH", url, cookie=cookie, origin=server.url, json={"clips_per_call": 5, "clip_max_mb": 50}
+    )
+    assert status == 200 and (body["button"]["clips_per_call"], body["button"]["clip_max_mb"]) == (5, 50)
+    status, body = await call_api("PATCH", url, cookie=cookie, origin=server.url, json={"clips_per_call": 51})
+    assert status == 400 and "clips_per_call" in body["message"]

@@ -26,6 +26,12 @@ CREATE INDEX clips_call ON clips (call_id) WHERE call_id IS NOT NULL;
 CREATE INDEX clips_callback ON clips (callback_id) WHERE callback_id IS NOT NULL;
 CREATE INDEX clips_ready ON clips (organisation_id, ready_at) WHERE state = 'ready';
 
+-- Per button: how many clips a call or callback request may carry (0: the button takes none), and
+-- how large each may be (the per-kind limits of media/clips.py apply too).
+ALTER TABLE buttons
+    ADD COLUMN clips_per_call integer NOT NULL DEFAULT 20 CHECK (clips_per_call BETWEEN 0 AND 50),
+    ADD COLUMN clip_max_mb integer NOT NULL DEFAULT 100 CHECK (clip_max_mb BETWEEN 1 AND 100);
+
 ALTER TABLE retention_policies ADD COLUMN clips_days integer CHECK (clips_days BETWEEN 1 AND 36500);
 UPDATE retention_policies SET clips_days = 90;
 

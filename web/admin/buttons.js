@@ -32,6 +32,8 @@ const NEW_BUTTON = {
   ring_timeout_s: null,
   max_queue_wait_s: 300,
   wrap_up_s: 0,
+  clips_per_call: 20,
+  clip_max_mb: 100,
   opening_hours: null,
   time_zone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC",
   closed_message: "",
@@ -225,6 +227,8 @@ function openButtonForm(item) {
   $("bf-ring-timeout").value = values.ring_timeout_s === null ? "" : String(values.ring_timeout_s);
   $("bf-queue-wait").value = String(values.max_queue_wait_s);
   $("bf-wrap-up").value = String(values.wrap_up_s);
+  $("bf-clips-per-call").value = String(values.clips_per_call);
+  $("bf-clip-max-mb").value = String(values.clip_max_mb);
   setHours(values.opening_hours);
   $("bf-time-zone").value = values.time_zone;
   $("bf-closed-message").value = values.closed_message;
@@ -261,6 +265,8 @@ async function saveButton(event) {
     ring_timeout_s: wholeNumber("bf-ring-timeout"),
     max_queue_wait_s: wholeNumber("bf-queue-wait"),
     wrap_up_s: wholeNumber("bf-wrap-up"),
+    clips_per_call: wholeNumber("bf-clips-per-call"),
+    clip_max_mb: wholeNumber("bf-clip-max-mb"),
     opening_hours: hoursValue(),
     time_zone: $("bf-time-zone").value,
     closed_message: $("bf-closed-message").value,

@@ -98,7 +98,8 @@
       recordCamera: "Record camera",
       stopRecording: "Stop recording",
       recordingFor: (time) => `Recording… ${time}`,
-      clipLimits: "JPEG or PNG photos up to 15 MB, WebM or MP4 videos up to 100 MB and 5 minutes, PDF documents up to 20 MB; 20 files at most.",
+      clipLimits: (mb, count) =>
+        `JPEG or PNG photos up to ${Math.min(15, mb)} MB, WebM or MP4 videos up to ${mb} MB and 5 minutes, PDF documents up to ${Math.min(20, mb)} MB; ${count} files at most.`,
       clipsList: "Files sent",
       clipProgress: (name) => `Sending ${name}`,
       clipWaiting: "Waiting…",
@@ -117,7 +118,7 @@
       clipType: "This kind of file cannot be sent. Accepted: JPEG or PNG photos, WebM or MP4 videos, PDF documents.",
       clipTooBig: (limit) => `This file is too large: at most ${limit} MB.`,
       clipEmpty: "This file is empty.",
-      clipTooMany: "At most 20 files can be sent.",
+      clipTooMany: (count) => `At most ${count} files can be sent.`,
       clipNetwork: "The connection was lost.",
       recordDenied: "Recording was not allowed.",
       recordFailed: "Recording could not start.",
@@ -191,7 +192,8 @@
       recordCamera: "Filmer avec la caméra",
       stopRecording: "Arrêter l’enregistrement",
       recordingFor: (time) => `Enregistrement… ${time}`,
-      clipLimits: "Photos JPEG ou PNG jusqu’à 15 Mo, vidéos WebM ou MP4 jusqu’à 100 Mo et 5 minutes, documents PDF jusqu’à 20 Mo ; 20 fichiers au plus.",
+      clipLimits: (mb, count) =>
+        `Photos JPEG ou PNG jusqu’à ${Math.min(15, mb)} Mo, vidéos WebM ou MP4 jusqu’à ${mb} Mo et 5 minutes, documents PDF jusqu’à ${Math.min(20, mb)} Mo ; ${count} fichiers au plus.`,
       clipsList: "Fichiers envoyés",
       clipProgress: (name) => `Envoi de ${name}`,
       clipWaiting: "En attente…",
@@ -211,7 +213,7 @@
         "Ce type de fichier ne peut pas être envoyé. Acceptés : photos JPEG ou PNG, vidéos WebM ou MP4, documents PDF.",
       clipTooBig: (limit) => `Ce fichier est trop volumineux : ${limit} Mo au plus.`,
       clipEmpty: "Ce fichier est vide.",
-      clipTooMany: "20 fichiers au plus peuvent être envoyés.",
+      clipTooMany: (count) => `${count} fichiers au plus peuvent être envoyés.`,
       clipNetwork: "La connexion a été perdue.",
       recordDenied: "L’enregistrement n’a pas été autorisé.",
       recordFailed: "L’enregistrement n’a pas pu démarrer.",
@@ -594,6 +596,11 @@ form button.primary, .controls .again { background: var(--accent); border-color:
     }
     if (info.language === "fr" || info.language === "en") {
       lang = info.language;
+    }
+    const clips = info.clips;
+    if (clips && typeof clips === "object") {
+      clipSettings.perCall = clips.enabled === true ? Math.max(0, Math.min(50, Number(clips.per_call) || 0)) : 0;
+      clipSettings.maxMb = Math.max(1, Math.min(100, Number(clips.max_mb) || 100));
     }
     if (info.form_fields && typeof info.form_fields === "object") {
       button.form = {};
@@ -1267,7 +1274,8 @@ form button.primary, .controls .again { background: var(--accent); border-color:
   };
   const CLIP_EXTENSIONS = { jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", webm: "video/webm", mp4: "video/mp4", pdf: "application/pdf" };
   const CLIP_LIMIT_MB = { image: 15, video: 100, document: 20 };
-  const MAX_CLIPS = 20;
+  // The button's limits (its `clips` settings), learnt with the button; 0 clips: it takes none.
+  const clipSettings = { perCall: 20, maxMb: 100 };
   const MAX_RECORDING_MS = 5 * 60 * 1000;
   const CLIP_RETRY_MS = [1000, 2000, 4000, 8000];
   const CLIP_ACCEPT = Object.keys(CLIP_TYPES).join(",");
@@ -1313,7 +1321,7 @@ form button.primary, .controls .again { background: var(--accent); border-color:
     clipUi.pick.setAttribute("aria-label", t("sendFile"));
     clipUi.photoText.textContent = t("takePhoto");
     clipUi.photo.setAttribute("aria-label", t("takePhoto"));
-    clipUi.limits.textContent = t("clipLimits");
+    clipUi.limits.textContent = t("clipLimits", clipSettings.maxMb, clipSettings.perCall);
     clipUi.list.setAttribute("aria-label", t("clipsList"));
     renderRecordButtons();
   }
@@ -1335,7 +1343,8 @@ form button.primary, .controls .again { background: var(--accent); border-color:
 
   /** The clip controls show while the visitor may send; the list while it has something. */
   function renderClips() {
-    const open = clipTarget !== null && (clipTarget.callId ? phase === "in-call" : true);
+    const open =
+      clipTarget !== null && clipSettings.perCall > 0 && (clipTarget.callId ? phase === "in-call" : true);
     clipUi.actions.hidden = !open;
     clipUi.limits.hidden = !open;
     clipUi.title.hidden = !open && clipUi.list.childElementCount === 0;
@@ -1419,11 +1428,12 @@ form button.primary, .controls .again { background: var(--accent); border-color:
     if (file.size === 0) {
       return t("clipEmpty");
     }
-    if (file.size > CLIP_LIMIT_MB[kind] * 1024 * 1024) {
-      return t("clipTooBig", CLIP_LIMIT_MB[kind]);
+    const limitMb = Math.min(CLIP_LIMIT_MB[kind], clipSettings.maxMb);
+    if (file.size > limitMb * 1024 * 1024) {
+      return t("clipTooBig", limitMb);
     }
-    if (clipCount >= MAX_CLIPS) {
-      return t("clipTooMany");
+    if (clipCount >= clipSettings.perCall) {
+      return t("clipTooMany", clipSettings.perCall);
     }
     return null;
   }
@@ -1620,7 +1630,7 @@ form button.primary, .controls .again { background: var(--accent); border-color:
   /** The server refused the clip: it does not count, and only a lost upload is worth retrying. */
   function refused(item, error) {
     if (item.target === clipTarget) {
-      clipCount = error.code === "too_many" ? MAX_CLIPS : Math.max(0, clipCount - 1);
+      clipCount = error.code === "too_many" ? clipSettings.perCall : Math.max(0, clipCount - 1);
     }
     if (item.id && (error.code === "not_found" || error.code === "no_upload")) {
       // The upload is gone (it expired, or the server restarted): a retry starts it again.
@@ -1705,8 +1715,8 @@ form button.primary, .controls .again { background: var(--accent); border-color:
       return;
     }
     clipError("");
-    if (clipCount >= MAX_CLIPS) {
-      clipError(t("clipTooMany"));
+    if (clipCount >= clipSettings.perCall) {
+      clipError(t("clipTooMany", clipSettings.perCall));
       return;
     }
     const target = clipTarget;
