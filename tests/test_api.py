@@ -130,6 +130,7 @@ async def test_widget_lookup_is_readable_by_allowed_origins_only(server: Running
                     "language": "en",
                     "colour": "#1a7f4b",
                     "position": "bottom-right",
+                    "clips": {"enabled": True, "per_call": 20, "max_mb": 100},
                 },
                 "open": True,
                 "agents_available": False,

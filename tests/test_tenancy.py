@@ -59,7 +59,16 @@ async def test_another_organisations_admin_gets_404_from_every_route_and_changes
     a_receipt = await database.retention.write_receipt(
         a.organisation_id, kind="purge", requested_by=None, started_at=a_hold.created_at, counts={"calls": 0}
     )
+    a_clip = uuid.uuid4()
+    await database.pool.execute(
+        "INSERT INTO clips (id, organisation_id, call_id, state, declared_size, kind, media_type, byte_size, ready_at) "
+        "VALUES ($1, $2, $3, 'ready', 10, 'image', 'image/jpeg', 10, now())",
+        a_clip,
+        a.organisation_id,
+        uuid.UUID(call_id),
+    )
     ids = {
+        "clips": a_clip,
         "legal-holds": a_hold.id,
         "receipts": a_receipt.id,
         "tokens": a_token.id,
