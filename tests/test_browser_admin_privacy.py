@@ -150,7 +150,7 @@ async def test_an_admin_sets_retention_holds_data_and_answers_a_callers_requests
     policy = await database.pool.fetchrow("SELECT * FROM retention_policies WHERE organisation_id = $1", org)
     assert policy is not None
     kept = {c: policy[f"{c}_days"] for c in CATEGORIES}
-    assert kept == {"recordings": 30, "calls": 365, "callbacks": None, "audit": 730, "webhook_log": 30}
+    assert kept == {"recordings": 30, "clips": 90, "calls": 365, "callbacks": None, "audit": 730, "webhook_log": 30}
 
     # A legal hold on Grace, by her email.
     holds = page.locator("#hold-form")
