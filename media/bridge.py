@@ -21,6 +21,8 @@ class Bridge:
     def __init__(self, visitor: Leg) -> None:
         self.visitor = visitor
         self.agent: Leg | None = None
+        #: packets forwarded between the legs so far, both ways (for the server's metrics)
+        self.forwarded = 0
         self._ringback = RingbackPlayer(visitor.send)
         self._agent_handler: object = None
         visitor.inbound = None
@@ -41,9 +43,11 @@ class Bridge:
         if recorder is None:
 
             async def visitor_to_agent(packet: RtpPacket) -> None:
+                self.forwarded += 1
                 await agent.send(visitor, packet)
 
             async def agent_to_visitor(packet: RtpPacket) -> None:
+                self.forwarded += 1
                 await visitor.send(agent, packet)
 
         else:
@@ -51,10 +55,12 @@ class Bridge:
             tap = recorder.tap
 
             async def visitor_to_agent(packet: RtpPacket) -> None:
+                self.forwarded += 1
                 tap(VISITOR, packet.timestamp, packet.payload)
                 await agent.send(visitor, packet)
 
             async def agent_to_visitor(packet: RtpPacket) -> None:
+                self.forwarded += 1
                 tap(AGENT, packet.timestamp, packet.payload)
                 await visitor.send(agent, packet)
 

@@ -24,6 +24,7 @@ from server import (
     clips_api,
     integrations_api,
     logs,
+    metrics,
     playback,
     privacy_api,
     signalling,
@@ -134,6 +135,7 @@ def create_app(
     playback.add_routes(app)
     calls_api.add_routes(app)
     privacy_api.add_routes(app)
+    metrics.add_routes(app)
     clips_api.add_routes(
         app,
         ClipStore(database.pool, recordings.keyring, recordings.root, clean=clips_api.cleaner),

@@ -121,6 +121,7 @@ class Call:
         self.end_reason: EndReason | None = None
         self.agent_id: uuid.UUID | None = None
         self.created_at = _now()
+        self.answered_at: datetime.datetime | None = None
         self._events = events
         self._log = log.bind(call_id=str(self.id), org_id=str(organisation_id))
         self._last_write: asyncio.Task[None] | None = None
@@ -146,6 +147,7 @@ class Call:
 
     def answer(self, agent_id: uuid.UUID) -> None:
         self.agent_id = agent_id
+        self.answered_at = _now()
         self._set_state(CallState.ANSWERED, agent_id=agent_id)
 
     def end(self, reason: EndReason) -> bool:

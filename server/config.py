@@ -56,6 +56,11 @@ VARIABLES: tuple[Variable, ...] = (
         "(then run `callbutton purge` from cron).",
     ),
     Variable(
+        "CALLBUTTON_METRICS_TOKEN",
+        "",
+        "Bearer token a Prometheus scraper presents at `/metrics`. Empty: `/metrics` answers loopback clients only.",
+    ),
+    Variable(
         "CALLBUTTON_DATA_DIR",
         "./data",
         "Folder for server state: the local Postgres cluster, recordings, a development master key.",
@@ -167,6 +172,7 @@ class Settings:
     database_url: str = ""
     keystore_url: str = ""
     purge_interval: float = 3600.0
+    metrics_token: str = field(default="", repr=False)
     data_dir: Path = Path("./data")
     recordings_dir: Path | None = None
     master_key_file: Path | None = None
@@ -209,6 +215,7 @@ class Settings:
             env=_choice(get("CALLBUTTON_ENV"), "CALLBUTTON_ENV", ("development", "production")),
             database_url=get("CALLBUTTON_DATABASE_URL"),
             keystore_url=get("CALLBUTTON_KEYSTORE_URL"),
+            metrics_token=get("CALLBUTTON_METRICS_TOKEN"),
             purge_interval=_float(get("CALLBUTTON_PURGE_INTERVAL"), "CALLBUTTON_PURGE_INTERVAL", "seconds", zero=True),
             data_dir=Path(get("CALLBUTTON_DATA_DIR")),
             recordings_dir=_path(get("CALLBUTTON_RECORDINGS_DIR")),
