@@ -220,6 +220,20 @@ class Running:
     def url(self) -> str:
         return self.settings.origin
 
+    async def drain(self, seconds: float) -> bool:
+        """Stop taking new calls (and say so at /readyz) and wait up to ``seconds`` for the
+        calls in progress to end by themselves; True when they all did. Then :meth:`stop` ends what
+        is left (as ``shutdown``), finishing their recordings and writing their events."""
+        app = self.runner.app
+        app[metrics.DRAINING].set()
+        switchboard = app[SWITCHBOARD]
+        switchboard.accepting = False
+        log.info(logs.SERVER_DRAINING, calls=len(switchboard.calls), seconds=seconds)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await switchboard.no_calls.wait()
+        return not switchboard.calls
+
     async def stop(self) -> None:
         await self.runner.cleanup()
 

@@ -96,6 +96,7 @@ async def serve(settings: Settings, *, demo: bool) -> None:
             loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()
+            await running.drain(settings.drain_timeout)
         finally:
             await running.stop()
             log.info(logs.SERVER_STOPPED)

@@ -56,6 +56,12 @@ VARIABLES: tuple[Variable, ...] = (
         "(then run `callbutton purge` from cron).",
     ),
     Variable(
+        "CALLBUTTON_DRAIN_TIMEOUT",
+        "30",
+        "Seconds a stopping server (SIGTERM, Ctrl-C) waits for calls in progress to end by themselves, "
+        "taking no new ones, before it ends the rest.",
+    ),
+    Variable(
         "CALLBUTTON_METRICS_TOKEN",
         "",
         "Bearer token a Prometheus scraper presents at `/metrics`. Empty: `/metrics` answers loopback clients only.",
@@ -173,6 +179,7 @@ class Settings:
     keystore_url: str = ""
     purge_interval: float = 3600.0
     metrics_token: str = field(default="", repr=False)
+    drain_timeout: float = 30.0
     data_dir: Path = Path("./data")
     recordings_dir: Path | None = None
     master_key_file: Path | None = None
@@ -216,6 +223,7 @@ class Settings:
             database_url=get("CALLBUTTON_DATABASE_URL"),
             keystore_url=get("CALLBUTTON_KEYSTORE_URL"),
             metrics_token=get("CALLBUTTON_METRICS_TOKEN"),
+            drain_timeout=_float(get("CALLBUTTON_DRAIN_TIMEOUT"), "CALLBUTTON_DRAIN_TIMEOUT", zero=True),
             purge_interval=_float(get("CALLBUTTON_PURGE_INTERVAL"), "CALLBUTTON_PURGE_INTERVAL", "seconds", zero=True),
             data_dir=Path(get("CALLBUTTON_DATA_DIR")),
             recordings_dir=_path(get("CALLBUTTON_RECORDINGS_DIR")),

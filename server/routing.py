@@ -153,6 +153,11 @@ class Switchboard:
         self.queues: dict[uuid.UUID, list[LiveCall]] = {}
         self.clock = clock
         self.closing = False
+        #: False while the server drains (shutdown begun): calls in progress go on, new ones are refused.
+        self.accepting = True
+        #: Set while no call is in progress (a draining server waits for it).
+        self.no_calls = asyncio.Event()
+        self.no_calls.set()
         self._events = events
         self._directory = directory
         self._ice = ice
@@ -187,7 +192,7 @@ class Switchboard:
         outbound call through a call link: it rings only the link's agent, and only if the link can
         still be claimed.
         """
-        if self.closing:
+        if self.closing or not self.accepting:
             raise ProtocolError("unavailable", "the service is shutting down; call again in a moment", "call")
         check_offer(offer_sdp)  # a malformed offer is a bad request, not a call attempt
         answers = check_visitor_form(button.form_fields, visitor) if link is None else {}
@@ -222,6 +227,7 @@ class Switchboard:
         )
         leg.on_state = lambda changed, state: self._visitor_leg_state(live, changed, state)
         self.calls[call.id] = live
+        self.no_calls.clear()
 
         if link is None:
             try:
@@ -453,6 +459,8 @@ class Switchboard:
             self._wrap_up(agent, live.button.wrap_up_s)
             self.changed(agent)
         self.calls.pop(call.id, None)
+        if not self.calls:
+            self.no_calls.set()
         self._spawn(call.flush())
         if self.on_call_ended is not None:
             self.on_call_ended(live)

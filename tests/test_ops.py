@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
+import uuid
 
 import aiohttp
 import pytest
 
 from server.app import Running, start
+from server.appkeys import RECORDINGS
 from server.config import Settings
 from server.metrics import DRAINING
 from storage.db import Database
-from tests.conftest import Tenant, answered_call_for
+from storage.recordings import read_plaintext
+from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant
+from tests.peers import Visitor
 from tests.test_call import wait_for_row
+from tests.test_recording import finished_recording
 
 
 def sample(text: str, name: str, labels: str = "") -> float:
@@ -88,3 +94,62 @@ async def test_readyz_says_what_is_wrong(server: Running, database: Database, mo
         # /healthz stays up: the process is alive, only not taking new work.
         async with http.get(f"{server.url}/healthz") as response:
             assert response.status == 200
+
+
+async def test_a_draining_server_lets_calls_finish_and_takes_no_new_ones(
+    settings: Settings, database: Database
+) -> None:
+    (tenant,) = await make_tenant(database)
+    running = await start(settings, database)
+    try:
+        visitor, agent, call_id = await answered_call_for(running.url, tenant)
+        try:
+            draining = asyncio.create_task(running.drain(20))
+            await asyncio.sleep(0.2)
+            async with aiohttp.ClientSession() as http, http.get(f"{running.url}/readyz") as response:
+                assert response.status == 503
+            late = Visitor(running.url, tenant.button_key, VISITOR_ORIGIN)
+            try:
+                await late.connect()
+                await late.send({"type": "call", "sdp": await late.offer(440.0)})
+                error = await late.expect("error")
+                assert error["code"] == "unavailable" and "shutting down" in error["message"]
+            finally:
+                await late.close()
+            await visitor.hears(880.0)  # the call in progress goes on
+            assert not draining.done()
+            await visitor.send({"type": "hangup"})
+            assert await asyncio.wait_for(draining, 5) is True
+            row = await wait_for_row(database, tenant, call_id, "ended")
+            assert row.end_reason == "visitor_hangup"
+        finally:
+            await visitor.close()
+            await agent.close()
+    finally:
+        await running.stop()
+
+
+async def test_calls_still_up_when_the_drain_times_out_end_cleanly_with_their_recordings(
+    settings: Settings, database: Database
+) -> None:
+    (tenant,) = await make_tenant(database, recording=True)
+    running = await start(settings, database)
+    store = running.runner.app[RECORDINGS]
+    visitor, agent, call_id = await answered_call_for(running.url, tenant)
+    try:
+        await visitor.hears(880.0)
+        await asyncio.sleep(1.0)
+        assert await running.drain(0.5) is False
+        await running.stop()
+    finally:
+        await visitor.close()
+        await agent.close()
+    row = await wait_for_row(database, tenant, call_id, "ended")
+    assert row.end_reason == "shutdown"
+    record = await finished_recording(store, tenant, call_id)
+    assert record.state == "complete" and (record.duration_ms or 0) > 500
+    # The final segment is there: the file decrypts whole, not as truncated.
+    plaintext = read_plaintext(store.path(tenant.organisation_id, record.id), await store.key(record), record.id)
+    assert plaintext.startswith(b"OggS")
+    events = [e.kind for e in await database.calls.events(tenant.organisation_id, uuid.UUID(call_id))]
+    assert events[0] == "created" and events[-1] == "ended" and "answered" in events
