@@ -12,14 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from server import body, hours
-from server.api import actor, path_uuid, require_admin
+from server.api import audit, path_uuid, require_admin
 from server.appkeys import DATABASE, ROSTER, SETTINGS
 from server.auth import PasswordPolicyError, check_password_policy, hash_password
-from server.clients import client_address
 from server.errors import ApiError
 from server.origins import OriginError, normalise_origin
 from server.playback import NO_STORE
-from storage.accounts import DuplicateEmail, Session, User
+from storage.accounts import DuplicateEmail, User
 from storage.buttons import Button
 from storage.teams import DuplicateTeam, Team
 
@@ -56,18 +55,6 @@ _BUTTON_FIELDS = frozenset(
         "clip_max_mb",
     }
 )
-
-
-async def _audit(request: web.Request, session: Session, action: str, kind: str, object_id: uuid.UUID) -> None:
-    await request.app[DATABASE].audit.add(
-        organisation_id=session.user.organisation_id,
-        actor_id=actor(session),
-        action=action,
-        object_type=kind,
-        object_id=object_id,
-        address=client_address(request),
-        user_agent=request.headers.get("User-Agent"),
-    )
 
 
 def _not_found(what: str) -> ApiError:
@@ -150,7 +137,7 @@ async def create_user(request: web.Request) -> web.Response:
         )
     except DuplicateEmail:
         raise ApiError(409, "email_taken", "an account with this email address exists already") from None
-    await _audit(request, session, "user.create", "user", user.id)
+    await audit(request, session, "user.create", "user", user.id)
     return web.json_response({"user": admin_user_json(user, "offline")}, status=201, headers=NO_STORE)
 
 
@@ -190,7 +177,7 @@ async def update_user(request: web.Request) -> web.Response:
         user = await accounts.set_disabled(organisation_id, user_id, disabled) or user
         if disabled:
             _end_user_sessions(request, user.id, "this account was disabled")
-    await _audit(request, session, "user.update", "user", user.id)
+    await audit(request, session, "user.update", "user", user.id)
     return web.json_response({"user": admin_user_json(user, _presence(request, user))}, headers=NO_STORE)
 
 
@@ -202,7 +189,7 @@ async def delete_user(request: web.Request) -> web.Response:
     if not await request.app[DATABASE].accounts.delete_user(session.user.organisation_id, user_id):
         raise _not_found("user")
     _end_user_sessions(request, user_id, "this account was deleted")
-    await _audit(request, session, "user.delete", "user", user_id)
+    await audit(request, session, "user.delete", "user", user_id)
     return web.Response(status=204)
 
 
@@ -234,7 +221,7 @@ async def create_team(request: web.Request) -> web.Response:
         await teams.delete(organisation_id, team.id)
         raise body.bad("field 'members' names a user who is not of this organisation")
     team = await teams.get(organisation_id, team.id) or team
-    await _audit(request, session, "team.create", "team", team.id)
+    await audit(request, session, "team.create", "team", team.id)
     return web.json_response({"team": team_json(team)}, status=201, headers=NO_STORE)
 
 
@@ -271,7 +258,7 @@ async def update_team(request: web.Request) -> web.Response:
     team = await teams.get(organisation_id, team_id)
     if team is None:
         raise _not_found("team")
-    await _audit(request, session, "team.update", "team", team.id)
+    await audit(request, session, "team.update", "team", team.id)
     return web.json_response({"team": team_json(team)}, headers=NO_STORE)
 
 
@@ -280,7 +267,7 @@ async def delete_team(request: web.Request) -> web.Response:
     team_id = path_uuid(request, "id", "team")
     if not await request.app[DATABASE].teams.delete(session.user.organisation_id, team_id):
         raise _not_found("team")
-    await _audit(request, session, "team.delete", "team", team_id)
+    await audit(request, session, "team.delete", "team", team_id)
     return web.Response(status=204)
 
 
@@ -436,7 +423,7 @@ async def create_button(request: web.Request) -> web.Response:
         raise body.bad("fields 'agents' and 'teams' may only name this organisation's users and teams")
     button = await database.buttons.create(organisation_id, **settings)
     await database.buttons.set_targets(organisation_id, button.id, agents, teams)
-    await _audit(request, session, "button.create", "button", button.id)
+    await audit(request, session, "button.create", "button", button.id)
     return await _button_response(request, button, status=201)
 
 
@@ -466,7 +453,7 @@ async def update_button(request: web.Request) -> web.Response:
     button = await buttons.update(organisation_id, button_id, settings)
     if button is None:
         raise _not_found("button")
-    await _audit(request, session, "button.update", "button", button.id)
+    await audit(request, session, "button.update", "button", button.id)
     return await _button_response(request, button)
 
 
@@ -475,7 +462,7 @@ async def delete_button(request: web.Request) -> web.Response:
     button_id = path_uuid(request, "id", "button")
     if not await request.app[DATABASE].buttons.delete(session.user.organisation_id, button_id):
         raise _not_found("button")
-    await _audit(request, session, "button.delete", "button", button_id)
+    await audit(request, session, "button.delete", "button", button_id)
     return web.Response(status=204)
 
 

@@ -102,6 +102,20 @@ def actor(session: Session) -> uuid.UUID | None:
     return session.user.id
 
 
+async def audit(request: web.Request, session: Session, action: str, kind: str, object_id: uuid.UUID | None) -> None:
+    """An audit entry for what ``session`` just did in its organisation, from this request's
+    address and browser."""
+    await request.app[DATABASE].audit.add(
+        organisation_id=session.user.organisation_id,
+        actor_id=actor(session),
+        action=action,
+        object_type=kind,
+        object_id=object_id,
+        address=client_address(request),
+        user_agent=request.headers.get("User-Agent"),
+    )
+
+
 def path_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:
     """A UUID from the path; anything else is simply not found."""
     try:

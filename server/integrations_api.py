@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from server import body
-from server.api import actor, path_uuid, require_admin
+from server.api import actor, audit, path_uuid, require_admin
 from server.appkeys import DATABASE
-from server.clients import client_address
 from server.errors import ApiError
 from server.playback import NO_STORE
-from storage.accounts import Session
 from storage.tokens import ApiToken
 from storage.webhooks import EVENTS, Endpoint, LoggedEvent
 
 _TOKEN_FIELDS = frozenset({"name"})
 _WEBHOOK_FIELDS = frozenset({"url", "events", "description", "enabled"})
-
-
-async def _audit(request: web.Request, session: Session, action: str, kind: str, object_id: uuid.UUID) -> None:
-    await request.app[DATABASE].audit.add(
-        organisation_id=session.user.organisation_id,
-        actor_id=actor(session),
-        action=action,
-        object_type=kind,
-        object_id=object_id,
-        address=client_address(request),
-        user_agent=request.headers.get("User-Agent"),
-    )
 
 
 def _at(value: Any) -> str | None:
@@ -66,7 +51,7 @@ async def create_token(request: web.Request) -> web.Response:
     secret, token = await request.app[DATABASE].tokens.create(
         session.user.organisation_id, name=name, created_by=actor(session)
     )
-    await _audit(request, session, "token.create", "token", token.id)
+    await audit(request, session, "token.create", "token", token.id)
     return web.json_response({"token": token_json(token), "secret": secret}, status=201, headers=NO_STORE)
 
 
@@ -75,7 +60,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     token = await request.app[DATABASE].tokens.revoke(session.user.organisation_id, path_uuid(request, "id", "token"))
     if token is None:
         raise ApiError(404, "not_found", "no such token")
-    await _audit(request, session, "token.revoke", "token", token.id)
+    await audit(request, session, "token.revoke", "token", token.id)
     return web.json_response({"token": token_json(token)}, headers=NO_STORE)
 
 
@@ -147,7 +132,7 @@ async def create_webhook(request: web.Request) -> web.Response:
         description=changes.get("description"),
         enabled=changes.get("enabled", True),
     )
-    await _audit(request, session, "webhook.create", "webhook", endpoint.id)
+    await audit(request, session, "webhook.create", "webhook", endpoint.id)
     return web.json_response({"webhook": endpoint_json(endpoint)}, status=201, headers=NO_STORE)
 
 
@@ -171,7 +156,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     endpoint = await webhooks.update(session.user.organisation_id, endpoint_id, changes)
     if endpoint is None:
         raise ApiError(404, "not_found", "no such webhook")
-    await _audit(request, session, "webhook.update", "webhook", endpoint.id)
+    await audit(request, session, "webhook.update", "webhook", endpoint.id)
     return web.json_response({"webhook": endpoint_json(endpoint)}, headers=NO_STORE)
 
 
@@ -180,7 +165,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
     endpoint_id = path_uuid(request, "id", "webhook")
     if not await request.app[DATABASE].webhooks.delete(session.user.organisation_id, endpoint_id):
         raise ApiError(404, "not_found", "no such webhook")
-    await _audit(request, session, "webhook.delete", "webhook", endpoint_id)
+    await audit(request, session, "webhook.delete", "webhook", endpoint_id)
     return web.Response(status=204)
 
 

@@ -5,35 +5,20 @@ from __future__ import annotations
 
 import datetime
 import json
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from server import body
-from server.api import actor, path_uuid, require_admin
+from server.api import actor, audit, path_uuid, require_admin
 from server.appkeys import DATABASE, RECORDINGS, SETTINGS
-from server.clients import client_address
 from server.errors import ApiError
 from server.playback import NO_STORE
 from server.processing import processing_record, processing_record_markdown
-from storage.accounts import Session
 from storage.retention import CATEGORIES, DEFAULTS, LIMITS, HeldError, Hold, PurgeBusy, Purger, Subject
 from storage.subjects import SubjectError, Subjects, terminate
 
 _SUBJECT_FIELDS = frozenset({"email", "phone"})
-
-
-async def _audit(request: web.Request, session: Session, action: str, kind: str, object_id: uuid.UUID | None) -> None:
-    await request.app[DATABASE].audit.add(
-        organisation_id=session.user.organisation_id,
-        actor_id=actor(session),
-        action=action,
-        object_type=kind,
-        object_id=object_id,
-        address=client_address(request),
-        user_agent=request.headers.get("User-Agent"),
-    )
 
 
 def _at(value: Any) -> str | None:
@@ -85,7 +70,7 @@ async def set_retention(request: web.Request) -> web.Response:
     if not changes:
         raise body.bad(f"send some of {', '.join(CATEGORIES)}")
     policy = await request.app[DATABASE].retention.set_policy(session.user.organisation_id, changes, actor(session))
-    await _audit(request, session, "retention.update", "organisation", session.user.organisation_id)
+    await audit(request, session, "retention.update", "organisation", session.user.organisation_id)
     return web.json_response(_retention_json(policy), headers=NO_STORE)
 
 
@@ -101,7 +86,7 @@ async def run_purge(request: web.Request) -> web.Response:
     except PurgeBusy as exc:
         raise ApiError(409, "busy", str(exc)) from None
     if not dry_run:
-        await _audit(request, session, "retention.purge", "receipt", report.receipt.id if report.receipt else None)
+        await audit(request, session, "retention.purge", "receipt", report.receipt.id if report.receipt else None)
     return web.json_response(
         {
             "purge": {**report.document(), "dry_run": dry_run},
@@ -150,7 +135,7 @@ async def create_hold(request: web.Request) -> web.Response:
     )
     if hold is None:
         raise ApiError(404, "not_found", "no such call")
-    await _audit(request, session, "hold.create", "legal_hold", hold.id)
+    await audit(request, session, "hold.create", "legal_hold", hold.id)
     return web.json_response({"hold": hold_json(hold)}, status=201, headers=NO_STORE)
 
 
@@ -161,7 +146,7 @@ async def lift_hold(request: web.Request) -> web.Response:
     )
     if hold is None:
         raise ApiError(404, "not_found", "no such active hold")
-    await _audit(request, session, "hold.lift", "legal_hold", hold.id)
+    await audit(request, session, "hold.lift", "legal_hold", hold.id)
     return web.json_response({"hold": hold_json(hold)}, headers=NO_STORE)
 
 
@@ -197,7 +182,7 @@ async def lookup_subject(request: web.Request) -> web.Response:
     session = await require_admin(request)
     subject = _subject(await body.read(request, _SUBJECT_FIELDS))
     found = await _subjects(request).find(session.user.organisation_id, subject)
-    await _audit(request, session, "subject.lookup", "data_subject", None)
+    await audit(request, session, "subject.lookup", "data_subject", None)
     return web.json_response(
         {
             "subject": {
@@ -229,7 +214,7 @@ async def export_subject(request: web.Request) -> web.Response:
     session = await require_admin(request)
     subject = _subject(await body.read(request, _SUBJECT_FIELDS))
     archive, _ = await _subjects(request).export(session.user.organisation_id, subject, actor(session))
-    await _audit(request, session, "subject.export", "data_subject", None)
+    await audit(request, session, "subject.export", "data_subject", None)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     return web.Response(
         body=archive,
@@ -260,7 +245,7 @@ async def rectify_subject(request: web.Request) -> web.Response:
         counts = await _subjects(request).rectify(session.user.organisation_id, subject, values, actor(session))
     except SubjectError as exc:
         raise body.bad(str(exc)) from None
-    await _audit(request, session, "subject.rectify", "data_subject", None)
+    await audit(request, session, "subject.rectify", "data_subject", None)
     return web.json_response({"rectified": counts}, headers=NO_STORE)
 
 
@@ -268,7 +253,7 @@ async def restrict_subject(request: web.Request) -> web.Response:
     session = await require_admin(request)
     subject = _subject(await body.read(request, _SUBJECT_FIELDS))
     counts = await _subjects(request).restrict(session.user.organisation_id, subject, actor(session))
-    await _audit(request, session, "subject.restrict", "data_subject", None)
+    await audit(request, session, "subject.restrict", "data_subject", None)
     return web.json_response({"restricted": counts}, headers=NO_STORE)
 
 
@@ -276,7 +261,7 @@ async def lift_subject_restriction(request: web.Request) -> web.Response:
     session = await require_admin(request)
     subject = _subject(await body.read(request, _SUBJECT_FIELDS))
     counts = await _subjects(request).lift_restriction(session.user.organisation_id, subject, actor(session))
-    await _audit(request, session, "subject.lift_restriction", "data_subject", None)
+    await audit(request, session, "subject.lift_restriction", "data_subject", None)
     return web.json_response({"lifted": counts}, headers=NO_STORE)
 
 
@@ -289,7 +274,7 @@ async def erase_subject(request: web.Request) -> web.Response:
         raise ApiError(409, "held", str(exc)) from None
     except SubjectError as exc:
         raise ApiError(409, "in_progress", str(exc)) from None
-    await _audit(request, session, "subject.erase", "receipt", receipt.id)
+    await audit(request, session, "subject.erase", "receipt", receipt.id)
     return web.json_response({"receipt": receipt.document()}, headers=NO_STORE)
 
 

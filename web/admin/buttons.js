@@ -4,7 +4,7 @@
  */
 
 import { api, message, send } from "./api.js";
-import { $, button, checkList, checked, deleteButton, el, fail, say, show } from "./dom.js";
+import { $, button, checked, checkList, deleteButton, el, fail, reloading, say, show } from "./dom.js";
 import { directory, refresh, teamName, userName } from "./directory.js";
 import { userItems } from "./teams.js";
 
@@ -321,14 +321,7 @@ export default {
 
   async show() {
     fail("buttons-error", "");
-    // The rows shown are from the last visit until the list arrives: not clickable meanwhile.
-    const rows = $("buttons-list");
-    rows.inert = true;
-    try {
-      await load();
-    } finally {
-      rows.inert = false;
-    }
+    await reloading("buttons-list", load);
   },
 
   reset() {

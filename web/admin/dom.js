@@ -199,3 +199,15 @@ export function copyField(id, labelText, value, copyLabel) {
     el("div", { className: "controls" }, input, copy, status),
   );
 }
+
+/** Run ``load`` (which redraws the list ``id``) with the rows shown so far not clickable: they are
+ * from the last visit, and are replaced under the pointer when the list arrives. */
+export async function reloading(id, load) {
+  const rows = $(id);
+  rows.inert = true;
+  try {
+    await load();
+  } finally {
+    rows.inert = false;
+  }
+}

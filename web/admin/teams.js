@@ -1,7 +1,7 @@
 /* Teams: named groups of users that a button can ring instead of naming each agent. */
 
 import { api, message, send } from "./api.js";
-import { $, button, cell, checkList, checked, deleteButton, el, fail, say, show } from "./dom.js";
+import { $, button, cell, checked, checkList, deleteButton, el, fail, reloading, say, show } from "./dom.js";
 import { directory, refresh, userName } from "./directory.js";
 
 async function load() {
@@ -97,14 +97,7 @@ export default {
 
   async show() {
     fail("teams-error", "");
-    // The rows shown are from the last visit until the list arrives: not clickable meanwhile.
-    const rows = $("teams-rows");
-    rows.inert = true;
-    try {
-      await load();
-    } finally {
-      rows.inert = false;
-    }
+    await reloading("teams-rows", load);
   },
 
   reset() {

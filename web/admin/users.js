@@ -1,7 +1,7 @@
 /* Users: the organisation's agents and admins; create, edit, disable and delete them. */
 
 import { api, message, send, session } from "./api.js";
-import { $, button, cell, deleteButton, el, fail, say, show } from "./dom.js";
+import { $, button, cell, deleteButton, el, fail, reloading, say, show } from "./dom.js";
 import { directory, refresh } from "./directory.js";
 
 const PRESENCE = {
@@ -152,14 +152,7 @@ export default {
 
   async show() {
     fail("users-error", "");
-    // The rows shown are from the last visit until the list arrives: not clickable meanwhile.
-    const rows = $("users-rows");
-    rows.inert = true;
-    try {
-      await load();
-    } finally {
-      rows.inert = false;
-    }
+    await reloading("users-rows", load);
   },
 
   reset() {
