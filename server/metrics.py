@@ -70,6 +70,24 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             "callbutton_webhook_backlog", "Webhook events not yet delivered", self._metrics.webhook_backlog
         )
+        stats = switchboard.recording_stats
+        recordings = CounterMetricFamily(
+            "callbutton_recordings", "Recordings since start, by how they went", labels=["outcome"]
+        )
+        for outcome, count in (
+            ("opened", stats.opened),
+            ("unavailable", stats.unavailable),
+            ("complete", stats.complete),
+            ("truncated", stats.truncated),
+        ):
+            recordings.add_metric([outcome], count)
+        yield recordings
+        yield CounterMetricFamily("callbutton_recording_bytes", "Encrypted bytes written to recordings", stats.bytes)
+        yield CounterMetricFamily(
+            "callbutton_recording_packets_dropped",
+            "Packets recorders dropped (their queue was full, or they arrived too late)",
+            stats.packets_dropped,
+        )
 
 
 class Metrics:

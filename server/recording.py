@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -26,6 +27,19 @@ RECORDING_FINISHED = "recording.finished"
 RECORDING_UNAVAILABLE = "recording.unavailable"
 
 
+@dataclass
+class RecordingStats:
+    """What the server's recordings did since it started (for its metrics)."""
+
+    opened: int = 0
+    #: could not be opened (no key store, no disk, no database): the call went on unrecorded
+    unavailable: int = 0
+    complete: int = 0
+    truncated: int = 0
+    bytes: int = 0
+    packets_dropped: int = 0
+
+
 class CallRecording:
     def __init__(
         self,
@@ -35,6 +49,7 @@ class CallRecording:
         organisation_id: uuid.UUID,
         call_id: uuid.UUID,
         call_stored: Callable[[], Awaitable[None]],
+        stats: RecordingStats | None = None,
     ) -> None:
         """``call_stored`` waits until the call's own row is written (the recording's row refers to
         it, and call writes are queued behind the call, not waited for)."""
@@ -46,6 +61,7 @@ class CallRecording:
         self._log = log.bind(call_id=str(call_id), org_id=str(organisation_id))
         self._opening: asyncio.Task[EncryptedFile | None] | None = None
         self._call_stored = call_stored
+        self._stats = stats if stats is not None else RecordingStats()
 
     def start(self) -> None:
         """Open the file (in the background); the recorder must already be taking packets."""
@@ -58,8 +74,10 @@ class CallRecording:
                 organisation_id=self._organisation_id, call_id=self._call_id, started_at=started_at
             )
         except Exception:
+            self._stats.unavailable += 1
             self._log.exception(RECORDING_UNAVAILABLE)
             return None
+        self._stats.opened += 1
         self.recorder.attach(sink)
         self._log.info(RECORDING_STARTED, recording_id=str(self.recording_id))
         return sink
@@ -69,6 +87,13 @@ class CallRecording:
         result = await self.recorder.close()
         if sink is None or self.recording_id is None:
             return
+        # Counted before the row says so: whoever sees the row finished sees it counted.
+        if result.error is None:
+            self._stats.complete += 1
+        else:
+            self._stats.truncated += 1
+        self._stats.bytes += sink.size
+        self._stats.packets_dropped += result.dropped
         await self._store.finish(
             organisation_id=self._organisation_id,
             recording_id=self.recording_id,

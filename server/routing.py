@@ -41,7 +41,7 @@ from server import hours, logs, messages
 from server.calls import Call, CallEvents, CallState, EndReason
 from server.messages import ProtocolError
 from server.presence import RELOAD_GRACE_SECONDS, Agent, AgentSocket, Presence, Roster
-from server.recording import CallRecording
+from server.recording import CallRecording, RecordingStats
 from storage.buttons import Button
 from storage.recordings import RecordingStore
 
@@ -155,6 +155,7 @@ class Switchboard:
         self.closing = False
         #: False while the server drains (shutdown begun): calls in progress go on, new ones are refused.
         self.accepting = True
+        self.recording_stats = RecordingStats()
         #: Set while no call is in progress (a draining server waits for it).
         self.no_calls = asyncio.Event()
         self.no_calls.set()
@@ -350,6 +351,7 @@ class Switchboard:
                 organisation_id=call.organisation_id,
                 call_id=call.id,
                 call_stored=call.flush,
+                stats=self.recording_stats,
             )
             live.bridge.connect(leg, live.recording.recorder)
             live.recording.start()

@@ -19,7 +19,7 @@ from storage.recordings import read_plaintext
 from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant
 from tests.peers import Visitor
 from tests.test_call import wait_for_row
-from tests.test_recording import finished_recording
+from tests.test_recording import finished_recording, recorded_call
 
 
 def sample(text: str, name: str, labels: str = "") -> float:
@@ -153,3 +153,14 @@ async def test_calls_still_up_when_the_drain_times_out_end_cleanly_with_their_re
     assert plaintext.startswith(b"OggS")
     events = [e.kind for e in await database.calls.events(tenant.organisation_id, uuid.UUID(call_id))]
     assert events[0] == "created" and events[-1] == "ended" and "answered" in events
+
+
+async def test_metrics_count_recordings(server: Running, database: Database) -> None:
+    (tenant,) = await make_tenant(database, recording=True)
+    call_id = await recorded_call(server, tenant, talk_seconds=1.0)
+    record = await finished_recording(server.runner.app[RECORDINGS], tenant, call_id)
+    _, text = await scrape(server.url)
+    assert sample(text, "callbutton_recordings_total", '{outcome="opened"}') == 1
+    assert sample(text, "callbutton_recordings_total", '{outcome="complete"}') == 1
+    assert sample(text, "callbutton_recordings_total", '{outcome="unavailable"}') == 0
+    assert sample(text, "callbutton_recording_bytes_total") == record.byte_size
