@@ -19,16 +19,12 @@ import argparse
 import asyncio
 import datetime
 import os
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,7 +33,7 @@ from tqdm import tqdm
 
 from storage.calls import CallFilter, CallSearch, _where
 from storage.db import Database
-from storage.localpg import LocalPostgres
+from storage.localpg import server_for
 
 TARGET_MS = 20.0
 LIMIT = 50
@@ -162,25 +158,6 @@ class Result:
     offset_rows: int
     keyset: Timing
     offset: Timing
-
-
-@contextmanager
-def postgres(dsn: str | None, keep: bool) -> Iterator[str]:
-    """A DSN to a server we may create databases in: ``dsn``, else a throwaway local cluster."""
-    if dsn:
-        yield dsn
-        return
-    folder = Path(tempfile.mkdtemp(prefix="callbutton-bench-pg-"))
-    folder.chmod(0o755)  # the cluster may run as the postgres user
-    cluster = LocalPostgres(folder / "cluster", database="postgres")
-    try:
-        yield cluster.start()
-    finally:
-        if keep:
-            print(f"cluster kept: stop it with pg_ctl -D {cluster.directory} stop (as the postgres user if root)")
-        else:
-            cluster.stop()
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _database_dsn(server_dsn: str, name: str) -> str:
@@ -549,7 +526,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.database and not args.dsn:
         parser.error("--database needs --dsn (or CALLBUTTON_DATABASE_URL)")
-    with postgres(args.dsn, args.keep) as server_dsn:
+    with server_for(args.dsn, keep=args.keep) as server_dsn:
         asyncio.run(run(args, server_dsn))
 
 

@@ -44,8 +44,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,7 +67,7 @@ from server.app import settle_heap, start
 from server.config import Settings
 from storage.db import Database
 from storage.keys import Keyring, MasterKey
-from storage.localpg import LocalPostgres
+from storage.localpg import server_for
 from storage.recordings import SUFFIX, RecordingStore
 from storage.retention import Purger, PurgeReport
 
@@ -294,22 +294,6 @@ async def callers(args: argparse.Namespace) -> None:
 
 
 # --- the run ------------------------------------------------------------------------------------
-
-
-@contextmanager
-def postgres(dsn: str | None) -> Iterator[str]:
-    """A DSN to a server we may create databases in: ``dsn``, else a throwaway local cluster."""
-    if dsn:
-        yield dsn
-        return
-    folder = Path(tempfile.mkdtemp(prefix="callbutton-bench-pg-"))
-    folder.chmod(0o755)  # the cluster may run as the postgres user
-    cluster = LocalPostgres(folder / "cluster", database="postgres")
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _admin(server_dsn: str, *statements: str) -> None:
@@ -714,7 +698,7 @@ def main() -> None:
     if args.url:
         asyncio.run(callers(args))
         return
-    with postgres(args.dsn) as server_dsn:
+    with server_for(args.dsn) as server_dsn:
         asyncio.run(run(args, server_dsn))
 
 

@@ -103,7 +103,7 @@ async def list_callbacks(request: web.Request) -> web.Response:
     if state not in (None, "open", "done"):
         raise body.bad("state is open or done")
     callbacks = await request.app[DATABASE].callbacks.all(session.user.organisation_id, state)
-    clips = await request.app[CLIPS].of_callbacks(session.user.organisation_id, [c.id for c in callbacks])
+    clips = await request.app[CLIPS].of(session.user.organisation_id, callback_ids=[c.id for c in callbacks])
     return web.json_response(
         {
             "callbacks": [

@@ -120,7 +120,7 @@ async def get_call(request: web.Request) -> web.Response:
         "recordings": [recording_json(r) for r in recordings],
         "clips": []
         if record.restricted
-        else [clip_json(c) for c in await request.app[CLIPS].of(organisation_id, call_id=call_id)],
+        else [clip_json(c) for c in await request.app[CLIPS].of(organisation_id, call_ids=[call_id])],
     }
     return web.json_response(body, headers=NO_STORE)
 

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from server.appkeys import DATABASE, RECORDINGS, ROSTER, SETTINGS, SWITCHBOARD
 from server.clients import client_address
 from server.routing import LiveCall
+from server.signalling import SOCKETS
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 #: Set once shutdown begins: /readyz answers 503 from then on.
@@ -51,8 +52,6 @@ class _Live(Collector):
         queued = GaugeMetricFamily("callbutton_queue_depth", "Calls waiting in a button's queue, in all", value=None)
         queued.add_metric([], sum(len(q) for q in switchboard.queues.values()))
         yield queued
-        from server.signalling import SOCKETS  # signalling imports the app's keys: read it late
-
         yield GaugeMetricFamily("callbutton_websockets", "WebSocket connections open", len(self._app[SOCKETS]))
         roster = self._app[ROSTER]
         online = GaugeMetricFamily("callbutton_agents", "Agents connected, by presence", labels=["presence"])

@@ -325,24 +325,18 @@ class ClipStore:
         return None if row is None else _record(row)
 
     async def of(
-        self, organisation_id: uuid.UUID, *, call_id: uuid.UUID | None = None, callback_id: uuid.UUID | None = None
+        self,
+        organisation_id: uuid.UUID,
+        *,
+        call_ids: Sequence[uuid.UUID] = (),
+        callback_ids: Sequence[uuid.UUID] = (),
     ) -> list[ClipRecord]:
-        """The ready clips of a call or of a callback request, oldest first."""
+        """The ready clips of these calls and callback requests, oldest first (one query)."""
         rows = await self._pool.fetch(
             f"""SELECT {_COLUMNS} FROM clips WHERE organisation_id = $1 AND state = 'ready'
-            AND (call_id = $2 OR callback_id = $3) ORDER BY ready_at, id""",
+            AND (call_id = ANY($2::uuid[]) OR callback_id = ANY($3::uuid[])) ORDER BY ready_at, id""",
             organisation_id,
-            call_id,
-            callback_id,
-        )
-        return [_record(r) for r in rows]
-
-    async def of_callbacks(self, organisation_id: uuid.UUID, callback_ids: Sequence[uuid.UUID]) -> list[ClipRecord]:
-        """The ready clips of these callback requests (one query for a whole list)."""
-        rows = await self._pool.fetch(
-            f"""SELECT {_COLUMNS} FROM clips WHERE organisation_id = $1 AND state = 'ready'
-            AND callback_id = ANY($2::uuid[]) ORDER BY ready_at, id""",
-            organisation_id,
+            list(call_ids),
             list(callback_ids),
         )
         return [_record(r) for r in rows]

@@ -8,11 +8,13 @@ when we stop. Postgres refuses to run as root; when we are root the cluster is o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -189,3 +191,23 @@ def _ensure_traversable(directory: Path) -> None:
                 f"the postgres user cannot reach {directory}: {parent} is not searchable by others; "
                 "choose another CALLBUTTON_DATA_DIR"
             )
+
+
+@contextlib.contextmanager
+def server_for(dsn: str | None, *, keep: bool = False) -> Iterator[str]:
+    """A DSN to a Postgres server one may create databases in: ``dsn`` itself, else a throwaway
+    cluster in a temporary folder, removed afterwards unless ``keep`` (for benchmarks)."""
+    if dsn:
+        yield dsn
+        return
+    folder = Path(tempfile.mkdtemp(prefix="callbutton-bench-pg-"))
+    folder.chmod(0o755)  # the cluster may run as the postgres user
+    cluster = LocalPostgres(folder / "cluster", database="postgres")
+    try:
+        yield cluster.start()
+    finally:
+        if keep:
+            print(f"cluster kept: stop it with pg_ctl -D {cluster.directory} stop (as the postgres user if root)")
+        else:
+            cluster.stop()
+            shutil.rmtree(folder, ignore_errors=True)

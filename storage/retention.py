@@ -570,14 +570,6 @@ class Purger:
         report.counts["clips"] = report.counts.get("clips", 0) + len(destroyed.records)
         report.destroyed_keys += [str(k) for k in destroyed.keys]
 
-    async def _clips_of(self, organisation_id: uuid.UUID, column: str, ids: list[uuid.UUID]) -> list[uuid.UUID]:
-        rows = await self._pool.fetch(
-            f"SELECT id FROM clips WHERE organisation_id = $1 AND {column} = ANY($2::uuid[]) AND state = 'ready'",
-            organisation_id,
-            ids,
-        )
-        return [r["id"] for r in rows]
-
     async def _calls_due(self, report: PurgeReport, cutoff: datetime.datetime, dry_run: bool) -> None:
         """Ended calls past retention go whole: their recordings (keys and files) first, then their
         webhook log, events and rows. Callback requests and call links that pointed at them stay."""
@@ -603,8 +595,8 @@ class Purger:
                 destroyed = await self._recordings.destroy(org, recordings, notify=False)
                 report.counts["recordings"] += len(destroyed.records)
                 report.destroyed_keys += [str(k) for k in destroyed.keys]
-            if clips := await self._clips_of(org, "call_id", ids):
-                await self._destroy_clips(report, clips)
+            if clips := await self._clips.of(org, call_ids=ids):
+                await self._destroy_clips(report, [c.id for c in clips])
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     "DELETE FROM webhook_events WHERE organisation_id = $1 AND subject = ANY($2::uuid[])", org, ids
@@ -630,8 +622,8 @@ class Purger:
             report.counts["callbacks"] = await self._count(query, report.organisation_id, cutoff)
             return
         while rows := await self._pool.fetch(query, report.organisation_id, cutoff, self._batch):
-            if clips := await self._clips_of(report.organisation_id, "callback_id", [r["id"] for r in rows]):
-                await self._destroy_clips(report, clips)
+            if clips := await self._clips.of(report.organisation_id, callback_ids=[r["id"] for r in rows]):
+                await self._destroy_clips(report, [c.id for c in clips])
             async with self._pool.acquire() as conn, conn.transaction():
                 # Their webhook payloads (name, email, note) go with them; a request's events name
                 # its call when it has one.

@@ -125,16 +125,14 @@ class Subjects:
                 subject.phone,
             )
         )
-        clips: dict[uuid.UUID, ClipRecord] = {}
-        for call in calls:
-            clips.update((c.id, c) for c in await self._clips.of(organisation_id, call_id=call["id"]))
-        for callback in callbacks:
-            clips.update((c.id, c) for c in await self._clips.of(organisation_id, callback_id=callback["id"]))
+        clips = await self._clips.of(
+            organisation_id, call_ids=[c["id"] for c in calls], callback_ids=[b["id"] for b in callbacks]
+        )
         return Found(
             calls=[dict(r) for r in calls],
             callbacks=[dict(r) for r in callbacks],
             recordings=recordings,
-            clips=list(clips.values()),
+            clips=clips,
             restricted=bool(restricted),
             held=held,
         )
