@@ -14,11 +14,12 @@ import enum
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from server import logs
+from storage.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,7 @@ class CallEvents(Protocol):
         from_state: str,
         to_state: str,
         at: datetime.datetime,
+        write_id: uuid.UUID,
         agent_id: uuid.UUID | None = None,
         reason: str | None = None,
     ) -> None: ...
@@ -87,6 +89,7 @@ class CallEvents(Protocol):
         kind: str,
         agent_id: uuid.UUID,
         at: datetime.datetime,
+        write_id: uuid.UUID,
         reason: str | None = None,
     ) -> None: ...
 
@@ -107,6 +110,7 @@ class Call:
         button_id: uuid.UUID,
         page_url: str | None,
         events: CallEvents,
+        outbox: Outbox,
         direction: str = "inbound",
         visitor: dict[str, str] | None = None,
     ) -> None:
@@ -123,9 +127,11 @@ class Call:
         self.created_at = _now()
         self.answered_at: datetime.datetime | None = None
         self._events = events
+        self._outbox = outbox
         self._log = log.bind(call_id=str(self.id), org_id=str(organisation_id))
         self._last_write: asyncio.Task[None] | None = None
         self._persist(
+            "call created",
             lambda: events.create(
                 call_id=self.id,
                 organisation_id=organisation_id,
@@ -134,7 +140,7 @@ class Call:
                 at=self.created_at,
                 direction=direction,
                 visitor=dict(self.visitor),
-            )
+            ),
         )
         self._log.info(logs.CALL_STATE, transition="-> created", button_id=str(button_id))
 
@@ -161,24 +167,31 @@ class Call:
     def agent_event(self, kind: str, agent_id: uuid.UUID, reason: str | None = None) -> None:
         """Record an agent-level event (``agent_rung``, ``agent_declined``, ``agent_ring_stopped``)."""
         at = _now()
+        write_id = uuid.uuid4()
         self._persist(
+            f"call event {kind}",
             lambda: self._events.agent_event(
                 call_id=self.id,
                 organisation_id=self.organisation_id,
                 kind=kind,
                 agent_id=agent_id,
                 at=at,
+                write_id=write_id,
                 reason=reason,
-            )
+            ),
+            agent_id=str(agent_id),
+            at=at.isoformat(),
+            reason=reason,
         )
 
     def rating_token(self, token: str) -> None:
         """Store (the hash of) the token with which the visitor may rate this call, once."""
         token_hash = hashlib.sha256(token.encode()).digest()
         self._persist(
+            "call rating token",
             lambda: self._events.set_rating_token(
                 call_id=self.id, organisation_id=self.organisation_id, token_hash=token_hash
-            )
+            ),
         )
 
     async def flush(self) -> None:
@@ -198,35 +211,41 @@ class Call:
             raise InvalidTransition(f"call {self.id}: {previous.value} -> {state.value}")
         self.state = state
         at = _now()
+        write_id = uuid.uuid4()
         self._log.info(
             logs.CALL_STATE,
             transition=f"{previous.value} -> {state.value}",
             reason=reason.value if reason else None,
         )
         self._persist(
+            f"call {state.value}",
             lambda: self._events.transition(
                 call_id=self.id,
                 organisation_id=self.organisation_id,
                 from_state=previous.value,
                 to_state=state.value,
                 at=at,
+                write_id=write_id,
                 agent_id=agent_id,
                 reason=reason.value if reason else None,
-            )
+            ),
+            at=at.isoformat(),
+            agent_id=str(agent_id) if agent_id else None,
+            reason=reason.value if reason else None,
         )
 
-    def _persist(self, write: Callable[[], Awaitable[None]]) -> None:
-        """Run ``write`` after every earlier write of this call: history is stored in order."""
+    def _persist(self, what: str, write: Callable[[], Awaitable[None]], **detail: Any) -> None:
+        """Store with ``write`` after every earlier write of this call (history is stored in order),
+        through the outbox: the call goes on while the database is away, and its history is
+        written when it is back."""
         previous = self._last_write
+        outbox = self._outbox
+        call_id = str(self.id)
+        organisation_id = str(self.organisation_id)
 
         async def run() -> None:
             if previous is not None:
                 await previous
-            try:
-                await write()
-            except Exception:
-                # The call goes on: a database outage must not cut live calls. The write is lost
-                # here; the outbox that keeps it is the resilience issue's work.
-                self._log.exception(logs.CALL_EVENT_WRITE_FAILED)
+            await outbox.write(what, write, call_id=call_id, org_id=organisation_id, **detail)
 
         self._last_write = asyncio.create_task(run(), name=f"call-{self.id}-write")

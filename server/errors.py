@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from storage.outbox import transient
+
 log = structlog.get_logger(__name__)
 
 REQUEST_FAILED = "http.request_failed"
@@ -58,6 +60,11 @@ async def error_middleware(
             raise
         code, message = _GENERIC.get(exc.status, ("error", exc.reason))
         return json_error(exc.status, code, message)
-    except Exception:
+    except Exception as exc:
+        if transient(exc):
+            # The database is away (docs/operations.md, "Database outage"): calls in progress go
+            # on; what needs the database is refused, to be tried again shortly.
+            log.warning(REQUEST_FAILED, path=request.path, method=request.method, error=repr(exc))
+            return json_error(503, "unavailable", "the service is briefly unavailable; try again in a moment")
         log.exception(REQUEST_FAILED, path=request.path, method=request.method)
         return json_error(500, "internal", "the server failed to handle this request")

@@ -81,6 +81,20 @@ class _Live(Collector):
         ):
             recordings.add_metric([outcome], count)
         yield recordings
+        outbox = switchboard.outbox
+        yield GaugeMetricFamily(
+            "callbutton_outbox_pending",
+            "Call events and recording rows not yet written to the database",
+            outbox.pending,
+        )
+        yield GaugeMetricFamily(
+            "callbutton_outbox_waiting", "Of those, writes waiting for the database to come back", outbox.waiting
+        )
+        yield CounterMetricFamily(
+            "callbutton_outbox_failed",
+            "Writes the database refused, or given up at shutdown while it was away (each logged)",
+            outbox.failed,
+        )
         yield CounterMetricFamily("callbutton_recording_bytes", "Encrypted bytes written to recordings", stats.bytes)
         yield CounterMetricFamily(
             "callbutton_recording_packets_dropped",

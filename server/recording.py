@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from media.recorder import MuxWorker, Recorder
+from storage.outbox import Outbox
 from storage.recordings import EncryptedFile, RecordingStore
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,7 @@ class CallRecording:
         organisation_id: uuid.UUID,
         call_id: uuid.UUID,
         call_stored: Callable[[], Awaitable[None]],
+        outbox: Outbox,
         stats: RecordingStats | None = None,
     ) -> None:
         """``call_stored`` waits until the call's own row is written (the recording's row refers to
@@ -61,6 +63,7 @@ class CallRecording:
         self._log = log.bind(call_id=str(call_id), org_id=str(organisation_id))
         self._opening: asyncio.Task[EncryptedFile | None] | None = None
         self._call_stored = call_stored
+        self._outbox = outbox
         self._stats = stats if stats is not None else RecordingStats()
 
     def start(self) -> None:
@@ -94,13 +97,24 @@ class CallRecording:
             self._stats.truncated += 1
         self._stats.bytes += sink.size
         self._stats.packets_dropped += result.dropped
-        await self._store.finish(
-            organisation_id=self._organisation_id,
-            recording_id=self.recording_id,
-            ended_at=datetime.datetime.now(datetime.UTC),
+        recording_id, ended_at = self.recording_id, datetime.datetime.now(datetime.UTC)
+        state = "complete" if result.error is None else "truncated"
+        # Through the outbox: finishing twice is harmless (only a recording still being written is
+        # finished), so a retry after a lost commit changes nothing.
+        await self._outbox.write(
+            "recording finished",
+            lambda: self._store.finish(
+                organisation_id=self._organisation_id,
+                recording_id=recording_id,
+                ended_at=ended_at,
+                duration_ms=result.duration_ms,
+                sink=sink,
+                state=state,
+            ),
+            recording_id=str(recording_id),
+            call_id=str(self._call_id),
+            state=state,
             duration_ms=result.duration_ms,
-            sink=sink,
-            state="complete" if result.error is None else "truncated",
         )
         self._log.info(
             RECORDING_FINISHED,

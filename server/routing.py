@@ -43,6 +43,7 @@ from server.messages import ProtocolError
 from server.presence import RELOAD_GRACE_SECONDS, Agent, AgentSocket, Presence, Roster
 from server.recording import CallRecording, RecordingStats
 from storage.buttons import Button
+from storage.outbox import SHUTDOWN_GRACE_SECONDS, Outbox
 from storage.recordings import RecordingStore
 
 log = structlog.get_logger(__name__)
@@ -156,6 +157,8 @@ class Switchboard:
         #: False while the server drains (shutdown begun): calls in progress go on, new ones are refused.
         self.accepting = True
         self.recording_stats = RecordingStats()
+        #: Where calls' events and recordings' final rows wait while the database is away.
+        self.outbox = Outbox()
         #: Set while no call is in progress (a draining server waits for it).
         self.no_calls = asyncio.Event()
         self.no_calls.set()
@@ -209,6 +212,7 @@ class Switchboard:
             button_id=button.id,
             page_url=page_url,
             events=self._events,
+            outbox=self.outbox,
             direction="outbound" if link is not None else "inbound",
             visitor=answers,
         )
@@ -351,6 +355,7 @@ class Switchboard:
                 organisation_id=call.organisation_id,
                 call_id=call.id,
                 call_stored=call.flush,
+                outbox=self.outbox,
                 stats=self.recording_stats,
             )
             live.bridge.connect(leg, live.recording.recorder)
@@ -475,6 +480,7 @@ class Switchboard:
     async def close(self) -> None:
         """Shut down: refuse new calls, end every call, close every leg, wait for every write."""
         self.closing = True
+        self.outbox.give_up_after(SHUTDOWN_GRACE_SECONDS)
         for live in list(self.calls.values()):
             await self.end(live, EndReason.SHUTDOWN)
         for timer in self._wrap_up_timers.values():

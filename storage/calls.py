@@ -90,6 +90,7 @@ class CallStore:
                 INSERT INTO calls (id, organisation_id, button_id, state, page_url, created_at, direction,
                                    visitor_name, visitor_email, visitor_phone, restricted)
                 VALUES ($1, $2, $3, 'created', $4, $5, $6, $7, $8, $9, {restricted_subject("$2", "$8", "$9")})
+                ON CONFLICT (id) DO NOTHING
                 RETURNING {_CALL_COLUMNS}
                 """,
                 call_id,
@@ -102,6 +103,8 @@ class CallStore:
                 visitor.get("email"),
                 visitor.get("phone"),
             )
+            if row is None:
+                return  # written already, by a try whose commit outlived its connection
             await conn.execute(
                 """
                 INSERT INTO call_events (call_id, organisation_id, at, kind, to_state)
@@ -121,11 +124,33 @@ class CallStore:
         from_state: str,
         to_state: str,
         at: datetime.datetime,
+        write_id: uuid.UUID,
         agent_id: uuid.UUID | None = None,
         reason: str | None = None,
     ) -> None:
+        """Move the call from ``from_state`` to ``to_state``; nothing when the event with
+        ``write_id`` is stored already (a retried write)."""
         column = _STATE_COLUMN[to_state]
         async with self._pool.acquire() as conn, conn.transaction():
+            event_id = await conn.fetchval(
+                """
+                INSERT INTO call_events
+                    (call_id, organisation_id, at, kind, from_state, to_state, agent_id, reason, write_id)
+                VALUES ($1, $2, $3, $4, $5, $4, $6, $7, $8)
+                ON CONFLICT (write_id) DO NOTHING
+                RETURNING id
+                """,
+                call_id,
+                organisation_id,
+                at,
+                to_state,
+                from_state,
+                agent_id,
+                reason,
+                write_id,
+            )
+            if event_id is None:
+                return
             row = await conn.fetchrow(
                 f"""
                 UPDATE calls
@@ -145,20 +170,6 @@ class CallStore:
             )
             if row is None:
                 raise LookupError(f"call {call_id} is not in state {from_state}")
-            await conn.execute(
-                """
-                INSERT INTO call_events
-                    (call_id, organisation_id, at, kind, from_state, to_state, agent_id, reason)
-                VALUES ($1, $2, $3, $4, $5, $4, $6, $7)
-                """,
-                call_id,
-                organisation_id,
-                at,
-                to_state,
-                from_state,
-                agent_id,
-                reason,
-            )
             if to_state in ("answered", "ended"):
                 await webhooks.emit(conn, organisation_id, f"call.{to_state}", call_id, webhooks.call_data(row))
 
@@ -170,12 +181,14 @@ class CallStore:
         kind: str,
         agent_id: uuid.UUID,
         at: datetime.datetime,
+        write_id: uuid.UUID,
         reason: str | None = None,
     ) -> None:
         await self._pool.execute(
             """
-            INSERT INTO call_events (call_id, organisation_id, at, kind, agent_id, reason)
-            VALUES ($1, $2, $3, $4, $5, $6)
+            INSERT INTO call_events (call_id, organisation_id, at, kind, agent_id, reason, write_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (write_id) DO NOTHING
             """,
             call_id,
             organisation_id,
@@ -183,6 +196,7 @@ class CallStore:
             kind,
             agent_id,
             reason,
+            write_id,
         )
 
     async def get(self, organisation_id: uuid.UUID, call_id: uuid.UUID) -> CallRecord | None:

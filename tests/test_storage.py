@@ -122,12 +122,44 @@ async def test_calls_are_scoped_by_organisation(database: Database) -> None:
     assert await database.calls.events(b.organisation_id, call_id) == []
     with pytest.raises(LookupError):
         await database.calls.transition(
-            call_id=call_id, organisation_id=b.organisation_id, from_state="created", to_state="queued", at=now
+            call_id=call_id,
+            organisation_id=b.organisation_id,
+            from_state="created",
+            to_state="queued",
+            at=now,
+            write_id=uuid.uuid4(),
         )
     with pytest.raises(LookupError):  # a transition from a state the call is not in
         await database.calls.transition(
-            call_id=call_id, organisation_id=a.organisation_id, from_state="queued", to_state="answered", at=now
+            call_id=call_id,
+            organisation_id=a.organisation_id,
+            from_state="queued",
+            to_state="answered",
+            at=now,
+            write_id=uuid.uuid4(),
         )
+
+
+async def test_a_retried_call_write_is_stored_once(database: Database) -> None:
+    """The outbox tries a write again when its connection broke, which may be after the commit."""
+    (tenant,) = await make_tenant(database)
+    org, call_id, now = tenant.organisation_id, uuid.uuid4(), datetime.datetime.now(datetime.UTC)
+    for _ in range(2):
+        await database.calls.create(
+            call_id=call_id, organisation_id=org, button_id=tenant.button_id, page_url=None, at=now
+        )
+    queued, rung = uuid.uuid4(), uuid.uuid4()
+    for _ in range(2):
+        await database.calls.transition(
+            call_id=call_id, organisation_id=org, from_state="created", to_state="queued", at=now, write_id=queued
+        )
+        await database.calls.agent_event(
+            call_id=call_id, organisation_id=org, kind="agent_rung", agent_id=tenant.agent_id, at=now, write_id=rung
+        )
+    events = await database.calls.events(org, call_id)
+    assert [e.kind for e in events] == ["created", "queued", "agent_rung"]
+    record = await database.calls.get(org, call_id)
+    assert record is not None and record.state == "queued"
 
 
 async def test_sessions_expire_when_idle_absolutely_or_when_the_user_is_disabled(database: Database) -> None:
