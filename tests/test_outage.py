@@ -87,6 +87,10 @@ async def test_a_call_goes_on_through_a_database_outage_and_its_history_is_writt
     settings: Settings, database: Database, migrated: str, proxy: PostgresProxy
 ) -> None:
     (tenant,) = await make_tenant(database, recording=True)
+    kinds_wanted = ["call.created", "call.answered", "call.ended", "recording.ready"]
+    await database.webhooks.create(
+        tenant.organisation_id, url="http://127.0.0.1:9/hook", events=kinds_wanted, description="outage"
+    )
     name = urlsplit(migrated).path.lstrip("/")
     proxied = await Database.connect(proxy.dsn(name), keystore_dsn=proxy.dsn(f"{name}_keys"), max_size=4)
     running = await start(settings, proxied)
@@ -150,6 +154,10 @@ async def test_a_call_goes_on_through_a_database_outage_and_its_history_is_writt
         assert record.state == "complete"
         plaintext = read_plaintext(store.path(tenant.organisation_id, record.id), await store.key(record), record.id)
         assert plaintext.startswith(b"OggS") and record.duration_ms >= 4000
+        hooks = await database.pool.fetch(
+            "SELECT kind FROM webhook_events WHERE subject = $1 ORDER BY id", uuid.UUID(call_id)
+        )
+        assert sorted(h["kind"] for h in hooks) == sorted(kinds_wanted)  # each once
         status, text = await scrape(running.url)
         assert sample(text, "callbutton_outbox_pending") == 0
         assert sample(text, "callbutton_outbox_failed_total") == 0
