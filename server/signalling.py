@@ -257,8 +257,12 @@ async def _visitor_session(
 
             def admit() -> None:
                 nonlocal requested
-                if not limits.calls_per_address.allow(address) or not limits.calls_per_button.allow(button.id):
+                if not limits.calls_per_address.allow(address):
                     raise ProtocolError("rate_limited", "too many calls from here just now; try again in a minute")
+                if not limits.calls_per_button.allow(button.id):
+                    raise ProtocolError(
+                        "rate_limited", "this button is taking too many calls just now; try again in a minute"
+                    )
                 requested = True  # the deadline no longer applies, even while the call is being placed
 
             live = await switchboard.place(
