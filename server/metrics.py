@@ -118,6 +118,16 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
             registry=self.registry,
         )
+        self.setup_seconds = Histogram(
+            "callbutton_setup_seconds",
+            "How long each phase of setting up a call took: ring (the visitor's call request to the first "
+            "agent rung, when one was free), visitor_answer (request to the server's SDP answer), "
+            "visitor_connected (request to the visitor's leg connected: ICE and DTLS), agent_connected "
+            "(an agent's offer to its standing leg connected)",
+            ["phase"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
         self.loop_lag = Histogram(
             "callbutton_event_loop_lag_seconds",
             "How late the event loop ran a timer due every 0.5 s",
@@ -214,6 +224,7 @@ def add_routes(app: web.Application) -> None:
             previous(live)
 
     app[SWITCHBOARD].on_call_ended = ended
+    app[SWITCHBOARD].on_setup = lambda phase, seconds: collector.setup_seconds.labels(phase).observe(seconds)
 
     async def start(app: web.Application) -> None:
         collector.start()

@@ -126,6 +126,8 @@ class LiveCall:
     #: visitor always gets ``answer`` before ``call_state answered``.
     visitor_has_answer: bool = False
     recording: CallRecording | None = None
+    #: When the visitor asked for the call (event-loop time), for the setup-time metrics.
+    requested_at: float = 0.0
     told: tuple[int, bool] | None = None  # the queue position and ringing flag last sent
 
     def may_ring(self, agent: Agent) -> bool:
@@ -175,6 +177,8 @@ class Switchboard:
         self._legs: set[Leg] = set()
         #: Told when a call ends (to close the visitor's socket, say).
         self.on_call_ended: Callable[[LiveCall], None] | None = None
+        #: Told how long a phase of setting up a call or a leg took: ``(phase, seconds)``.
+        self.on_setup: Callable[[str, float], None] | None = None
 
     # --- visitors ---------------------------------------------------------------------------------
 
@@ -196,6 +200,7 @@ class Switchboard:
         outbound call through a call link: it rings only the link's agent, and only if the link can
         still be claimed.
         """
+        requested_at = asyncio.get_running_loop().time()
         if self.closing or not self.accepting:
             raise ProtocolError("unavailable", "the service is shutting down; call again in a moment", "call")
         check_offer(offer_sdp)  # a malformed offer is a bad request, not a call attempt
@@ -229,6 +234,7 @@ class Switchboard:
             ring_timeout=float(button.ring_timeout_s or self._ring_timeout),
             visitor=answers,
             only_agent=link.agent_id if link is not None else None,
+            requested_at=requested_at,
         )
         leg.on_state = lambda changed, state: self._visitor_leg_state(live, changed, state)
         self.calls[call.id] = live
@@ -261,6 +267,8 @@ class Switchboard:
             wait, lambda: self._spawn(self.end(live, EndReason.NO_ANSWER, detail="max_wait"))
         )
         self.dispatch(button.organisation_id)
+        if live.rung:  # an agent was free (a call that waits for one is not setting up)
+            self._setup_took("ring", requested_at)
         self._announce(button.id)
 
         try:
@@ -273,6 +281,7 @@ class Switchboard:
         if call.ended:
             return live
         send_visitor(messages.Answer(sdp=answer))
+        self._setup_took("visitor_answer", requested_at)
         live.visitor_has_answer = True
         if call.state is CallState.ANSWERED:
             send_visitor(messages.CallState(call_id=call.id, state=CallState.ANSWERED.value))
@@ -304,9 +313,10 @@ class Switchboard:
         """Negotiate ``socket``'s standing leg, replacing an earlier one; return our answer."""
         if agent.call_socket is socket:
             raise ProtocolError("wrong_state", "the audio connection cannot be replaced during a call", "offer")
+        offered_at = asyncio.get_running_loop().time()
         leg = self._new_leg("agent")
         leg.bind(agent_id=str(agent.user_id), org_id=str(agent.organisation_id))
-        leg.on_state = lambda changed, state: self._agent_leg_state(agent, socket, changed, state)
+        leg.on_state = lambda changed, state: self._agent_leg_state(agent, socket, changed, state, offered_at)
         answer = await leg.answer(sdp)
         if socket not in agent.sockets or agent.call_socket is socket:
             # The socket went (or took a call) while we answered: this leg has no owner.
@@ -668,6 +678,8 @@ class Switchboard:
         return leg
 
     def _visitor_leg_state(self, live: LiveCall, leg: Leg, state: LegState) -> None:
+        if state is LegState.CONNECTED:
+            self._setup_took("visitor_connected", live.requested_at)
         if state is LegState.CLOSED:
             self._legs.discard(leg)
         # A leg closed by its peer (not by us: then the call has already ended) is as gone as a
@@ -675,7 +687,9 @@ class Switchboard:
         if state in (LegState.FAILED, LegState.CLOSED) and not live.call.ended:
             self._spawn(self.end(live, EndReason.FAILED, detail="visitor_media_failed"))
 
-    def _agent_leg_state(self, agent: Agent, socket: AgentSocket, leg: Leg, state: LegState) -> None:
+    def _agent_leg_state(self, agent: Agent, socket: AgentSocket, leg: Leg, state: LegState, offered_at: float) -> None:
+        if state is LegState.CONNECTED:
+            self._setup_took("agent_connected", offered_at)
         if state is LegState.CLOSED:
             self._legs.discard(leg)
         if leg is not socket.leg:
@@ -686,6 +700,10 @@ class Switchboard:
             if live is not None:
                 self._spawn(self.end(live, EndReason.FAILED, detail="agent_media_failed"))
         self.changed(agent)
+
+    def _setup_took(self, phase: str, since: float) -> None:
+        if self.on_setup is not None:
+            self.on_setup(phase, asyncio.get_running_loop().time() - since)
 
     @staticmethod
     def _cancel(timer: asyncio.TimerHandle | None) -> None:
