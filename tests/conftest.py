@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from media.aiortc_seam import pin_host_addresses
 from server import auth, logs
 from server.app import Running, start
 from server.config import Settings
@@ -33,6 +34,8 @@ VISITOR_ORIGIN = "http://shop.example.test"
 AGENT_PASSWORD = "correct horse battery staple"
 
 logs.configure("warning", "console")
+# The tests' own peers gather loopback candidates, whether or not a server in this process pinned them.
+pin_host_addresses(("127.0.0.1",))
 
 
 @pytest.fixture(scope="session")

@@ -148,3 +148,43 @@ async def test_sigkill_mid_call_leaves_a_recoverable_truncated_recording(
         assert abs(recovered.duration_ms / 1000 - tracks.duration_seconds) < 0.1
     finally:
         await second.kill(signal.SIGTERM)
+
+
+async def test_sigterm_mid_call_drains_then_ends_it_with_a_complete_recording(
+    environment: dict[str, str], database: Database, tmp_path: Path
+) -> None:
+    """Issue 8, test 2: a real SIGTERM to ``callbutton serve`` during a recorded call."""
+    (tenant,) = await make_tenant(database, recording=True)
+    drain = 3.0
+    server = ServerProcess({**environment, "CALLBUTTON_DRAIN_TIMEOUT": str(drain)})
+    await server.start()
+    visitor, agent, call_id = await answered_call_for(server.url, tenant)
+    try:
+        await visitor.hears(880.0)
+        await agent.hears(440.0)
+        signalled = time.monotonic()
+        await server.kill(signal.SIGTERM)  # waits for the process to exit
+        took = time.monotonic() - signalled
+        # Both parties were told why the call ended before their sockets closed.
+        await visitor.expect("call_state", call_id=call_id, state="ended", reason="shutdown")
+        await agent.expect("call_state", call_id=call_id, state="ended")
+    finally:
+        await visitor.close()
+        await agent.close()
+    assert server.process is not None and server.process.returncode == 0
+    assert drain <= took < drain + 10, took  # it waited for the call, then no longer than it had to
+
+    row = await database.calls.get(tenant.organisation_id, uuid.UUID(call_id))
+    assert row is not None and row.state == "ended" and row.end_reason == "shutdown"
+    kinds = [e.kind for e in await database.calls.events(tenant.organisation_id, uuid.UUID(call_id))]
+    assert kinds[0] == "created" and kinds[-2:] == ["answered", "ended"], kinds
+    store = RecordingStore(database.pool, Keyring(database.keystore_pool, MASTER_KEY), tmp_path / "recordings")
+    (record,) = await store.for_call(tenant.organisation_id, uuid.UUID(call_id))
+    assert record.state == "complete"
+    # The final segment is there: the file decrypts whole, without allowing truncation.
+    tracks = decode_tracks(
+        read_plaintext(store.path(tenant.organisation_id, record.id), await store.key(record), record.id)
+    )
+    assert tracks.duration_seconds >= drain
+    assert abs((dominant_frequency(tracks.visitor) or 0) - 440) < 15
+    assert abs((dominant_frequency(tracks.agent) or 0) - 880) < 15
