@@ -27,6 +27,7 @@ from server import (
     metrics,
     playback,
     privacy_api,
+    recording_tools,
     signalling,
     stats_api,
     webhooks,
@@ -52,6 +53,7 @@ from storage.retention import PurgeBusy, Purger
 log = structlog.get_logger(__name__)
 
 INTERRUPTED_WORK = "server.interrupted_work_closed"
+RECOVERY_FAILED = "server.recording_recovery_failed"
 
 OPENAPI_PATH = pages.WEB_ROOT.parent / "docs" / "openapi.json"
 
@@ -240,16 +242,26 @@ class Running:
 
 async def recover_interrupted(database: Database, recordings: RecordingStore) -> None:
     """What a previous process left behind when it died: its calls end as failed, its recordings
-    (files without a final segment) are marked truncated; ``callbutton recording recover`` makes
-    them playable."""
+    (files without a final segment) are recovered: rewritten as complete files of what survived,
+    marked truncated (``callbutton recording recover`` does the same by hand)."""
     calls = await database.calls.close_interrupted()
     truncated = await recordings.mark_interrupted()
     await ClipStore(database.pool, recordings.keyring, recordings.root).discard_interrupted()
+    recovered: list[str] = []
+    for record in truncated:
+        try:
+            await recording_tools.recover_file(recordings, record)
+        except Exception:
+            # Left truncated and listed as such; the operator can look at it with `recording verify`.
+            log.exception(RECOVERY_FAILED, recording_id=str(record.id))
+        else:
+            recovered.append(str(record.id))
     if calls or truncated:
         log.warning(
             INTERRUPTED_WORK,
             calls_closed=len(calls),
             recordings_truncated=[str(r.id) for r in truncated],
+            recordings_recovered=recovered,
         )
 
 

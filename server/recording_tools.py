@@ -118,8 +118,22 @@ async def decrypt(database: Database, store: RecordingStore, target: str, output
 
 async def recover(store: RecordingStore, target: str) -> int:
     """Turn a file that lost its final segment (a crash) into a complete one, marked truncated."""
-    record, path = await resolve(store, target)
+    record, _ = await resolve(store, target)
     _refuse_live(record)
+    seconds = await recover_file(store, record)
+    if seconds is None:
+        print(f"recording {record.id}: complete already, nothing to recover")
+    else:
+        print(f"recording {record.id}: recovered, {seconds:.2f} s survived; marked truncated")
+    return 0
+
+
+async def recover_file(store: RecordingStore, record: RecordingRecord) -> float | None:
+    """Rewrite ``record``'s file, which lost its final segment, as a complete file of what survived
+    (to the last whole Ogg page), and mark the recording truncated with that length: the seconds
+    that survived, or None when the file was complete already. A server runs this at start for the
+    recordings a crash left open. Raises :class:`ToolError` when the file is damaged otherwise."""
+    path = store.path(record.organisation_id, record.id)
     key = await store.key(record)
     try:
         await asyncio.to_thread(read_plaintext, path, key, record.id)
@@ -128,8 +142,7 @@ async def recover(store: RecordingStore, target: str) -> int:
     except StreamError:
         pass  # perhaps a segment cut short mid-write: the recovery read below tells
     else:
-        print(f"recording {record.id}: complete already, nothing to recover")
-        return 0
+        return None
     try:
         survived = await asyncio.to_thread(read_plaintext, path, key, record.id, torn_tail=True)
     except StreamError as exc:
@@ -138,8 +151,7 @@ async def recover(store: RecordingStore, target: str) -> int:
     seconds = await asyncio.to_thread(_seconds, survived) if survived else 0.0
     size, digest = await asyncio.to_thread(rewrite_complete, path, survived, key, record.id)
     await store.set_recovered(record, duration_ms=round(seconds * 1000), byte_size=size, sha256=digest)
-    print(f"recording {record.id}: recovered, {seconds:.2f} s survived; marked truncated")
-    return 0
+    return seconds
 
 
 def _operator() -> str:
