@@ -66,6 +66,7 @@ class CallEvents(Protocol):
         at: datetime.datetime,
         direction: str = "inbound",
         visitor: dict[str, str | None] | None = None,
+        node: str | None = None,
     ) -> None: ...
 
     async def transition(
@@ -113,6 +114,7 @@ class Call:
         outbox: Outbox,
         direction: str = "inbound",
         visitor: dict[str, str] | None = None,
+        node: str | None = None,
     ) -> None:
         self.id = uuid.uuid4()
         self.organisation_id = organisation_id
@@ -140,6 +142,7 @@ class Call:
                 at=self.created_at,
                 direction=direction,
                 visitor=dict(self.visitor),
+                node=node,
             ),
         )
         self._log.info(logs.CALL_STATE, transition="-> created", button_id=str(button_id))

@@ -150,8 +150,11 @@ class Switchboard:
         recordings: RecordingStore | None = None,
         mux: MuxWorker | None = None,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        node: str | None = None,
     ) -> None:
         self.roster = roster
+        #: This server process's name in a cluster, written with each call it carries.
+        self.node = node
         self.calls: dict[uuid.UUID, LiveCall] = {}
         self.queues: dict[uuid.UUID, list[LiveCall]] = {}
         self.clock = clock
@@ -218,6 +221,7 @@ class Switchboard:
             page_url=page_url,
             events=self._events,
             outbox=self.outbox,
+            node=self.node,
             direction="outbound" if link is not None else "inbound",
             visitor=answers,
         )

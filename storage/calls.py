@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,14 +83,15 @@ class CallStore:
         at: datetime.datetime,
         direction: str = "inbound",
         visitor: dict[str, str | None] | None = None,
+        node: str | None = None,
     ) -> None:
         visitor = visitor or {}
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"""
                 INSERT INTO calls (id, organisation_id, button_id, state, page_url, created_at, direction,
-                                   visitor_name, visitor_email, visitor_phone, restricted)
-                VALUES ($1, $2, $3, 'created', $4, $5, $6, $7, $8, $9, {restricted_subject("$2", "$8", "$9")})
+                                   visitor_name, visitor_email, visitor_phone, restricted, node)
+                VALUES ($1, $2, $3, 'created', $4, $5, $6, $7, $8, $9, {restricted_subject("$2", "$8", "$9")}, $10)
                 ON CONFLICT (id) DO NOTHING
                 RETURNING {_CALL_COLUMNS}
                 """,
@@ -102,6 +104,7 @@ class CallStore:
                 visitor.get("name"),
                 visitor.get("email"),
                 visitor.get("phone"),
+                node,
             )
             if row is None:
                 return  # written already, by a try whose commit outlived its connection
@@ -291,23 +294,34 @@ class CallStore:
         )
         return [CallEvent(**dict(r)) for r in rows]
 
-    async def close_interrupted(self) -> list[uuid.UUID]:
+    async def close_interrupted(
+        self, node: str | None = None, live_nodes: Collection[str] | None = None, *, own: bool = True
+    ) -> list[uuid.UUID]:
         """End, as ``failed``, every call a previous process left open (it died with them).
 
-        Run at start, before taking calls. One server process per database is assumed here; the
-        scale-out work scopes this to the calls of the process that died.
+        Run at start, before taking calls. Alone on its database (``live_nodes`` None) a process
+        closes every open call; in a cluster, those ``node`` carried in its previous life (unless not
+        ``own``: a running node reaping dead ones) and those of nodes no longer live, never those a
+        live node carries.
         """
+        mine = node if own else None
+        others = None if live_nodes is None else [n for n in live_nodes if n != mine]
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""
                 WITH open AS (
-                    SELECT id, state FROM calls WHERE state <> 'ended' FOR UPDATE
+                    SELECT id, state FROM calls WHERE state <> 'ended'
+                      AND ($1::text[] IS NULL OR calls.node IS NULL OR calls.node = $2
+                           OR NOT calls.node = ANY($1::text[]))
+                    FOR UPDATE
                 )
                 UPDATE calls c SET state = 'ended', end_reason = 'failed', ended_at = now()
                 FROM open WHERE c.id = open.id
                 RETURNING {", ".join("c." + name.strip() for name in _CALL_COLUMNS.split(","))},
                           open.state AS from_state
-                """
+                """,
+                others,
+                mine,
             )
             for row in rows:
                 await conn.execute(

@@ -17,7 +17,7 @@ import datetime
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -126,11 +126,18 @@ class ClipStore:
     """Clip files under one root folder, and the rows describing them."""
 
     def __init__(
-        self, pool: Any, keyring: Keyring, root: Path, clean: Callable[[bytes, str | None], Cleaned] | None = None
+        self,
+        pool: Any,
+        keyring: Keyring,
+        root: Path,
+        clean: Callable[[bytes, str | None], Cleaned] | None = None,
+        *,
+        node: str | None = None,
     ) -> None:
         """``clean`` checks and cleans an uploaded file (media/clips.py); without it this store only
-        reads and deletes (the purge's)."""
+        reads and deletes (the purge's). ``node`` is the server process taking uploads here."""
         self._pool = pool
+        self._node = node
         self.keyring = keyring
         self.root = root.resolve()
         self._clean = clean
@@ -165,8 +172,9 @@ class ClipStore:
         clip_id = uuid.uuid4()
         row = await self._pool.fetchrow(
             f"""
-            INSERT INTO clips (id, organisation_id, call_id, callback_id, state, name, declared_type, declared_size)
-            SELECT $1, $2, $3, $4, 'uploading', $5, $6, $7
+            INSERT INTO clips (id, organisation_id, call_id, callback_id, state, name, declared_type, declared_size,
+                               node)
+            SELECT $1, $2, $3, $4, 'uploading', $5, $6, $7, $9
             WHERE (SELECT count(*) FROM clips WHERE organisation_id = $2 AND state <> 'deleted'
                    AND (call_id = $3 OR callback_id = $4)) < $8
             RETURNING {_COLUMNS}
@@ -179,6 +187,7 @@ class ClipStore:
             declared_type,
             size,
             max_clips,
+            self._node,
         )
         if row is None:
             raise ClipError("too_many", f"at most {max_clips} clips can be sent with one call or request here")
@@ -309,9 +318,18 @@ class ClipStore:
             await self._pool.execute("DELETE FROM clips WHERE id = $1 AND state = 'uploading'", upload.record.id)
         return len(stale)
 
-    async def discard_interrupted(self) -> int:
-        """Uploads a previous process left (their key died with it): rows and files go (run at start)."""
-        rows = await self._pool.fetch("DELETE FROM clips WHERE state = 'uploading' RETURNING id, organisation_id")
+    async def discard_interrupted(self, live_nodes: Collection[str] | None = None) -> int:
+        """Uploads a previous process left (their key died with it): rows and files go (run at start).
+        With ``live_nodes`` (a cluster), only those of this node's previous life and of dead nodes."""
+        rows = await self._pool.fetch(
+            """
+            DELETE FROM clips WHERE state = 'uploading'
+              AND ($1::text[] IS NULL OR node IS NULL OR node = $2 OR NOT node = ANY($1::text[]))
+            RETURNING id, organisation_id
+            """,
+            None if live_nodes is None else [n for n in live_nodes if n != self._node],
+            self._node,
+        )
         for row in rows:
             await asyncio.to_thread(self._upload_path(row["organisation_id"], row["id"]).unlink, missing_ok=True)
         return len(rows)

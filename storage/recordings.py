@@ -14,7 +14,7 @@ import io
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -260,10 +260,24 @@ class RecordingStore:
         for recording_id in recording_ids:
             self.path(organisation_id, recording_id).unlink(missing_ok=True)
 
-    async def mark_interrupted(self) -> list[RecordingRecord]:
-        """Recordings left ``recording`` by a process that died: now ``truncated`` (run at start)."""
+    async def mark_interrupted(
+        self, node: str | None = None, live_nodes: Collection[str] | None = None, *, own: bool = True
+    ) -> list[RecordingRecord]:
+        """Recordings left ``recording`` by a process that died: now ``truncated`` (run at start).
+        In a cluster (``live_nodes``), those of calls ``node`` carried in its previous life or a dead
+        node carried (a recording is made by the node carrying its call)."""
+        mine = node if own else None
+        others = None if live_nodes is None else [n for n in live_nodes if n != mine]
         rows = await self._pool.fetch(
-            f"UPDATE recordings SET state = 'truncated' WHERE state = 'recording' RETURNING {_COLUMNS}"
+            f"""
+            UPDATE recordings SET state = 'truncated' WHERE state = 'recording'
+              AND ($1::text[] IS NULL OR EXISTS (
+                    SELECT 1 FROM calls c WHERE c.id = recordings.call_id
+                      AND (c.node IS NULL OR c.node = $2 OR NOT c.node = ANY($1::text[]))))
+            RETURNING {_COLUMNS}
+            """,
+            others,
+            mine,
         )
         return [_record(r) for r in rows]
 

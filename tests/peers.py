@@ -163,9 +163,11 @@ class Visitor(SignallingPeer):
 
 
 class Agent(SignallingPeer):
-    def __init__(self, base_url: str, email: str, password: str) -> None:
+    def __init__(self, base_url: str, email: str, password: str, *, origin: str | None = None) -> None:
+        """``origin``: the app's origin, when ``base_url`` is one node of several behind it."""
         super().__init__()
         self.base_url = base_url
+        self.origin = origin or base_url
         self.email = email
         self.password = password
         self.cookie: str | None = None
@@ -174,7 +176,7 @@ class Agent(SignallingPeer):
         async with self.http.post(
             f"{self.base_url}/api/v1/session",
             json={"email": self.email, "password": self.password},
-            headers={"Origin": self.base_url},
+            headers={"Origin": self.origin},
         ) as response:
             assert response.status == 200, await response.text()
             morsel = next(iter(response.cookies.values()))
@@ -185,7 +187,7 @@ class Agent(SignallingPeer):
             await self.login()
         assert self.cookie is not None
         url = self.base_url.replace("http", "ws", 1) + "/ws/v1/agent"
-        await self.open(url, origin=self.base_url, headers={"Cookie": self.cookie})
+        await self.open(url, origin=self.origin, headers={"Cookie": self.cookie})
         return await self.expect("hello")
 
     async def go_available(self, tone: float = 880.0) -> None:

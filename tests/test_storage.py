@@ -231,3 +231,28 @@ async def test_the_audit_log_is_append_only(database: Database) -> None:
         )
         == 0
     )
+
+
+async def test_a_starting_node_closes_its_own_and_dead_nodes_calls_never_a_live_nodes(database: Database) -> None:
+    (tenant,) = await make_tenant(database)
+    org, now = tenant.organisation_id, datetime.datetime.now(datetime.UTC)
+    calls = {}
+    for node in ("mine", "alive", "dead", None):
+        calls[node] = uuid.uuid4()
+        await database.calls.create(
+            call_id=calls[node], organisation_id=org, button_id=tenant.button_id, page_url=None, at=now, node=node
+        )
+
+    async def state(node: str | None) -> str:
+        record = await database.calls.get(org, calls[node])
+        assert record is not None
+        return record.state
+
+    # A running node reaping: only the dead node's (and unowned) calls.
+    ours = set(calls.values())  # the test database holds other tests' calls too
+    closed = await database.calls.close_interrupted("mine", {"mine", "alive"}, own=False)
+    assert set(closed) & ours == {calls["dead"], calls[None]}
+    assert await state("mine") == "created" and await state("alive") == "created"
+    # The node starting again: its own calls from before too; a live node's never.
+    assert set(await database.calls.close_interrupted("mine", {"mine", "alive"})) & ours == {calls["mine"]}
+    assert await state("alive") == "created"
