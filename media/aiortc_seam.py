@@ -11,14 +11,17 @@ name used here: when an upgrade moves one, that test fails before any call does.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
 import aiortc
+import pylibsrtp
 from aiortc import RTCPeerConnection, clock
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -57,6 +60,18 @@ def pin_host_addresses(addresses: Sequence[str]) -> None:
         ]
 
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+@dataclass
+class Drops:
+    """What the bounded paths below aiortc dropped on one peer connection (for the leg's counters)."""
+
+    #: datagrams received while the ICE connection's queue was full
+    datagrams: int = 0
+    #: datagrams not sent because the socket's send buffer was full
+    sends: int = 0
+    #: remote SSRCs forgotten to keep at most MAX_REMOTE_SSRCS
+    ssrcs: int = 0
 
 
 def intercept_rtp(receiver: RTCRtpReceiver, handler: RtpHandler, clock_rate: int) -> None:
@@ -160,3 +175,120 @@ def shrink_receive_buffers(pc: RTCPeerConnection) -> None:
             transport = getattr(protocol, "transport", None)
             if transport is not None and hasattr(transport, "max_size"):
                 transport.max_size = DATAGRAM_BUFFER
+
+
+#: Datagrams an ICE connection holds for its DTLS transport to read. aioice queues every datagram that
+#: is not STUN on an unbounded ``asyncio.Queue``, whoever sent it; it fills when datagrams come faster
+#: than the event loop gets round to them. 256 is five seconds of one audio stream, at most 512 KiB of
+#: 2 KiB datagrams.
+RECEIVE_QUEUE = 256
+#: Bytes a socket holds unsent. asyncio keeps a datagram the kernel refuses (a full send buffer) on an
+#: unbounded deque, and aioice ignores the ``pause_writing`` it is told. Audio that cannot be sent now
+#: is better dropped: the receiver conceals loss, not lateness.
+SEND_BUFFER = 64 * 1024
+#: Remote SSRCs a peer connection keeps state for. A peer sends one SSRC per stream (and reports from
+#: one more); each new SSRC it invents costs a libsrtp stream, a routing entry and receive statistics,
+#: which nothing in aiortc or libsrtp ever frees. Beyond this the least recently seen is forgotten.
+MAX_REMOTE_SSRCS = 8
+
+
+def bound_ice_queues(pc: RTCPeerConnection, drops: Drops) -> None:
+    """Bound ``pc``'s ICE receive queue and its sockets' send buffers, dropping and counting the
+    excess in ``drops`` (call once gathering is done, so that every socket exists)."""
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        _bound_receive_queue(connection, drops)
+        for protocol in connection._protocols:
+            transport = getattr(protocol, "transport", None)
+            # Host candidates' sockets; TURN relays have a transport of their own, without a buffer.
+            if transport is not None and hasattr(transport, "get_write_buffer_size"):
+                _bound_send_buffer(protocol, transport, drops)
+
+
+def _bound_receive_queue(connection: Any, drops: Drops) -> None:
+    queue: asyncio.Queue[tuple[bytes, int] | None] = connection._queue
+
+    def data_received(data: bytes, component: int) -> None:
+        if queue.qsize() >= RECEIVE_QUEUE:
+            drops.datagrams += 1
+            return
+        queue.put_nowait((data, component))
+
+    connection.data_received = data_received
+
+
+def _bound_send_buffer(protocol: Any, transport: Any, drops: Drops) -> None:
+    send_data = protocol.send_data
+
+    async def bounded_send_data(data: bytes, addr: tuple[str, int]) -> None:
+        if transport.get_write_buffer_size() >= SEND_BUFFER:
+            drops.sends += 1
+            return
+        await send_data(data, addr)
+
+    protocol.send_data = bounded_send_data
+
+
+def bound_remote_ssrcs(receiver: RTCRtpReceiver, drops: Drops) -> None:
+    """Keep state for at most MAX_REMOTE_SSRCS remote SSRCs on ``receiver``'s transport (call before
+    its DTLS handshake): its SRTP receive session, once made, is wrapped to forget the least recently
+    seen SSRC when a new one authenticates, everywhere aiortc keeps one (libsrtp's stream, the RTP
+    router's table, the receiver's statistics and sender-report times)."""
+    dtls: Any = receiver.transport
+    setup_srtp = dtls._setup_srtp
+    router = dtls._rtp_router
+    receiver_any: Any = receiver
+    streams: dict[int, StreamStatistics] = receiver_any._RTCRtpReceiver__remote_streams
+    lsr: dict[int, int] = receiver_any._RTCRtpReceiver__lsr
+    lsr_time: dict[int, float] = receiver_any._RTCRtpReceiver__lsr_time
+
+    def forget(ssrc: int) -> None:
+        drops.ssrcs += 1
+        for table in (router.ssrc_table, streams, lsr, lsr_time):
+            table.pop(ssrc, None)
+
+    def bounded_setup_srtp() -> None:
+        setup_srtp()
+        if dtls._rx_srtp is not None:
+            dtls._rx_srtp = _BoundedSrtpSession(dtls._rx_srtp, forget)
+
+    dtls._setup_srtp = bounded_setup_srtp
+
+
+class _BoundedSrtpSession:
+    """An SRTP receive session that keeps streams for at most MAX_REMOTE_SSRCS SSRCs.
+
+    libsrtp clones a stream from its template for each SSRC whose first packet authenticates (RFC 3711
+    section 3.2.3: the replay list and rollover counter are per SSRC) and frees none until the session
+    ends; so does aiortc's routing. Only authenticated packets are seen here: an off-path sender cannot
+    make this forget anything."""
+
+    def __init__(self, session: pylibsrtp.Session, forget: Callable[[int], None]) -> None:
+        self._session = session
+        self._forget = forget
+        self._seen: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._last: int | None = None
+
+    def unprotect(self, data: bytes) -> bytes:
+        plain: bytes = self._session.unprotect(data)
+        self._saw(int.from_bytes(plain[8:12], "big"))  # RTP: the SSRC after 8 header bytes
+        return plain
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        plain: bytes = self._session.unprotect_rtcp(data)
+        self._saw(int.from_bytes(plain[4:8], "big"))  # RTCP: the first packet's sender SSRC
+        return plain
+
+    def _saw(self, ssrc: int) -> None:
+        if ssrc == self._last:
+            return
+        self._last = ssrc
+        if ssrc in self._seen:
+            self._seen.move_to_end(ssrc)
+            return
+        self._seen[ssrc] = None
+        if len(self._seen) > MAX_REMOTE_SSRCS:
+            oldest, _ = self._seen.popitem(last=False)
+            with contextlib.suppress(pylibsrtp.Error):
+                self._session.remove_stream(oldest)
+            self._forget(oldest)

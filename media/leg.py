@@ -2,9 +2,11 @@
 
 The server always answers: the browser (or a synthetic peer) offers one audio section with its ICE
 candidates gathered, and the leg answers with Opus as the only codec. Audio arriving on the leg is
-delivered, packet by packet, to whatever :attr:`Leg.inbound` currently points at (the bridge sets it);
-audio leaving the leg goes through its :class:`OutgoingStream`, which keeps one continuous RTP stream
-whatever source feeds it (ringback, then the other party).
+delivered, packet by packet, to whatever :attr:`Leg.inbound` currently points at (the bridge sets it),
+as long as the peer keeps to about real time (:mod:`media.policer`); audio leaving the leg goes through
+its :class:`OutgoingStream`, which keeps one continuous RTP stream whatever source feeds it (ringback,
+then the other party). Every queue below the leg is bounded (:mod:`media.aiortc_seam`): whatever its
+peer sends, a leg's memory does not grow.
 """
 
 from __future__ import annotations
@@ -29,7 +31,16 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.frame import Frame
 
-from media.aiortc_seam import RtpOutlet, check_version, intercept_rtp, shrink_receive_buffers
+from media.aiortc_seam import (
+    Drops,
+    RtpOutlet,
+    bound_ice_queues,
+    bound_remote_ssrcs,
+    check_version,
+    intercept_rtp,
+    shrink_receive_buffers,
+)
+from media.policer import RatePolicer
 from media.rtp_stream import OutgoingStream
 from media.sdp import SdpError, check_offer
 
@@ -37,6 +48,8 @@ log = structlog.get_logger(__name__)
 
 LEG_STATE = "leg.state"
 LEG_ANSWER_FAILED = "leg.answer_failed"
+LEG_CLOSED = "leg.closed"
+LEG_OVER_RATE = "leg.over_rate"
 OPUS_CLOCK_RATE = 48000
 
 InboundHandler = Callable[[RtpPacket], Awaitable[None]]
@@ -97,6 +110,8 @@ class LegCounters:
     packets_in: int = 0
     packets_out: int = 0
     send_failures: int = 0
+    #: received packets dropped for arriving faster than real time (media/policer.py)
+    packets_over_rate: int = 0
 
 
 class Leg:
@@ -111,6 +126,9 @@ class Leg:
         #: Told of every state change.
         self.on_state: Callable[[Leg, LegState], None] | None = None
         self.counters = LegCounters()
+        #: what the bounded queues below aiortc dropped (media/aiortc_seam.py)
+        self.drops = Drops()
+        self._policer = RatePolicer(OPUS_CLOCK_RATE)
         self._ice = ice
         self._pc: RTCPeerConnection | None = None
         self._outgoing: OutgoingStream | None = None
@@ -162,8 +180,10 @@ class Leg:
             detail = f": {exc}" if str(exc) else ""
             raise SdpError(f"the SDP offer was refused{detail}") from None
         intercept_rtp(transceiver.receiver, self._received, OPUS_CLOCK_RATE)
+        bound_remote_ssrcs(transceiver.receiver, self.drops)
         await pc.setLocalDescription(await pc.createAnswer())
         shrink_receive_buffers(pc)
+        bound_ice_queues(pc, self.drops)
         local = pc.localDescription
         answer = SessionDescription.parse(local.sdp)
         codecs = answer.media[0].rtp.codecs
@@ -199,6 +219,11 @@ class Leg:
 
     async def _received(self, packet: RtpPacket) -> None:
         self.counters.packets_in += 1
+        if not self._policer.admit(packet.payload):
+            if self.counters.packets_over_rate == 0:
+                self._log.warning(LEG_OVER_RATE)
+            self.counters.packets_over_rate += 1
+            return
         handler = self.inbound
         if handler is not None:
             await handler(packet)
@@ -221,5 +246,17 @@ class Leg:
         self.state = state
         if state is LegState.CONNECTED:
             self.connected.set()
+        elif state is LegState.CLOSED:
+            counters, drops = self.counters, self.drops
+            self._log.info(
+                LEG_CLOSED,
+                packets_in=counters.packets_in,
+                packets_out=counters.packets_out,
+                send_failures=counters.send_failures,
+                packets_over_rate=counters.packets_over_rate,
+                datagrams_dropped=drops.datagrams,
+                sends_dropped=drops.sends,
+                ssrcs_forgotten=drops.ssrcs,
+            )
         if self.on_state is not None:
             self.on_state(self, state)

@@ -74,7 +74,10 @@ class _Party:
     set by arrival time. The sender chooses its timestamps, so they are trusted only near the truth:
     a packet whose RTP position is more than ``MAX_SKEW`` away from its arrival (a sender restart, a
     clock jump, a hostile peer) re-anchors the party at its arrival, just after what is already
-    placed. The timeline therefore never runs ahead of the call's real length by more than that.
+    placed. A sender faster than real time (a flood: ten seconds of audio a second) would push what is
+    placed ever further ahead, so a packet that even re-anchored would sit more than ``MAX_SKEW``
+    ahead of its arrival has no place (None): it is dropped. The timeline therefore never runs ahead
+    of the call's real length by more than that.
     """
 
     def __init__(self) -> None:
@@ -84,7 +87,7 @@ class _Party:
         self.last_pts = -1
         self.end = 0  # timeline position just after the latest packet
 
-    def place(self, rtp_timestamp: int, arrival: int) -> int:
+    def place(self, rtp_timestamp: int, arrival: int) -> int | None:
         if self.anchor is None:
             self.anchor = arrival
             self.newest_ts = rtp_timestamp
@@ -96,8 +99,10 @@ class _Party:
         pts = self.anchor + position
         if abs(pts - arrival) > MAX_SKEW:
             # A new run starts with this packet, at its arrival (never over what is placed already).
-            self.newest_ts, self.newest = rtp_timestamp, position
             pts = max(arrival, self.end)
+            if pts - arrival > MAX_SKEW:
+                return None  # what is placed already runs that far ahead: the sender is too fast
+            self.newest_ts, self.newest = rtp_timestamp, position
             self.anchor = pts - position
         elif delta > 0:
             self.newest_ts, self.newest = rtp_timestamp, position
@@ -148,6 +153,9 @@ class Recorder:
         arrival = round((self._clock() - self._start) * _CLOCK)
         state = self._parties[party]
         pts = state.place(rtp_timestamp, arrival)
+        if pts is None:
+            self.dropped += 1  # faster than real time (a flood): no room on the timeline
+            return
         if pts <= state.last_pts:
             self.late += 1  # a duplicate, or too late for its place: Ogg positions only rise
             return

@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 from media import opus
 
 _TIME_BASE = fractions.Fraction(1, opus.SAMPLE_RATE)
+_PACKET_SECONDS = opus.FRAME_SAMPLES / opus.SAMPLE_RATE
 
 
 @functools.cache
@@ -44,7 +45,8 @@ def tone(frequency: float, seconds: float, amplitude: float = 0.3) -> npt.NDArra
 
 
 class OpusLoopTrack(MediaStreamTrack):
-    """An audio track that loops pre-encoded Opus packets in real time."""
+    """An audio track that loops pre-encoded Opus packets in real time (or ``speed`` times faster:
+    a flooding peer, for tests)."""
 
     kind = "audio"
 
@@ -55,6 +57,17 @@ class OpusLoopTrack(MediaStreamTrack):
         self._packets = packets
         self._index = 0
         self._start: float | None = None
+        self._speed = 1.0
+
+    def pace(self, speed: float) -> None:
+        """Send ``speed`` times as many packets a second as real time, from the next one on. Their
+        timestamps still advance 20 ms each: a peer at speed 10 sends ten seconds of audio a second."""
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        if self._start is not None:
+            # The packets still to come are scheduled from now, at the new speed.
+            self._start = time.monotonic() - self._index * _PACKET_SECONDS / speed
+        self._speed = speed
 
     def switch(self, packets: list[bytes]) -> None:
         """Loop other packets from the next one on (a synthetic agent's new call, a new tone)."""
@@ -71,9 +84,9 @@ class OpusLoopTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._start is None:
             self._start = time.monotonic()
-        delay = self._start + self._index * opus.FRAME_SAMPLES / opus.SAMPLE_RATE - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        delay = self._start + self._index * _PACKET_SECONDS / self._speed - time.monotonic()
+        # Sleep even when behind (zero): a sender catching up must not hold the event loop.
+        await asyncio.sleep(max(delay, 0.0))
         packet = av.Packet(self._packets[self._index % len(self._packets)])
         packet.pts = self._index * opus.FRAME_SAMPLES
         packet.time_base = _TIME_BASE

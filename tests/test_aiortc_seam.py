@@ -10,7 +10,7 @@ import aioice.ice
 import aiortc
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
@@ -35,6 +35,17 @@ def test_pinned_version_and_private_names() -> None:
         assert f"_RTCRtpSender{name}" in sender_names, name
     # The sender's RTCP task reads those counters to build sender reports.
     assert "_RTCRtpSender__packet_count" in RTCRtpSender._run_rtcp.__code__.co_names
+    # The bounds below aiortc (media/aiortc_seam.py: bound_ice_queues, bound_remote_ssrcs).
+    connection_names = aioice.ice.Connection.__init__.__code__.co_names
+    assert "_queue" in connection_names and "_protocols" in connection_names
+    assert "data_received" in vars(aioice.ice.Connection)
+    assert "send_data" in vars(aioice.ice.StunProtocol)
+    assert "_setup_srtp" in vars(RTCDtlsTransport)
+    dtls_names = RTCDtlsTransport.__init__.__code__.co_names
+    assert "_rx_srtp" in dtls_names and "_rtp_router" in dtls_names
+    assert "ssrc_table" in RtpRouter.__init__.__code__.co_names
+    for name in ("_RTCRtpReceiver__lsr", "_RTCRtpReceiver__lsr_time"):
+        assert name in source, name
 
 
 def test_check_version_refuses_another_aiortc(monkeypatch: pytest.MonkeyPatch) -> None:
