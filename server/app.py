@@ -10,6 +10,8 @@ import socket
 import uuid
 from dataclasses import dataclass
 
+import aiohttp
+import redis.asyncio
 import structlog
 from aiohttp import web
 
@@ -30,13 +32,27 @@ from server import (
     recording_tools,
     signalling,
     stats_api,
+    tls,
+    turn,
     webhooks,
     widget_api,
 )
 from server import web as pages
-from server.appkeys import DATABASE, DEMO_PAGE, LIMITS, RECORDINGS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
-from server.auth import Sessions
+from server.appkeys import (
+    CLUSTER,
+    CLUSTER_HTTP,
+    DATABASE,
+    DEMO_PAGE,
+    LIMITS,
+    RECORDINGS,
+    ROSTER,
+    SESSIONS,
+    SETTINGS,
+    SWITCHBOARD,
+)
+from server.auth import Sessions, session_secret
 from server.cliptokens import ClipTokens
+from server.cluster import Cluster
 from server.config import Settings
 from server.demo import DemoTenant, ensure_demo_tenant
 from server.errors import error_middleware
@@ -53,13 +69,22 @@ from storage.retention import PurgeBusy, Purger
 log = structlog.get_logger(__name__)
 
 INTERRUPTED_WORK = "server.interrupted_work_closed"
+DEAD_NODES_WORK = "cluster.dead_nodes_work_closed"
+REAPER = web.AppKey("reaper", asyncio.Task)
 RECOVERY_FAILED = "server.recording_recovery_failed"
 
 OPENAPI_PATH = pages.WEB_ROOT.parent / "docs" / "openapi.json"
 
 
 def create_app(
-    settings: Settings, database: Database, recordings: RecordingStore, *, demo_button_key: str | None = None
+    settings: Settings,
+    database: Database,
+    recordings: RecordingStore,
+    *,
+    session_secret: bytes,
+    demo_button_key: str | None = None,
+    relay: turn.TurnCredentials | None = None,
+    cluster: Cluster | None = None,
 ) -> web.Application:
     """The application for ``settings`` over an open, migrated ``database``.
 
@@ -74,8 +99,14 @@ def create_app(
     app[SETTINGS] = settings
     app[DATABASE] = database
     app[SESSIONS] = Sessions(
-        database.accounts, idle_timeout=settings.session_idle_timeout, max_age=settings.session_max_age
+        database.accounts,
+        idle_timeout=settings.session_idle_timeout,
+        max_age=settings.session_max_age,
+        secret=session_secret,
     )
+    if relay is not None:
+        app[turn.TURN] = relay
+    node = cluster.name if cluster is not None else settings.node_name or None
     app[ROSTER] = Roster()
     app[RECORDINGS] = recordings
     mux = MuxWorker()
@@ -90,6 +121,7 @@ def create_app(
         directory=Directory(database),
         recordings=recordings,
         mux=mux,
+        node=node,
     )
     app[LIMITS] = Limits(
         calls_per_address=settings.call_rate_per_address,
@@ -126,8 +158,11 @@ def create_app(
 
         app.on_startup.append(start_purge)
         app.on_cleanup.append(stop_purge)
+    if cluster is not None:
+        _join(app, cluster, database, recordings)
     app.router.add_get("/ws/v1/visitor", signalling.visitor_socket)
     app.router.add_get("/ws/v1/agent", signalling.agent_socket)
+    app.router.add_get("/internal/v1/ws/{role:visitor|agent}", signalling.internal_socket)
     api.add_routes(app)
     admin_api.add_routes(app)
     agent_api.add_routes(app)
@@ -145,6 +180,36 @@ def create_app(
     )
     pages.add_routes(app)
     return app
+
+
+def _join(app: web.Application, cluster: Cluster, database: Database, recordings: RecordingStore) -> None:
+    """Make ``app`` a node of ``cluster`` (joined already): relays, the reaper of dead nodes'
+    calls, and leaving on cleanup (docs/scaling.md)."""
+    app[CLUSTER] = cluster
+
+    async def reap(live: set[str]) -> None:
+        calls = await database.calls.close_interrupted(cluster.name, live, own=False)
+        truncated = await recordings.mark_interrupted(cluster.name, live, own=False)
+        if calls or truncated:
+            log.warning(
+                DEAD_NODES_WORK,
+                calls_closed=[str(c) for c in calls],
+                recordings_truncated=[str(r.id) for r in truncated],
+            )
+
+    async def begin(app: web.Application) -> None:
+        app[CLUSTER_HTTP] = aiohttp.ClientSession()
+        app[REAPER] = asyncio.create_task(cluster.reap_forever(reap), name="cluster-reaper")
+
+    async def end(app: web.Application) -> None:
+        app[REAPER].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app[REAPER]
+        await cluster.leave()
+        await app[CLUSTER_HTTP].close()
+
+    app.on_startup.append(begin)
+    app.on_cleanup.append(end)
 
 
 def settle_heap() -> None:
@@ -240,13 +305,15 @@ class Running:
         await self.runner.cleanup()
 
 
-async def recover_interrupted(database: Database, recordings: RecordingStore) -> None:
+async def recover_interrupted(
+    database: Database, recordings: RecordingStore, node: str | None = None, live_nodes: set[str] | None = None
+) -> None:
     """What a previous process left behind when it died: its calls end as failed, its recordings
     (files without a final segment) are recovered: rewritten as complete files of what survived,
     marked truncated (``callbutton recording recover`` does the same by hand)."""
-    calls = await database.calls.close_interrupted()
-    truncated = await recordings.mark_interrupted()
-    await ClipStore(database.pool, recordings.keyring, recordings.root).discard_interrupted()
+    calls = await database.calls.close_interrupted(node, live_nodes)
+    truncated = await recordings.mark_interrupted(node, live_nodes)
+    await ClipStore(database.pool, recordings.keyring, recordings.root, node=node).discard_interrupted(live_nodes)
     recovered: list[str] = []
     for record in truncated:
         try:
@@ -265,36 +332,84 @@ async def recover_interrupted(database: Database, recordings: RecordingStore) ->
         )
 
 
-async def start(settings: Settings, database: Database, *, demo: bool = False) -> Running:
+async def start(settings: Settings, database: Database, *, demo: bool = False, reuse_port: bool = False) -> Running:
     """Bind, build and start the server. Port 0 binds a free port, known before the app is built
     (the app's own origin, which sockets and CSRF checks compare against, includes it).
 
+    With a certificate configured the server speaks https (``server.tls``). The session secret and
+    the TURN secret are read here, like the master key, so that a missing or unreadable one stops
+    the start with a ``ConfigError`` naming its variable. With ``CALLBUTTON_REDIS_URL`` the server
+    joins its cluster and listens on its internal address too (``server.cluster``); ``reuse_port``
+    lets workers share the port (``server.workers``).
+
     With ``demo`` the demo tenant is created or refreshed and its button serves ``/demo``.
     """
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    ssl_context = tls.server_context(settings)
+    relay = turn.load(settings)
+    sock = _listen(settings.host, settings.port, reuse_port=reuse_port)
+    settings = settings.with_port(sock.getsockname()[1])
+    tenant = None
+    internal: socket.socket | None = None
+    cluster: Cluster | None = None
+    runner: web.AppRunner | None = None
+    try:
+        keyring = Keyring(database.keystore_pool, load_master_key(settings))
+        await keyring.check_master_key()
+        secret = session_secret(settings, keyring.derive)
+        recordings = RecordingStore(database.pool, keyring, settings.recordings_root)
+        live: set[str] | None = None
+        if settings.redis_url:
+            internal = _listen(settings.internal_host, settings.internal_port)
+            host = f"[{settings.internal_host}]" if ":" in settings.internal_host else settings.internal_host
+            cluster = Cluster(
+                redis.asyncio.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+                name=settings.node_name or socket.gethostname(),
+                internal_url=f"http://{host}:{internal.getsockname()[1]}",
+                secret=keyring.derive("cluster internal requests"),
+            )
+            await cluster.join()
+            live = await cluster.live_nodes()
+        await recover_interrupted(database, recordings, cluster.name if cluster else None, live)
+        if demo:
+            tenant = await ensure_demo_tenant(database, settings.origins)
+        app = create_app(
+            settings,
+            database,
+            recordings,
+            session_secret=secret,
+            demo_button_key=tenant.button_key if tenant else None,
+            relay=relay,
+            cluster=cluster,
+        )
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        if internal is not None:
+            # Plain http: nodes reach each other over a network of their own (docs/scaling.md).
+            await web.SockSite(runner, internal).start()
+    except BaseException:
+        sock.close()
+        if internal is not None:
+            internal.close()
+        if runner is not None:
+            await runner.cleanup()  # leaves the cluster too
+        elif cluster is not None:
+            await cluster.leave()
+        raise
+    return Running(runner=runner, settings=settings, demo=tenant)
+
+
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.host, settings.port))
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
     except OSError:
         sock.close()
         raise
-    settings = settings.with_port(sock.getsockname()[1])
-    tenant = None
-    try:
-        keyring = Keyring(database.keystore_pool, load_master_key(settings))
-        await keyring.check_master_key()
-        recordings = RecordingStore(database.pool, keyring, settings.recordings_root)
-        await recover_interrupted(database, recordings)
-        if demo:
-            tenant = await ensure_demo_tenant(database, settings.origins)
-        app = create_app(settings, database, recordings, demo_button_key=tenant.button_key if tenant else None)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-    except BaseException:
-        sock.close()
-        raise
-    return Running(runner=runner, settings=settings, demo=tenant)
+    return sock

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from server.auth import Sessions
 from server.cliptokens import ClipTokens
+from server.cluster import Cluster
 from server.config import Settings
 from server.limits import Limits
 from server.presence import Roster
@@ -24,3 +26,6 @@ CLIPS = web.AppKey("clips", ClipStore)
 CLIP_TOKENS = web.AppKey("clip_tokens", ClipTokens)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 DEMO_PAGE = web.AppKey("demo_page", str)
+#: With CALLBUTTON_REDIS_URL: this node's membership of the cluster, and its client for relaying.
+CLUSTER = web.AppKey("cluster", Cluster)
+CLUSTER_HTTP = web.AppKey("cluster_http", aiohttp.ClientSession)

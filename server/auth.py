@@ -2,8 +2,10 @@
 
 Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's second recommended option) in a
 thread, since one hash takes tens of milliseconds of CPU. Sessions are 128-bit random tokens carried in
-a cookie; the database keeps only their SHA-256 digest. A session ends after an idle timeout, after an
-absolute lifetime, at logout, or when its user is disabled.
+a cookie; the database keeps only their HMAC-SHA256 under the session secret, so that a copy of the
+sessions table (a backup, a read-only leak) opens no session, and changing the secret ends every
+session at once. A session ends after an idle timeout, after an absolute lifetime, at logout, or when
+its user is disabled.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import hmac
 import secrets
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -21,6 +25,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from server import logs
+from server.config import ConfigError, Settings, check_session_secret, read_secret_file
 from storage.accounts import Accounts, Session, User
 
 log = structlog.get_logger(__name__)
@@ -76,14 +81,33 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-def new_token() -> tuple[str, bytes]:
+def new_token(secret: bytes) -> tuple[str, bytes]:
     """A session token for the cookie and the digest the database keeps."""
     token = secrets.token_urlsafe(16)  # 128 bits
-    return token, token_digest(token)
+    return token, token_digest(token, secret)
 
 
-def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+def token_digest(token: str, secret: bytes) -> bytes:
+    """What the database keeps of a session token: its HMAC-SHA256 under the session secret."""
+    return hmac.new(secret, token.encode(), hashlib.sha256).digest()
+
+
+_DERIVATION_PURPOSE = "session token digests"
+
+
+def session_secret(settings: Settings, derive: Callable[[str], bytes]) -> bytes:
+    """The session secret: configured (the variable or its file), or in development derived from the
+    master key with ``derive`` (``Keyring.derive``), so that a development server needs no further
+    file and keeps its sessions across restarts. Production refuses to start without one configured
+    (``Settings.validate``), so that it can be changed without touching the master key."""
+    if settings.session_secret:
+        return check_session_secret(settings.session_secret, "CALLBUTTON_SESSION_SECRET").encode()
+    if settings.session_secret_file is not None:
+        text = read_secret_file(settings.session_secret_file, "CALLBUTTON_SESSION_SECRET_FILE")
+        return check_session_secret(text, "CALLBUTTON_SESSION_SECRET_FILE").encode()
+    if settings.production:
+        raise ConfigError("production mode needs a session secret: set CALLBUTTON_SESSION_SECRET_FILE")
+    return derive(_DERIVATION_PURPOSE)
 
 
 @dataclass(frozen=True)
@@ -125,10 +149,14 @@ class CookiePolicy:
 class Sessions:
     """Login, session lookup and logout over the accounts repository."""
 
-    def __init__(self, accounts: Accounts, *, idle_timeout: float, max_age: float) -> None:
+    def __init__(self, accounts: Accounts, *, idle_timeout: float, max_age: float, secret: bytes) -> None:
         self._accounts = accounts
         self.idle_timeout = datetime.timedelta(seconds=idle_timeout)
         self.max_age = max_age
+        self._secret = secret
+
+    def _key(self) -> bytes:
+        return self._secret
 
     async def login(self, email: str, password: str) -> tuple[str | None, User | None]:
         """A new session token and its user for valid credentials, in the same time either way.
@@ -144,7 +172,7 @@ class Sessions:
             return None, user
         if _hasher.check_needs_rehash(user.password_hash):
             await self._accounts.set_password_hash(user.id, await hash_password(password))
-        token, digest = new_token()
+        token, digest = new_token(self._key())
         expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.max_age)
         await self._accounts.create_session(digest, user, expires)
         log.info(logs.LOGIN, user_id=str(user.id), org_id=str(user.organisation_id))
@@ -153,7 +181,7 @@ class Sessions:
     async def lookup(self, token: str | None) -> Session | None:
         if not token or len(token) > 64:
             return None
-        return await self._accounts.session(token_digest(token), self.idle_timeout)
+        return await self._accounts.session(token_digest(token, self._key()), self.idle_timeout)
 
     async def logout(self, token: str) -> None:
-        await self._accounts.delete_session(token_digest(token))
+        await self._accounts.delete_session(token_digest(token, self._key()))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from server import auth, logs, recording_tools
+from server import auth, logs, recording_tools, workers
 from server.app import settle_heap, start
 from server.config import ConfigError, Settings, markdown_table
 from server.origins import OriginError, normalise_origin
@@ -72,9 +72,9 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIte
             await asyncio.to_thread(local.stop)
 
 
-async def serve(settings: Settings, *, demo: bool) -> None:
+async def serve(settings: Settings, *, demo: bool, reuse_port: bool = False) -> None:
     async with open_database(settings) as database:
-        running = await start(settings, database, demo=demo)
+        running = await start(settings, database, demo=demo, reuse_port=reuse_port)
         settle_heap()
         url = running.url
         log.info(logs.SERVER_STARTED, url=url, agent_console=f"{url}/agent/")
@@ -226,6 +226,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (CALLBUTTON_HOST)")
     s.add_argument("--port", type=int, help="listen port (CALLBUTTON_PORT)")
     s.add_argument("--demo", action="store_true", help="create a demo tenant and serve a demo page")
+    s.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (needs CALLBUTTON_REDIS_URL)"
+    )
+    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
 
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("config", help="print the configuration variables as a Markdown table")
@@ -298,8 +302,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.log_level, settings.log_format)
         if args.command == "config":
             print(markdown_table())
+        elif args.command == "serve" and args.workers != 1:
+            if not 1 <= args.workers <= 256:
+                raise CliError("--workers takes a number of processes from 1 to 256")
+            if args.demo:
+                raise CliError("--demo runs one process; leave out --workers")
+            asyncio.run(workers.run(settings, args.workers))
         elif args.command == "serve":
-            asyncio.run(serve(settings, demo=args.demo))
+            asyncio.run(serve(settings, demo=args.demo, reuse_port=args.reuse_port))
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
         elif args.command == "create-org":

@@ -13,10 +13,17 @@ from aiohttp import web
 
 from server.appkeys import SETTINGS
 
+#: On a socket another node of the cluster relayed here: the client address it was signed for.
+RELAYED_CLIENT = "callbutton.relayed_client"
+
 
 def client_address(request: web.Request) -> str:
     """The client's IP address: the connecting address, or, from a trusted proxy, the right-most
-    ``X-Forwarded-For`` entry that is not itself a trusted proxy."""
+    ``X-Forwarded-For`` entry that is not itself a trusted proxy, or, relayed by another node of
+    the cluster, the address that node signed for."""
+    relayed = request.get(RELAYED_CLIENT)
+    if relayed is not None:
+        return str(relayed)
     remote = request.remote or ""
     trusted = request.app[SETTINGS].trusted_proxies
     if remote not in trusted:

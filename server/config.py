@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,17 @@ class Variable:
     name: str
     default: str
     help: str
+    #: How the README's table shows the default, when it depends on other settings.
+    shown: str = ""
 
 
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CALLBUTTON_ENV",
         "development",
-        "`development` or `production`. Production refuses to start without a master key.",
+        "`development` or `production`. Production refuses to start without a master key, a session "
+        "secret and an https `CALLBUTTON_PUBLIC_URL`, and without either a TLS certificate "
+        "(`CALLBUTTON_TLS_CERT_FILE`) or `CALLBUTTON_TRUSTED_PROXIES` (behind an https reverse proxy).",
     ),
     Variable(
         "CALLBUTTON_DATABASE_URL",
@@ -89,14 +94,36 @@ VARIABLES: tuple[Variable, ...] = (
         "development a key is generated into `CALLBUTTON_DATA_DIR/master.key` with a warning; in "
         "production the server refuses to start.",
     ),
+    Variable(
+        "CALLBUTTON_SESSION_SECRET_FILE",
+        "",
+        "File holding the session secret (at least 32 characters; `openssl rand -base64 32` makes one), "
+        "the key under which the database keeps session tokens (HMAC-SHA256). Changing it ends every "
+        "session at once. Required in production.",
+    ),
+    Variable(
+        "CALLBUTTON_SESSION_SECRET",
+        "",
+        "The session secret itself, when a file is not practical. Empty, with no file: in development "
+        "it is derived from the master key; in production the server refuses to start.",
+    ),
     Variable("CALLBUTTON_HOST", "127.0.0.1", "Address the HTTP server listens on."),
     Variable("CALLBUTTON_PORT", "8080", "Port the HTTP server listens on."),
     Variable(
         "CALLBUTTON_PUBLIC_URL",
         "",
         "Origin users reach the server at (`https://calls.example.com`). Agent and admin sockets "
-        "must come from this origin. Empty: `http://HOST:PORT`.",
+        "must come from this origin. Empty: `http://HOST:PORT` (`https://` with a certificate). "
+        "Required, and https, in production.",
     ),
+    Variable(
+        "CALLBUTTON_TLS_CERT_FILE",
+        "",
+        "PEM certificate chain: with it (and `CALLBUTTON_TLS_KEY_FILE`) the server serves https itself, "
+        "TLS 1.2 or newer. Read at start: restart after renewing it. Empty: plain http (behind a "
+        "reverse proxy in production).",
+    ),
+    Variable("CALLBUTTON_TLS_KEY_FILE", "", "PEM private key of `CALLBUTTON_TLS_CERT_FILE`."),
     Variable(
         "CALLBUTTON_ICE_HOST_ADDRESSES",
         "",
@@ -108,6 +135,52 @@ VARIABLES: tuple[Variable, ...] = (
         "",
         "Comma-separated STUN/TURN URLs for the server's own ICE agent and for browsers "
         "(`stun:stun.example.com:3478`). Empty: none (no public STUN server is used by default).",
+    ),
+    Variable(
+        "CALLBUTTON_TURN_URLS",
+        "",
+        "Comma-separated `turn:`/`turns:` URLs of a TURN server sharing `CALLBUTTON_TURN_SECRET_FILE` "
+        "(coturn's `use-auth-secret`). Every agent and visitor socket gets time-limited credentials for "
+        "them in its `hello` (docs/operations.md, TURN). Empty: no TURN credentials are handed out.",
+    ),
+    Variable(
+        "CALLBUTTON_TURN_SECRET_FILE",
+        "",
+        "File holding the secret shared with the TURN server (coturn's `static-auth-secret`; at least "
+        "16 characters, no spaces; `openssl rand -hex 32` makes one). Required with `CALLBUTTON_TURN_URLS`.",
+    ),
+    Variable("CALLBUTTON_TURN_SECRET", "", "The TURN secret itself, when a file is not practical."),
+    Variable(
+        "CALLBUTTON_TURN_TTL",
+        "86400",
+        "Seconds TURN credentials stay valid from the `hello` that carried them: how long they can open "
+        "relays (a relay opened in time lasts as long as its call).",
+    ),
+    Variable(
+        "CALLBUTTON_REDIS_URL",
+        "",
+        "Redis shared by the server processes of one deployment (`redis://host:6379/0`): with it this "
+        "process is a node of a cluster, and `serve --workers N` runs several (docs/scaling.md). Empty: "
+        "one process, no Redis.",
+    ),
+    Variable(
+        "CALLBUTTON_NODE_NAME",
+        "",
+        "This node's name in the cluster, different on every node and kept across its restarts (a node "
+        "starting closes the calls it carried before). Empty: the machine's host name. Workers add `-w1`, "
+        "`-w2`, ...",
+    ),
+    Variable(
+        "CALLBUTTON_INTERNAL_HOST",
+        "127.0.0.1",
+        "Address this node listens on, and tells the other nodes, for the sockets they relay to it (the "
+        "home of an organisation; docs/scaling.md). 127.0.0.1 suits workers on one machine; nodes on "
+        "several machines set an address of a private network they share.",
+    ),
+    Variable(
+        "CALLBUTTON_INTERNAL_PORT",
+        "0",
+        "Port of that internal listener; 0: a free one, chosen at start (every worker has its own).",
     ),
     Variable(
         "CALLBUTTON_RING_TIMEOUT",
@@ -163,7 +236,12 @@ VARIABLES: tuple[Variable, ...] = (
         "Seconds before a failed webhook delivery is tried again; each further retry waits twice as "
         "long (at most an hour), 20 attempts in all.",
     ),
-    Variable("CALLBUTTON_LOG_FORMAT", "console", "`console` (human-readable) or `json`."),
+    Variable(
+        "CALLBUTTON_LOG_FORMAT",
+        "",
+        "`console` (human-readable) or `json` (one object a line).",
+        shown="`console` (`json` in production)",
+    ),
     Variable("CALLBUTTON_LOG_LEVEL", "info", "`debug`, `info`, `warning` or `error`."),
 )
 
@@ -184,11 +262,23 @@ class Settings:
     recordings_dir: Path | None = None
     master_key_file: Path | None = None
     master_key: str = field(default="", repr=False)
+    session_secret_file: Path | None = None
+    session_secret: str = field(default="", repr=False)
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     ice_host_addresses: tuple[str, ...] = ()
     ice_servers: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret_file: Path | None = None
+    turn_secret: str = field(default="", repr=False)
+    turn_ttl: int = 86400
+    redis_url: str = field(default="", repr=False)
+    node_name: str = ""
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 0
     ring_timeout: float = 30.0
     session_idle_timeout: float = 1800.0
     session_max_age: float = 43200.0
@@ -229,11 +319,25 @@ class Settings:
             recordings_dir=_path(get("CALLBUTTON_RECORDINGS_DIR")),
             master_key_file=_path(get("CALLBUTTON_MASTER_KEY_FILE")),
             master_key=get("CALLBUTTON_MASTER_KEY"),
+            session_secret_file=_path(get("CALLBUTTON_SESSION_SECRET_FILE")),
+            session_secret=get("CALLBUTTON_SESSION_SECRET"),
             host=get("CALLBUTTON_HOST"),
             port=_int(get("CALLBUTTON_PORT"), "CALLBUTTON_PORT", 0, 65535),
             public_url=get("CALLBUTTON_PUBLIC_URL").rstrip("/"),
+            tls_cert_file=_path(get("CALLBUTTON_TLS_CERT_FILE")),
+            tls_key_file=_path(get("CALLBUTTON_TLS_KEY_FILE")),
             ice_host_addresses=_addresses(get("CALLBUTTON_ICE_HOST_ADDRESSES")),
             ice_servers=_list(get("CALLBUTTON_ICE_SERVERS")),
+            turn_urls=_list(get("CALLBUTTON_TURN_URLS")),
+            turn_secret_file=_path(get("CALLBUTTON_TURN_SECRET_FILE")),
+            turn_secret=get("CALLBUTTON_TURN_SECRET"),
+            turn_ttl=_int(get("CALLBUTTON_TURN_TTL"), "CALLBUTTON_TURN_TTL", MIN_TURN_TTL, MAX_TURN_TTL),
+            redis_url=get("CALLBUTTON_REDIS_URL"),
+            node_name=get("CALLBUTTON_NODE_NAME"),
+            internal_host=_addresses(get("CALLBUTTON_INTERNAL_HOST"), "CALLBUTTON_INTERNAL_HOST")[0]
+            if get("CALLBUTTON_INTERNAL_HOST")
+            else "127.0.0.1",
+            internal_port=_int(get("CALLBUTTON_INTERNAL_PORT"), "CALLBUTTON_INTERNAL_PORT", 0, 65535),
             ring_timeout=_float(get("CALLBUTTON_RING_TIMEOUT"), "CALLBUTTON_RING_TIMEOUT"),
             session_idle_timeout=_float(get("CALLBUTTON_SESSION_IDLE_TIMEOUT"), "CALLBUTTON_SESSION_IDLE_TIMEOUT"),
             session_max_age=_float(get("CALLBUTTON_SESSION_MAX_AGE"), "CALLBUTTON_SESSION_MAX_AGE"),
@@ -254,7 +358,11 @@ class Settings:
             ),
             trusted_proxies=_addresses(get("CALLBUTTON_TRUSTED_PROXIES"), "CALLBUTTON_TRUSTED_PROXIES"),
             webhook_retry_seconds=_float(get("CALLBUTTON_WEBHOOK_RETRY_SECONDS"), "CALLBUTTON_WEBHOOK_RETRY_SECONDS"),
-            log_format=_choice(get("CALLBUTTON_LOG_FORMAT"), "CALLBUTTON_LOG_FORMAT", ("console", "json")),
+            log_format=_choice(
+                get("CALLBUTTON_LOG_FORMAT") or ("json" if get("CALLBUTTON_ENV") == "production" else "console"),
+                "CALLBUTTON_LOG_FORMAT",
+                ("console", "json"),
+            ),
             log_level=_choice(
                 get("CALLBUTTON_LOG_LEVEL"), "CALLBUTTON_LOG_LEVEL", ("debug", "info", "warning", "error")
             ),
@@ -263,8 +371,24 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        """Check the settings together; in production, refuse what production must not run without."""
         if self.master_key and self.master_key_file:
             raise ConfigError("set CALLBUTTON_MASTER_KEY or CALLBUTTON_MASTER_KEY_FILE, not both")
+        if self.session_secret and self.session_secret_file:
+            raise ConfigError("set CALLBUTTON_SESSION_SECRET or CALLBUTTON_SESSION_SECRET_FILE, not both")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"CALLBUTTON_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}"
+            )
+        if self.node_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", self.node_name):
+            raise ConfigError(
+                f"CALLBUTTON_NODE_NAME: letters, digits, '.', '_' and '-', at most 63, got {self.node_name!r}"
+            )
+        if self.session_secret:
+            check_session_secret(self.session_secret, "CALLBUTTON_SESSION_SECRET")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("set both CALLBUTTON_TLS_CERT_FILE and CALLBUTTON_TLS_KEY_FILE, or neither")
+        self._validate_turn()
         if self.public_url:
             try:
                 normalised = normalise_origin(self.public_url)
@@ -282,6 +406,58 @@ class Settings:
                 parse_stun_turn_uri(url)  # what aiortc will do with it on every call
             except ValueError as exc:
                 raise ConfigError(f"CALLBUTTON_ICE_SERVERS: {url!r} is malformed ({exc})") from None
+        if self.production:
+            self._validate_production()
+
+    def _validate_turn(self) -> None:
+        if self.turn_secret and self.turn_secret_file:
+            raise ConfigError("set CALLBUTTON_TURN_SECRET or CALLBUTTON_TURN_SECRET_FILE, not both")
+        if self.turn_secret:
+            check_turn_secret(self.turn_secret, "CALLBUTTON_TURN_SECRET")
+        has_secret = bool(self.turn_secret or self.turn_secret_file)
+        if self.turn_urls and not has_secret:
+            raise ConfigError(
+                "CALLBUTTON_TURN_URLS needs CALLBUTTON_TURN_SECRET_FILE: the TURN server's static-auth-secret, "
+                "under which the server signs the credentials it hands out"
+            )
+        if has_secret and not self.turn_urls:
+            raise ConfigError("a TURN secret is set but CALLBUTTON_TURN_URLS is empty: set the TURN server's URLs")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"CALLBUTTON_TURN_URLS: {url!r} is not a turn: or turns: URL")
+            try:
+                parse_stun_turn_uri(url)
+            except ValueError as exc:
+                raise ConfigError(f"CALLBUTTON_TURN_URLS: {url!r} is malformed ({exc})") from None
+
+    def _validate_production(self) -> None:
+        """What production mode refuses to start without, one message each, naming the setting."""
+        if not (self.master_key or self.master_key_file):
+            raise ConfigError(
+                "production mode needs a master key: set CALLBUTTON_MASTER_KEY_FILE (make one with "
+                "`callbutton keys generate`); without it no recording could be read after a restart"
+            )
+        if not (self.session_secret or self.session_secret_file):
+            raise ConfigError(
+                "production mode needs a session secret: set CALLBUTTON_SESSION_SECRET_FILE to a file of at "
+                "least 32 random characters (`openssl rand -base64 32`)"
+            )
+        if not self.public_url:
+            raise ConfigError(
+                "production mode needs CALLBUTTON_PUBLIC_URL, the https origin users reach the server at "
+                "(https://calls.example.com): agent sockets and logins are checked against it"
+            )
+        if not self.public_url.startswith("https://"):
+            raise ConfigError(
+                f"CALLBUTTON_PUBLIC_URL must be https in production, got {self.public_url!r}: browsers allow "
+                "the microphone and __Host- cookies only on secure origins"
+            )
+        if self.tls_cert_file is None and not self.trusted_proxies:
+            raise ConfigError(
+                "production mode needs TLS: set CALLBUTTON_TLS_CERT_FILE and CALLBUTTON_TLS_KEY_FILE for the "
+                "server to serve https itself, or CALLBUTTON_TRUSTED_PROXIES to the address of the https "
+                "reverse proxy in front of it"
+            )
 
     @property
     def production(self) -> bool:
@@ -297,7 +473,8 @@ class Settings:
         if self.public_url:
             return self.public_url
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert_file is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def origins(self) -> frozenset[str]:
@@ -308,6 +485,47 @@ class Settings:
     def with_port(self, port: int) -> Settings:
         """The same settings once the listening port is known (port 0 binds a free one)."""
         return dataclasses.replace(self, port=port)
+
+
+MIN_SESSION_SECRET = 32
+MIN_TURN_SECRET = 16
+MIN_TURN_TTL = 60
+MAX_TURN_TTL = 7 * 86400
+
+
+def check_session_secret(secret: str, name: str) -> str:
+    if len(secret) < MIN_SESSION_SECRET:
+        raise ConfigError(
+            f"{name}: a session secret has at least {MIN_SESSION_SECRET} characters "
+            f"(`openssl rand -base64 32` makes one), this one has {len(secret)}"
+        )
+    return secret
+
+
+def check_turn_secret(secret: str, name: str) -> str:
+    # The same secret goes into turnserver.conf (static-auth-secret), whose parser stops at blanks and comments.
+    if (
+        len(secret) < MIN_TURN_SECRET
+        or not secret.isascii()
+        or not secret.isprintable()
+        or any(c in secret for c in " #\"'")
+    ):
+        raise ConfigError(
+            f"{name}: a TURN secret has at least {MIN_TURN_SECRET} printable ASCII characters and no spaces, "
+            "'#' or quotes (`openssl rand -hex 32` makes one)"
+        )
+    return secret
+
+
+def read_secret_file(path: Path, name: str) -> str:
+    """The text of a secret file (a Docker secret, say), without its final newline."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: {path} is not text") from None
+    return text.strip()
 
 
 def _int(value: str, name: str, low: int, high: int) -> int:
@@ -360,6 +578,6 @@ def markdown_table() -> str:
     """The README's configuration table."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for v in VARIABLES:
-        default = f"`{v.default}`" if v.default else "(empty)"
+        default = v.shown or (f"`{v.default}`" if v.default else "(empty)")
         rows.append(f"| `{v.name}` | {default} | {v.help} |")
     return "\n".join(rows)

@@ -81,6 +81,15 @@ class _Live(Collector):
         ):
             recordings.add_metric([outcome], count)
         yield recordings
+        dropped = CounterMetricFamily(
+            "callbutton_packets_dropped",
+            "Packets the media path dropped to stay bounded, by why: over_rate (a peer sending faster than "
+            "real time), receive_queue_full, send_buffer_full, send_failed",
+            labels=["reason"],
+        )
+        for reason, count in sorted(switchboard.packets_dropped_now().items()):
+            dropped.add_metric([reason], count)
+        yield dropped
         outbox = switchboard.outbox
         yield GaugeMetricFamily(
             "callbutton_outbox_pending",

@@ -22,6 +22,7 @@ The switchboard owns the live calls of this process and every task and timer it 
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import re
 import secrets
@@ -138,6 +139,16 @@ class LiveCall:
         )
 
 
+def leg_drops(leg: Leg) -> dict[str, int]:
+    """What a leg dropped to stay bounded (docs/media.md, "Bounded"), by why."""
+    return {
+        "over_rate": leg.counters.packets_over_rate,
+        "receive_queue_full": leg.drops.datagrams,
+        "send_buffer_full": leg.drops.sends,
+        "send_failed": leg.counters.send_failures,
+    }
+
+
 class Switchboard:
     def __init__(
         self,
@@ -162,6 +173,8 @@ class Switchboard:
         #: False while the server drains (shutdown begun): calls in progress go on, new ones are refused.
         self.accepting = True
         self.recording_stats = RecordingStats()
+        #: Packets the media path dropped on legs closed so far, by why (see :func:`leg_drops`).
+        self.packets_dropped: collections.Counter[str] = collections.Counter()
         #: Where calls' events and recordings' final rows wait while the database is away.
         self.outbox = Outbox()
         #: Set while no call is in progress (a draining server waits for it).
@@ -685,7 +698,7 @@ class Switchboard:
         if state is LegState.CONNECTED:
             self._setup_took("visitor_connected", live.requested_at)
         if state is LegState.CLOSED:
-            self._legs.discard(leg)
+            self._leg_closed(leg)
         # A leg closed by its peer (not by us: then the call has already ended) is as gone as a
         # failed one.
         if state in (LegState.FAILED, LegState.CLOSED) and not live.call.ended:
@@ -695,7 +708,7 @@ class Switchboard:
         if state is LegState.CONNECTED:
             self._setup_took("agent_connected", offered_at)
         if state is LegState.CLOSED:
-            self._legs.discard(leg)
+            self._leg_closed(leg)
         if leg is not socket.leg:
             return
         socket.send(messages.LegState(state=state.value))
@@ -704,6 +717,19 @@ class Switchboard:
             if live is not None:
                 self._spawn(self.end(live, EndReason.FAILED, detail="agent_media_failed"))
         self.changed(agent)
+
+    def _leg_closed(self, leg: Leg) -> None:
+        if leg in self._legs:
+            self._legs.discard(leg)
+            for reason, count in leg_drops(leg).items():
+                self.packets_dropped[reason] += count
+
+    def packets_dropped_now(self) -> collections.Counter[str]:
+        """Packets the media path dropped since start, by why: closed legs' and open legs'."""
+        total = collections.Counter(self.packets_dropped)
+        for leg in self._legs:
+            total.update(leg_drops(leg))
+        return total
 
     def _setup_took(self, phase: str, since: float) -> None:
         if self.on_setup is not None:

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import datetime
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,16 +23,29 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from media.sdp import SdpError
 from server import links, logs, messages
 from server.api import button_json
-from server.appkeys import CLIP_TOKENS, DATABASE, LIMITS, ROSTER, SESSIONS, SETTINGS, SWITCHBOARD
+from server.appkeys import (
+    CLIP_TOKENS,
+    CLUSTER,
+    CLUSTER_HTTP,
+    DATABASE,
+    LIMITS,
+    ROSTER,
+    SESSIONS,
+    SETTINGS,
+    SWITCHBOARD,
+)
 from server.auth import CookiePolicy
 from server.calls import CallState
-from server.clients import client_address
+from server.clients import RELAYED_CLIENT, client_address
+from server.cluster import Home, NoHome
 from server.errors import json_error
 from server.limits import TokenBucket
 from server.links import CallLinkClaim
 from server.messages import ProtocolError
 from server.presence import SOCKETS_PER_AGENT, AgentSocket
+from server.relay import relay, relayed_client
 from server.routing import LiveCall
+from server.turn import TURN
 from storage.buttons import Button
 
 log = structlog.get_logger(__name__)
@@ -159,8 +173,15 @@ class Socket:
 SOCKETS: web.AppKey[set[Socket]] = web.AppKey("sockets")
 
 
-def _ice_servers(request: web.Request) -> list[dict[str, Any]]:
-    return [{"urls": url} for url in request.app[SETTINGS].ice_servers]
+def _ice_servers(request: web.Request, kind: str, subject: uuid.UUID) -> list[dict[str, Any]]:
+    """The ``hello``'s ICE servers: the configured STUN/TURN URLs, and with TURN configured, a TURN
+    server with credentials of this socket's own (``server.turn``): ``kind`` ``agent`` for a user's id,
+    ``visitor`` for a button's id."""
+    servers: list[dict[str, Any]] = [{"urls": url} for url in request.app[SETTINGS].ice_servers]
+    relay = request.app.get(TURN)
+    if relay is not None:
+        servers.append(relay.ice_server(kind, subject))
+    return servers
 
 
 def _prepare() -> web.WebSocketResponse:
@@ -195,9 +216,54 @@ async def visitor_socket(request: web.Request) -> web.StreamResponse:
     if not limits.visitor_sockets.acquire(address):
         return json_error(429, "too_many_sockets", "too many open calls from this address")
     try:
+        home = await _home(request, button.organisation_id)
+        if isinstance(home, web.Response):
+            return home
+        if home is not None:
+            return await _relay(request, home, "visitor", address)
         return await _visitor_session(request, button, address, link)
     finally:
         limits.visitor_sockets.release(address)
+
+
+async def _home(request: web.Request, organisation_id: uuid.UUID) -> Home | web.Response | None:
+    """Where a socket of the organisation is served (``server.cluster``): None here, a
+    :class:`Home` elsewhere (relay it), or the response refusing it."""
+    cluster = request.app.get(CLUSTER)
+    if cluster is None or request.get(RELAYED_CLIENT) is not None:
+        return None  # one process; or relayed here by the node the client reached
+    try:
+        home = await cluster.home(organisation_id)
+    except NoHome as exc:
+        log.warning(logs.SOCKET_REJECTED, reason="no_home", error=str(exc))
+        return json_error(503, "unavailable", "the service is briefly unavailable; try again in a moment")
+    return None if home.url is None else home
+
+
+async def _relay(request: web.Request, home: Home, role: str, address: str) -> web.StreamResponse:
+    return await relay(
+        request,
+        cluster=request.app[CLUSTER],
+        http=request.app[CLUSTER_HTTP],
+        home=home,
+        role=role,
+        client=address,
+        prepare=_prepare,
+        registry=request.app[SOCKETS],
+    )
+
+
+async def internal_socket(request: web.Request) -> web.StreamResponse:
+    """``GET /internal/v1/ws/{visitor,agent}``: a socket another node of the cluster relays here,
+    this node being its organisation's home. Signed by that node; served like a direct socket of
+    the client it names."""
+    client = relayed_client(request, request.app.get(CLUSTER))
+    if client is None:
+        return json_error(403, "forbidden", "not a signed request of this cluster")
+    request[RELAYED_CLIENT] = client
+    if request.match_info["role"] == "visitor":
+        return await visitor_socket(request)
+    return await agent_socket(request)
 
 
 async def _link_button(request: web.Request) -> tuple[Button, CallLinkClaim] | web.Response:
@@ -223,6 +289,9 @@ async def _visitor_session(
     await ws.prepare(request)
     bound = log.bind(role="visitor", button_id=str(button.id), org_id=str(button.organisation_id))
     socket = Socket(ws, bound, request.app[SOCKETS])
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:
+        cluster.hold(button.organisation_id)
     switchboard = request.app[SWITCHBOARD]
     limits = request.app[LIMITS]
     live: LiveCall | None = None
@@ -230,7 +299,9 @@ async def _visitor_session(
     bound.info(logs.SOCKET_OPENED)
     socket.send(
         messages.Hello(
-            role="visitor", button=button_json(button, link=link is not None), ice_servers=_ice_servers(request)
+            role="visitor",
+            button=button_json(button, link=link is not None),
+            ice_servers=_ice_servers(request, "visitor", button.id),
         )
     )
 
@@ -287,6 +358,8 @@ async def _visitor_session(
         deadline.cancel()
         if live is not None and not live.call.ended:
             await switchboard.visitor_gone(live, clean=code in _CLEAN_CLOSE)
+        if cluster is not None:
+            cluster.release(button.organisation_id)
         bound.info(logs.SOCKET_CLOSED, code=code)
     return ws
 
@@ -307,9 +380,17 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     if session is None or token is None:
         return json_error(401, "not_authenticated", "log in first")
     user = session.user
+    home = await _home(request, user.organisation_id)
+    if isinstance(home, web.Response):
+        return home
+    if home is not None:
+        return await _relay(request, home, "agent", client_address(request))
 
     ws = _prepare()
     await ws.prepare(request)
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:
+        cluster.hold(user.organisation_id)
     bound = log.bind(role="agent", agent_id=str(user.id), org_id=str(user.organisation_id))
     socket = Socket(ws, bound, request.app[SOCKETS])
     console = AgentSocket(send=socket.send, close=socket.close, session=token)
@@ -337,7 +418,7 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
                 "wrap_up_seconds": presence.wrap_up_seconds,
                 "in_call": str(agent.call_id) if agent.call_id else None,
             },
-            ice_servers=_ice_servers(request),
+            ice_servers=_ice_servers(request, "agent", user.id),
         )
     )
     switchboard.changed(agent)
@@ -376,6 +457,8 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
         watcher.cancel()
         if console in agent.sockets:
             await switchboard.agent_gone(agent, console, clean=code in _CLEAN_CLOSE)
+        if cluster is not None:
+            cluster.release(user.organisation_id)
         bound.info(logs.SOCKET_CLOSED, code=code)
     return ws
 

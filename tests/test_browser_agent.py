@@ -10,6 +10,7 @@ the console stores (notes, a request marked done). Run inside a loopback-only ne
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from typing import Any
@@ -18,7 +19,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from server.app import Running
+from server.app import Running, start
+from server.config import Settings
 from storage.db import Database
 from tests.browser import csp_violations, new_context
 from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
@@ -328,3 +330,33 @@ async def test_a_reload_keeps_the_agent_available_and_tabs_share_the_calls(
             assert await csp_violations(page) == []
     finally:
         await context.close()
+
+
+async def test_the_console_reconnects_by_itself_when_its_server_goes_and_goes_available_again(
+    settings: Settings,
+    database: Database,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """A server stopping (1001), or the node carrying the console dying (1012, docs/scaling.md):
+    the console reconnects on its own, to whichever server answers, and is available again."""
+    (tenant,) = await make_tenant(database)
+    first = await start(settings, database)
+    port = first.settings.port
+    context = await new_context(browser)
+    second = None
+    try:
+        page = await open_console(context, first, tenant)
+        await first.stop()  # closes the console's socket with 1001
+        await expect(page.locator("#disconnected-text")).to_contain_text("Reconnecting", timeout=WAIT_MS)
+        second = await start(dataclasses.replace(settings, port=port), database)
+        await expect(page.locator("#presence")).to_have_text("Available", timeout=MEDIA_WAIT_MS * 2)
+        # The new server has the agent available: a call rings the console.
+        peer, _ = await calling(second, tenant)
+        try:
+            await expect(page.get_by_role("button", name="Accept")).to_be_visible(timeout=WAIT_MS)
+        finally:
+            await peer.close()
+    finally:
+        await context.close()
+        if second is not None:
+            await second.stop()

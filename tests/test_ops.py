@@ -61,6 +61,7 @@ async def test_metrics_follow_a_call(server: Running, database: Database, tenant
     assert sample(after, "callbutton_event_loop_lag_seconds_count") > 0  # the watcher runs every 0.5 s
     assert sample(after, "callbutton_webhook_backlog") >= 0
     assert sample(after, "callbutton_outbox_pending") == 0 and sample(after, "callbutton_outbox_failed_total") == 0
+    assert sample(after, "callbutton_packets_dropped_total", '{reason="over_rate"}') == 0
     for phase in ("ring", "visitor_answer", "visitor_connected", "agent_connected"):
         labels = f'{{phase="{phase}"}}'
         assert sample(after, "callbutton_setup_seconds_count", labels) == 1, phase

@@ -20,6 +20,11 @@
   const HISTORY_REFRESH_MS = [400, 2500];
   const CLOSE_REPLACED = 4001;
   const CLOSE_SESSION_ENDED = 4002;
+  // The server stopped (1001), failed or lost its link to the node carrying this console (1012),
+  // or the connection dropped (1006): the console reconnects by itself, landing on a live server.
+  const RECONNECT_ON = new Set([1001, 1006, 1011, 1012, 1013]);
+  const RECONNECT_FIRST_MS = 1000;
+  const RECONNECT_MAX_MS = 30000;
 
   const PRESENCE_LABELS = {
     offline: "Offline",
@@ -123,12 +128,16 @@
     iceServers: [],
     presence: "offline",
     wantsAvailable: false, // the agent's own choice, shared by every tab and kept across a reload
+    resumeAvailable: false, // reconnecting after a lost connection, to go available again once back
+    reconnectDelay: RECONNECT_FIRST_MS,
+    reconnectTimer: null,
     autoAvailable: false, // this socket already negotiated its leg by itself once
     wrapUp: null, // { until, timer } while wrapping up
     stream: null,
     pc: null,
     legState: null,
     negotiating: false,
+    generation: 0, // goes up each time the socket is lost: negotiations begun before are dropped
     pendingAnswer: null, // { resolve, reject, timer } while an offer awaits its answer
     rings: new Map(), // call_id -> { element, buttonName, pageUrl, visitor, direction }
     accepted: new Set(), // calls this tab sent "accept" for: the others are answered in another tab
@@ -493,6 +502,17 @@
       return;
     }
     setStatus("");
+    if (RECONNECT_ON.has(code)) {
+      // Going available again afterwards, if that is what the agent had chosen.
+      state.resumeAvailable = state.resumeAvailable || state.wantsAvailable;
+      ui.disconnectedText.textContent = "Lost the connection to the call server. Reconnecting…";
+      ui.disconnected.hidden = false;
+      const delay = state.reconnectDelay * (0.5 + Math.random());
+      state.reconnectDelay = Math.min(state.reconnectDelay * 2, RECONNECT_MAX_MS);
+      clearTimeout(state.reconnectTimer);
+      state.reconnectTimer = setTimeout(reconnect, delay);
+      return;
+    }
     ui.disconnectedText.textContent =
       code === CLOSE_REPLACED
         ? "Disconnected: the console was opened in another tab or window."
@@ -501,6 +521,7 @@
   }
 
   async function reconnect() {
+    clearTimeout(state.reconnectTimer);
     ui.reconnect.disabled = true;
     try {
       const result = await api("GET", "/api/v1/me");
@@ -512,6 +533,9 @@
       connect();
     } catch {
       ui.disconnectedText.textContent = "Disconnected: the server cannot be reached.";
+      if (state.resumeAvailable) {
+        closed(1006); // still reconnecting by itself, waiting longer each time
+      }
     } finally {
       ui.reconnect.disabled = false;
     }
@@ -570,9 +594,16 @@
     const agent = message.agent && typeof message.agent === "object" ? message.agent : {};
     ui.agentName.textContent = text(agent.name, 200);
     state.wantsAvailable = agent.wants_available === true;
+    state.reconnectDelay = RECONNECT_FIRST_MS;
+    const resuming = state.resumeAvailable && !state.wantsAvailable;
+    state.resumeAvailable = false;
     setPresence(agent.presence, agent.wrap_up_seconds);
     showOtherTab(text(agent.in_call, 64) || null);
-    if (state.wantsAvailable) {
+    if (resuming) {
+      // Back after a lost connection, on a server that had not seen this agent: available again.
+      setStatus("Reconnected. Going available again…");
+      goAvailable(false);
+    } else if (state.wantsAvailable) {
       // Presence survives a reload (and is shared with other tabs): this tab needs its own leg.
       setStatus("Connected. Going available again…");
       availableByItself();
@@ -726,6 +757,10 @@
       return;
     }
     state.negotiating = true;
+    // A socket that closes meanwhile ends this negotiation (teardown starts a new generation):
+    // the next socket negotiates its own leg.
+    const generation = state.generation;
+    const stale = () => state.generation !== generation;
     render();
     setStatus("Connecting your microphone…");
     try {
@@ -741,6 +776,9 @@
                 : "The microphone could not be used.",
           );
         }
+      }
+      if (stale()) {
+        return;
       }
       updateMicrophone();
       closeLeg();
@@ -763,6 +801,10 @@
       }
       await pc.setLocalDescription(await pc.createOffer());
       await waitForIceGathering(pc);
+      if (stale()) {
+        pc.close();
+        return;
+      }
       setStatus("Connecting your audio…");
       const answer = await exchangeOffer(pc.localDescription.sdp);
       if (pc !== state.pc) {
@@ -776,14 +818,21 @@
         return; // "Connecting your audio…" until the server says the leg is up
       }
     } catch (error) {
+      if (stale()) {
+        return;
+      }
       closeLeg();
       setStatus("");
       showError(`Could not go available: ${error && error.message ? error.message : error}`);
     } finally {
-      state.negotiating = false;
-      render();
+      if (!stale()) {
+        state.negotiating = false;
+        render();
+      }
     }
-    describePresence();
+    if (!stale()) {
+      describePresence();
+    }
   }
 
   function goAway() {
@@ -805,6 +854,8 @@
   }
 
   function teardown() {
+    state.generation += 1;
+    state.negotiating = false;
     if (state.pendingAnswer) {
       state.pendingAnswer.reject(new Error("disconnected"));
     }

@@ -1,0 +1,270 @@
+"""Several server processes (workers on one machine, nodes on several) sharing the work through Redis.
+
+What a call needs at once (the queues, who is available, who rings, the legs and the bridge) stays in
+one process per organisation: the organisation's *home*. Any node takes a socket; a socket for an
+organisation homed elsewhere is relayed, message for message, to the home over an internal
+WebSocket (``server.signalling``), and the home negotiates the legs itself, so a call's media runs
+between the browsers and the home and is recorded there, once. Nothing about routing is
+distributed, so it behaves exactly as on one process.
+
+Redis holds two kinds of keys, each with a time to live that its holder keeps renewing:
+
+- ``callbutton:node:<name>``: a live node and the URL its internal routes answer on;
+- ``callbutton:home:<organisation id>``: the node that is the organisation's home. The first node
+  to need a home for an organisation while none is held takes it; the holder renews it while it
+  has sockets of that organisation, and gives it up when they are gone (or when it stops).
+
+A node that dies stops renewing: within :data:`TTL_SECONDS` its keys expire, the sockets it relayed
+see their relay fail and tell their clients (who reconnect), and the next socket of one of its
+organisations makes a live node the home. While Redis itself is away, a node keeps serving what it
+already serves (its homes, its relays); a socket of an organisation it knows no home for is
+refused with 503 until Redis is back (redis-py reconnects by itself; nothing needs a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "callbutton:"
+#: How long a dead node's keys outlive it, at most.
+TTL_SECONDS = 6.0
+RENEW_SECONDS = 2.0
+#: How often a node looks for calls of nodes that died, to close them.
+REAP_SECONDS = 10.0
+#: How long a signed internal request stays valid (clocks of nodes may differ this much).
+SIGNATURE_SECONDS = 30.0
+
+CLUSTER_JOINED = "cluster.joined"
+CLUSTER_LEFT = "cluster.left"
+REDIS_UNAVAILABLE = "cluster.redis_unavailable"
+REDIS_BACK = "cluster.redis_back"
+HOME_LOST = "cluster.home_lost"
+
+# Renew a key we hold; take it again if it expired meanwhile (Redis restarted empty, say); 0 when
+# another node holds it now.
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+# Delete a key only if we still hold it.
+_GIVE_UP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class ClusterError(Exception):
+    """This node cannot take part (its name is taken, Redis does not answer at start)."""
+
+
+class NoHome(Exception):
+    """No home can be found for an organisation just now (Redis away, its home just died)."""
+
+
+@dataclass(frozen=True)
+class Home:
+    """Where an organisation's calls are carried: this node (``url`` None) or another."""
+
+    node: str
+    url: str | None
+
+
+class Cluster:
+    """This node's membership: its registration, the homes it holds, and the signatures of its
+    internal requests. ``redis`` is a ``redis.asyncio.Redis``."""
+
+    def __init__(self, redis: Any, *, name: str, internal_url: str, secret: bytes) -> None:
+        self.name = name
+        self.internal_url = internal_url
+        self._redis = redis
+        self._secret = secret
+        self._ttl_ms = int(TTL_SECONDS * 1000)
+        self._held: Counter[uuid.UUID] = Counter()
+        #: Homes last seen, for when Redis is away.
+        self._known: dict[uuid.UUID, Home] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._redis_down = False
+        self._renew = redis.register_script(_RENEW)
+        self._give_up = redis.register_script(_GIVE_UP)
+
+    # --- membership -------------------------------------------------------------------------------
+
+    async def join(self, wait: float = TTL_SECONDS * 2) -> None:
+        """Register this node. A node of the same name that died leaves its key for up to
+        :data:`TTL_SECONDS`: wait that long for it, then refuse (two live nodes of one name)."""
+        value = json.dumps({"url": self.internal_url, "started": time.time()})
+        deadline = time.monotonic() + wait
+        try:
+            while not await self._redis.set(self._node_key(self.name), value, nx=True, px=self._ttl_ms):
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"another node named {self.name!r} is running (CALLBUTTON_NODE_NAME must differ per node)"
+                    )
+                await asyncio.sleep(0.5)
+        except ClusterError:
+            raise
+        except Exception as exc:
+            raise ClusterError(f"Redis does not answer at CALLBUTTON_REDIS_URL: {exc}") from exc
+        self._node_value = value
+        self._renewer = asyncio.create_task(self._renew_loop(), name="cluster-renew")
+        log.info(CLUSTER_JOINED, node=self.name, internal_url=self.internal_url)
+
+    async def leave(self) -> None:
+        """Stop renewing and give up this node's keys, so that others take over at once."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        with contextlib.suppress(Exception):
+            for organisation_id in list(self._held):
+                await self._give_up(keys=[self._home_key(organisation_id)], args=[self.name])
+            await self._give_up(keys=[self._node_key(self.name)], args=[self._node_value])
+        log.info(CLUSTER_LEFT, node=self.name)
+
+    async def live_nodes(self) -> set[str]:
+        """The names of the nodes registered now (this one included)."""
+        names = set()
+        async for key in self._redis.scan_iter(match=f"{PREFIX}node:*", count=500):
+            names.add((key.decode() if isinstance(key, bytes) else key).removeprefix(f"{PREFIX}node:"))
+        return names
+
+    async def _node_url(self, name: str) -> str | None:
+        raw = await self._redis.get(self._node_key(name))
+        return None if raw is None else str(json.loads(raw)["url"])
+
+    # --- homes ------------------------------------------------------------------------------------
+
+    async def home(self, organisation_id: uuid.UUID) -> Home:
+        """The organisation's home, taking it for this node when nobody holds it. Raises
+        :class:`NoHome` when none can be found now."""
+        if self._held[organisation_id] > 0:
+            return Home(self.name, None)
+        key = self._home_key(organisation_id)
+        try:
+            holder = await self._redis.set(key, self.name, nx=True, px=self._ttl_ms, get=True)
+            if holder is None:  # it was free: ours now, until no socket of it is left here
+                home = Home(self.name, None)
+            else:
+                holder = holder.decode() if isinstance(holder, bytes) else holder
+                if holder == self.name:
+                    home = Home(self.name, None)
+                else:
+                    url = await self._node_url(holder)
+                    if url is None:
+                        # Its node died and the home has not expired yet.
+                        raise NoHome(f"the home of organisation {organisation_id} has just failed; try again")
+                    home = Home(holder, url)
+        except NoHome:
+            raise
+        except Exception as exc:
+            known = self._known.get(organisation_id)
+            if known is None:
+                raise NoHome(f"Redis does not answer: {exc}") from exc
+            return known
+        self._known[organisation_id] = home
+        return home
+
+    def hold(self, organisation_id: uuid.UUID) -> None:
+        """A socket of the organisation opened here (this node is its home)."""
+        self._held[organisation_id] += 1
+
+    def release(self, organisation_id: uuid.UUID) -> None:
+        """A socket of the organisation closed here; with none left, the home is given up."""
+        self._held[organisation_id] -= 1
+        if self._held[organisation_id] <= 0:
+            del self._held[organisation_id]
+            self._known.pop(organisation_id, None)
+            task = asyncio.create_task(self._give_up_home(organisation_id))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _give_up_home(self, organisation_id: uuid.UUID) -> None:
+        if self._held[organisation_id] == 0:
+            with contextlib.suppress(Exception):
+                await self._give_up(keys=[self._home_key(organisation_id)], args=[self.name])
+
+    def holds(self, organisation_id: uuid.UUID) -> bool:
+        return self._held[organisation_id] > 0
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(RENEW_SECONDS, self._ttl_ms / 3000))
+            try:
+                await self._renew(keys=[self._node_key(self.name)], args=[self._node_value, self._ttl_ms])
+                for organisation_id in list(self._held):
+                    if not await self._renew(keys=[self._home_key(organisation_id)], args=[self.name, self._ttl_ms]):
+                        # Another node took it while we could not renew (Redis was away longer than
+                        # the TTL): the calls here go on, new sockets go there.
+                        log.error(HOME_LOST, organisation_id=str(organisation_id))
+            except Exception as exc:
+                if not self._redis_down:
+                    self._redis_down = True
+                    log.warning(REDIS_UNAVAILABLE, error=repr(exc))
+                continue
+            if self._redis_down:
+                self._redis_down = False
+                log.info(REDIS_BACK)
+
+    async def reap_forever(self, reap: Callable[[set[str]], Awaitable[None]]) -> None:
+        """Every :data:`REAP_SECONDS`, hand ``reap`` the live nodes, for it to close the work of
+        the others (a node that died and is not coming back)."""
+        while True:
+            await asyncio.sleep(REAP_SECONDS)
+            try:
+                live = await self.live_nodes()
+                if self.name in live:  # never while our own key is missing: we could be the one cut off
+                    await reap(live)
+            except Exception:
+                log.warning("cluster.reap_failed", exc_info=True)
+
+    # --- internal requests ------------------------------------------------------------------------
+
+    def sign(self, path_qs: str, client: str, origin: str) -> str:
+        """The ``X-Callbutton-Cluster`` header of an internal request this node makes."""
+        stamp = str(int(time.time()))
+        return f"{stamp}.{self.name}.{self._mac(stamp, self.name, path_qs, client, origin)}"
+
+    def verify(self, header: str, path_qs: str, client: str, origin: str) -> bool:
+        stamp, _, rest = header.partition(".")
+        node, _, mac = rest.rpartition(".")
+        try:
+            fresh = abs(time.time() - int(stamp)) <= SIGNATURE_SECONDS
+        except ValueError:
+            return False
+        expected = self._mac(stamp, node, path_qs, client, origin)
+        return fresh and hmac.compare_digest(mac.encode(), expected.encode())
+
+    def _mac(self, stamp: str, node: str, path_qs: str, client: str, origin: str) -> str:
+        text = "\n".join((stamp, node, path_qs, client, origin)).encode()
+        return base64.urlsafe_b64encode(hmac.digest(self._secret, text, hashlib.sha256)).decode().rstrip("=")
+
+    @staticmethod
+    def _node_key(name: str) -> str:
+        return f"{PREFIX}node:{name}"
+
+    @staticmethod
+    def _home_key(organisation_id: uuid.UUID) -> str:
+        return f"{PREFIX}home:{organisation_id}"

@@ -1,0 +1,351 @@
+"""Two nodes (two ``callbutton serve`` processes) sharing Postgres and a Redis started here
+(server/cluster.py): a call whose visitor and agent reached different nodes, and a node that dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio
+
+from server.cluster import REAP_SECONDS, TTL_SECONDS, Cluster, ClusterError
+from storage.db import Database
+from storage.keys import Keyring
+from storage.recordings import RecordingStore, read_plaintext
+from tests.conftest import VISITOR_ORIGIN, answered_call_for, make_admin, make_tenant
+from tests.peers import Agent, Visitor
+from tests.run_keys import MASTER_KEY
+from tests.test_call import wait_for_row
+from tests.test_recording_crash import ROOT, ServerProcess
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis of this module's own, on loopback (the suite runs in a network namespace of its own)."""
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is missing: run ./dev system"
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if process.poll() is not None:
+                    raise AssertionError("redis-server exited") from None
+                subprocess.run(["sleep", "0.05"], check=True)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def membership(redis_url: str, name: str, ttl: float = TTL_SECONDS) -> Cluster:
+    client = redis.asyncio.from_url(redis_url)
+    member = Cluster(client, name=name, internal_url=f"http://127.0.0.1:1/{name}", secret=b"k" * 32)
+    member._ttl_ms = int(ttl * 1000)
+    await member.join(wait=ttl * 2)
+    return member
+
+
+async def test_an_organisation_has_one_home_which_it_keeps_while_in_use_and_loses_when_its_node_dies(
+    redis_url: str,
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    a = await membership(redis_url, f"a-{suffix}", ttl=1.0)
+    b = await membership(redis_url, f"b-{suffix}", ttl=1.0)
+    organisation = uuid.uuid4()
+    try:
+        assert {a.name, b.name} <= await a.live_nodes()
+        assert (await a.home(organisation)).url is None  # free: a takes it
+        a.hold(organisation)
+        there = await b.home(organisation)
+        assert (there.node, there.url) == (a.name, a.internal_url)
+        await asyncio.sleep(2.5)  # more than the TTL: a renews what it holds
+        assert (await b.home(organisation)).node == a.name
+        with pytest.raises(ClusterError, match="another node named"):
+            await membership(redis_url, a.name, ttl=1.0)
+
+        a._renewer.cancel()  # type: ignore[union-attr]  # a dies: it renews nothing any more
+        await asyncio.sleep(1.5)
+        assert a.name not in await b.live_nodes()
+        assert (await b.home(organisation)).url is None  # b takes over
+    finally:
+        await b.leave()
+
+
+async def test_a_home_given_up_when_its_last_socket_closes_and_signatures_bind_what_they_sign(redis_url: str) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    a = await membership(redis_url, f"a-{suffix}")
+    b = await membership(redis_url, f"b-{suffix}")
+    organisation = uuid.uuid4()
+    try:
+        assert (await a.home(organisation)).url is None
+        a.hold(organisation)
+        a.release(organisation)
+        await asyncio.sleep(0.2)
+        assert (await b.home(organisation)).url is None  # given up at once, not after the TTL
+
+        header = a.sign("/internal/v1/ws/agent", "203.0.113.9", "https://calls.example")
+        assert b.verify(header, "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example")
+        assert not b.verify(header, "/internal/v1/ws/agent", "203.0.113.10", "https://calls.example")
+        assert not b.verify(header, "/internal/v1/ws/visitor", "203.0.113.9", "https://calls.example")
+        assert not b.verify(
+            header.replace(header[-4:], "AAAA"), "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example"
+        )
+        stale = f"{int(time.time()) - 120}" + header[header.index(".") :]
+        assert not b.verify(stale, "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example")
+        other = Cluster(b._redis, name="x", internal_url="http://127.0.0.1:1", secret=b"o" * 32)
+        assert not other.verify(header, "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example")
+    finally:
+        await a.leave()
+        await b.leave()
+
+
+def node_env(migrated: str, tmp_path: Path, redis_url: str, **more: str) -> dict[str, str]:
+    """The environment of a node of the test cluster (``more``: further CALLBUTTON_ variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
+    env.update(
+        {
+            "CALLBUTTON_DATABASE_URL": migrated,
+            "CALLBUTTON_DATA_DIR": str(tmp_path),
+            "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1",
+            "CALLBUTTON_MASTER_KEY": MASTER_KEY.to_text(),
+            "CALLBUTTON_LOG_FORMAT": "json",
+            "CALLBUTTON_REDIS_URL": redis_url,
+            "CALLBUTTON_PURGE_INTERVAL": "0",
+            "CALLBUTTON_LOGIN_RATE_PER_ACCOUNT": "6000",
+            "CALLBUTTON_LOGIN_RATE_PER_ADDRESS": "6000",
+        }
+    )
+    env.update({f"CALLBUTTON_{key.upper()}": value for key, value in more.items()})
+    return env
+
+
+@pytest.fixture
+async def nodes(migrated: str, tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+    """Nodes a and b behind one public origin (a's), as behind a load balancer."""
+    ports = free_port(), free_port()
+    base = node_env(migrated, tmp_path, redis_url, public_url=f"http://127.0.0.1:{ports[0]}")
+    a = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[0]), "CALLBUTTON_NODE_NAME": f"a-{ports[0]}"})
+    b = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[1]), "CALLBUTTON_NODE_NAME": f"b-{ports[1]}"})
+    await a.start()
+    await b.start()
+    # Each node's own address (both say they serve the public origin, which is a's).
+    b.url = f"http://127.0.0.1:{ports[1]}"
+    try:
+        yield a, b
+    finally:
+        for node in (a, b):
+            if node.process is not None and node.process.returncode is None:
+                await node.kill(signal.SIGTERM)
+
+
+async def test_a_visitor_on_one_node_talks_with_an_agent_on_another(
+    nodes: tuple[ServerProcess, ServerProcess], database: Database, tmp_path: Path
+) -> None:
+    a, b = nodes
+    (tenant,) = await make_tenant(database, recording=True)
+    agent = Agent(b.url, tenant.agent_email, tenant.agent_password, origin=a.url)
+    visitor = Visitor(a.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()  # the organisation's first socket: b is its home
+        await agent.go_available(tone=880.0)
+        await visitor.connect()  # on a: relayed to b
+        call_id = await visitor.call(tone=440.0)
+        await agent.expect("ring", call_id=call_id)
+        await agent.send({"type": "accept", "call_id": call_id})
+        await visitor.expect("call_state", state="answered")
+        await visitor.hears(880.0)
+        await agent.hears(440.0)
+        await asyncio.sleep(2.0)
+        await visitor.send({"type": "hangup"})
+        await agent.expect("call_state", call_id=call_id, state="ended")
+        await asyncio.wait_for(visitor.closed.wait(), 5)
+        assert visitor.close_code == aiohttp.WSCloseCode.OK  # b's close, passed on by a
+    finally:
+        await visitor.close()
+        await agent.close()
+
+    row = await wait_for_row(database, tenant, call_id, "ended")
+    assert row.end_reason == "visitor_hangup"
+    carried_by = await database.pool.fetchval("SELECT node FROM calls WHERE id = $1", uuid.UUID(call_id))
+    assert carried_by.startswith("b-")
+    store = RecordingStore(database.pool, Keyring(database.keystore_pool, MASTER_KEY), tmp_path / "recordings")
+    for _ in range(100):
+        records = await store.for_call(tenant.organisation_id, uuid.UUID(call_id))
+        if records and records[0].state != "recording":
+            break
+        await asyncio.sleep(0.1)
+    (record,) = records  # recorded once, by the node carrying the call
+    assert record.state == "complete"
+    plaintext = read_plaintext(store.path(tenant.organisation_id, record.id), await store.key(record), record.id)
+    assert plaintext.startswith(b"OggS")
+
+
+async def test_when_a_node_dies_its_calls_end_with_a_reason_and_another_node_takes_over(
+    nodes: tuple[ServerProcess, ServerProcess], database: Database
+) -> None:
+    a, b = nodes
+    tenant, colleague = await make_tenant(database, agents=2)
+    first, second = tenant.agent_email, colleague.agent_email
+    on_b = Agent(b.url, first, tenant.agent_password, origin=a.url)
+    via_a = Agent(a.url, second, tenant.agent_password, origin=a.url)
+    visitor = Visitor(a.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await on_b.connect()  # b becomes the home
+        await on_b.go_available()
+        await via_a.connect()  # relayed to b
+        await visitor.connect()
+        call_id = await visitor.call()
+        await on_b.expect("ring", call_id=call_id)
+        await on_b.send({"type": "accept", "call_id": call_id})
+        await visitor.expect("call_state", state="answered")
+        await visitor.hears(880.0)
+
+        assert b.process is not None
+        b.process.kill()  # SIGKILL: no goodbye
+        await asyncio.wait_for(b.process.wait(), 10)
+        loop = asyncio.get_running_loop()
+        died = loop.time()
+        ended = await visitor.expect("call_state", call_id=call_id, state="ended", timeout=TTL_SECONDS + 5)
+        assert (ended["reason"], ended["detail"]) == ("failed", "server_failed")
+        assert loop.time() - died < TTL_SECONDS
+        await asyncio.wait_for(via_a.closed.wait(), TTL_SECONDS)
+        assert via_a.close_code == 1012  # reconnect: the console does, after a moment
+    finally:
+        await visitor.close()
+        await on_b.close()
+        await via_a.close()
+        if b.process is not None and b.process.returncode is None:
+            await b.kill(signal.SIGKILL)
+
+    # The agent reconnects to a; once b's home has expired, a is the home and rings it.
+    again = Agent(a.url, second, tenant.agent_password, origin=a.url)
+    caller = Visitor(a.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await again.login()
+        for _ in range(int(TTL_SECONDS * 4)):
+            try:
+                await again.connect()
+                break
+            except aiohttp.WSServerHandshakeError as refused:
+                assert refused.status == 503  # b's home has not expired yet
+                await asyncio.sleep(0.5)
+        await again.go_available()
+        await caller.connect()
+        new_call = await caller.call()
+        await again.expect("ring", call_id=new_call)
+        # b's agent is gone from presence: a's admin view lists it offline.
+        email, password = await make_admin(database, tenant.organisation_id)
+        admin = Agent(a.url, email, password, origin=a.url)
+        await admin.login()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{a.url}/api/v1/users", headers={"Cookie": admin.cookie or ""}) as response:
+                users = {u["email"]: u for u in (await response.json())["users"]}
+        assert users[first]["presence"] == "offline" and users[second]["presence"] == "ringing"
+        await admin.close()
+    finally:
+        await caller.close()
+        await again.close()
+    # The call b carried is closed as failed by a, once b is known dead (its key expired).
+    row = await wait_for_row(database, tenant, call_id, "ended", timeout=REAP_SECONDS + TTL_SECONDS + 5)
+    assert row.end_reason == "failed"
+
+
+async def test_serve_workers_runs_processes_on_one_port_and_restarts_one_that_dies(
+    migrated: str, tmp_path: Path, redis_url: str, database: Database
+) -> None:
+    port = free_port()
+    name = f"w-{uuid.uuid4().hex[:6]}"
+    env = node_env(migrated, tmp_path, redis_url, node_name=name, port=str(port))
+    supervisor = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", "serve", "--workers", "2", env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
+    )
+    assert supervisor.stderr is not None
+    events: list[dict[str, object]] = []
+
+    async def read() -> None:
+        assert supervisor.stderr is not None
+        while line := await supervisor.stderr.readline():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+
+    reader = asyncio.create_task(read())
+    client = redis.asyncio.from_url(redis_url)
+    observer = Cluster(client, name=f"observer-{name}", internal_url="http://127.0.0.1:1", secret=b"o" * 32)
+
+    async def workers_live() -> set[str]:
+        return {n for n in await observer.live_nodes() if n.startswith(name)}
+
+    try:
+        for _ in range(150):
+            if await workers_live() == {f"{name}-w0", f"{name}-w1"}:
+                break
+            await asyncio.sleep(0.2)
+        assert await workers_live() == {f"{name}-w0", f"{name}-w1"}
+
+        # Sockets land on either worker (the kernel picks); the call works whichever.
+        (tenant,) = await make_tenant(database)
+        visitor, agent, _ = await answered_call_for(f"http://127.0.0.1:{port}", tenant)
+        try:
+            await visitor.hears(880.0)
+            await agent.hears(440.0)
+        finally:
+            await visitor.close()
+            await agent.close()
+
+        # A worker killed is started again under its name.
+        started = next(e for e in events if e.get("event") == "workers.started")
+        pids = started["pids"]
+        assert isinstance(pids, list) and len(pids) == 2
+        os.kill(int(pids[0]), signal.SIGKILL)
+        for _ in range(100):
+            if any(e.get("event") == "workers.worker_exited" for e in events):
+                break
+            await asyncio.sleep(0.1)
+        assert any(e.get("event") == "workers.worker_exited" and e.get("worker") == 0 for e in events)
+        for _ in range(150):  # its old key expires, then it joins again
+            restarted = [e for e in events if e.get("event") == "cluster.joined" and e.get("node") == f"{name}-w0"]
+            if len(restarted) >= 2:
+                break
+            await asyncio.sleep(0.2)
+        assert len(restarted) >= 2
+        supervisor.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(supervisor.wait(), 60) == 0
+        # They leave on the way out (one stopped while still starting leaves by expiry).
+        for _ in range(int(TTL_SECONDS * 10) + 10):
+            if not await workers_live():
+                break
+            await asyncio.sleep(0.1)
+        assert await workers_live() == set()
+    finally:
+        if supervisor.returncode is None:
+            supervisor.kill()
+            await supervisor.wait()
+        await reader
+        await client.aclose()
