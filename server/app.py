@@ -56,6 +56,7 @@ from server.cluster import Cluster
 from server.config import Settings
 from server.demo import DemoTenant, ensure_demo_tenant
 from server.errors import error_middleware
+from server.homing import home_middleware
 from server.limits import Limits
 from server.masterkey import load_master_key
 from server.presence import Roster
@@ -93,7 +94,7 @@ def create_app(
     """
     pin_host_addresses(settings.ice_host_addresses)
     app = web.Application(
-        middlewares=[error_middleware, pages.security_headers, pages.csrf_guard],
+        middlewares=[error_middleware, pages.security_headers, pages.csrf_guard, home_middleware],
         client_max_size=64 * 1024,
     )
     app[SETTINGS] = settings

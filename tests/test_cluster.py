@@ -349,3 +349,47 @@ async def test_serve_workers_runs_processes_on_one_port_and_restarts_one_that_di
             await supervisor.wait()
         await reader
         await client.aclose()
+
+
+async def test_requests_about_live_state_are_answered_by_the_home_wherever_they_land(
+    nodes: tuple[ServerProcess, ServerProcess], database: Database
+) -> None:
+    a, b = nodes
+    (tenant,) = await make_tenant(database)
+    agent = Agent(b.url, tenant.agent_email, tenant.agent_password, origin=a.url)
+    email, password = await make_admin(database, tenant.organisation_id)
+    admin = Agent(a.url, email, password, origin=a.url)
+    try:
+        await agent.connect()  # b is the home
+        await agent.go_available()
+        await admin.login()
+        async with aiohttp.ClientSession() as http:
+            # On a, which holds nothing of the organisation: the answers are b's.
+            async with http.get(f"{a.url}/api/v1/users", headers={"Cookie": admin.cookie or ""}) as response:
+                assert response.status == 200
+                users = {u["email"]: u for u in (await response.json())["users"]}
+            assert users[tenant.agent_email]["presence"] == "available"
+            widget = f"{a.url}/api/v1/widget/{tenant.button_key}"
+            async with http.get(widget, headers={"Origin": VISITOR_ORIGIN}) as response:
+                assert response.status == 200 and (await response.json())["agents_available"] is True
+                assert response.headers["Access-Control-Allow-Origin"] == VISITOR_ORIGIN
+            # Logging out through a ends the agent's socket on b at once.
+            async with http.delete(
+                f"{a.url}/api/v1/session", headers={"Cookie": agent.cookie or "", "Origin": a.url}
+            ) as response:
+                assert response.status == 204, await response.text()
+            await asyncio.wait_for(agent.closed.wait(), 5)
+            assert agent.close_code == 4002
+            # A forged internal request is refused.
+            async with http.get(
+                f"{b.url}/api/v1/users",
+                headers={
+                    "Cookie": admin.cookie or "",
+                    "X-Callbutton-Cluster": "1.x.forged",
+                    "X-Callbutton-Client": "1.2.3.4",
+                },
+            ) as response:
+                assert response.status == 403
+    finally:
+        await agent.close()
+        await admin.close()
