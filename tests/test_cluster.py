@@ -38,30 +38,49 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class RedisServer:
+    """``redis-server`` on a loopback port, without persistence (as a cluster needs it)."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None, "redis-server is missing: run ./dev system"
+        self._process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            cwd=self.folder,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self._process.poll() is not None:
+                    raise AssertionError("redis-server exited") from None
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis of this module's own, on loopback (the suite runs in a network namespace of its own)."""
-    binary = shutil.which("redis-server")
-    assert binary is not None, "redis-server is missing: run ./dev system"
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL,
-    )
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
     try:
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if process.poll() is not None:
-                    raise AssertionError("redis-server exited") from None
-                subprocess.run(["sleep", "0.05"], check=True)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 async def membership(redis_url: str, name: str, ttl: float = TTL_SECONDS) -> Cluster:
@@ -146,8 +165,10 @@ def node_env(migrated: str, tmp_path: Path, redis_url: str, **more: str) -> dict
     return env
 
 
-@pytest.fixture
-async def nodes(migrated: str, tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+@contextlib.asynccontextmanager
+async def two_nodes(
+    migrated: str, tmp_path: Path, redis_url: str
+) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
     """Nodes a and b behind one public origin (a's), as behind a load balancer."""
     ports = free_port(), free_port()
     base = node_env(migrated, tmp_path, redis_url, public_url=f"http://127.0.0.1:{ports[0]}")
@@ -163,6 +184,12 @@ async def nodes(migrated: str, tmp_path: Path, redis_url: str) -> AsyncIterator[
         for node in (a, b):
             if node.process is not None and node.process.returncode is None:
                 await node.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+async def nodes(migrated: str, tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
+    async with two_nodes(migrated, tmp_path, redis_url) as pair:
+        yield pair
 
 
 async def test_a_visitor_on_one_node_talks_with_an_agent_on_another(
@@ -393,3 +420,62 @@ async def test_requests_about_live_state_are_answered_by_the_home_wherever_they_
     finally:
         await agent.close()
         await admin.close()
+
+
+async def test_nodes_keep_their_calls_through_a_redis_outage_and_recover_without_a_restart(
+    migrated: str, tmp_path: Path, database: Database
+) -> None:
+    store = RedisServer(tmp_path)
+    store.start()
+    try:
+        async with two_nodes(migrated, tmp_path, store.url) as (a, b):
+            (tenant,) = await make_tenant(database, agents=1)
+            agent = Agent(b.url, tenant.agent_email, tenant.agent_password, origin=a.url)
+            visitor = Visitor(a.url, tenant.button_key, VISITOR_ORIGIN)
+            try:
+                await agent.connect()  # b is the home
+                await agent.go_available()
+                await visitor.connect()  # relayed by a: a has seen where the home is
+                call_id = await visitor.call()
+                await agent.expect("ring", call_id=call_id)
+                await agent.send({"type": "accept", "call_id": call_id})
+                await visitor.hears(880.0)
+
+                store.stop()  # Redis goes away
+                await asyncio.sleep(TTL_SECONDS + 1)  # longer than any key would live
+                assert visitor.sink is not None
+                heard = visitor.sink.frames_received
+                await asyncio.sleep(1.0)
+                assert visitor.sink.frames_received - heard > 25  # the call goes on
+                await agent.hears(440.0)
+                # A socket of an organisation whose home a knows still gets there.
+                late = Visitor(a.url, tenant.button_key, VISITOR_ORIGIN)
+                try:
+                    await late.connect()
+                finally:
+                    await late.close()
+
+                store.start()  # back, empty: the nodes put their keys back by themselves
+                client = redis.asyncio.from_url(store.url)
+                observer = Cluster(client, name="observer", internal_url="http://127.0.0.1:1", secret=b"o" * 32)
+                try:
+                    for _ in range(50):
+                        if {
+                            a.env["CALLBUTTON_NODE_NAME"],
+                            b.env["CALLBUTTON_NODE_NAME"],
+                        } <= await observer.live_nodes():
+                            break
+                        await asyncio.sleep(0.2)
+                    assert {a.env["CALLBUTTON_NODE_NAME"], b.env["CALLBUTTON_NODE_NAME"]} <= await observer.live_nodes()
+                    home = await client.get(f"callbutton:home:{tenant.organisation_id}")
+                    assert home is not None and home.decode() == b.env["CALLBUTTON_NODE_NAME"]
+                finally:
+                    await client.aclose()
+                await visitor.hears(880.0)
+                await visitor.send({"type": "hangup"})
+                await agent.expect("call_state", call_id=call_id, state="ended")
+            finally:
+                await visitor.close()
+                await agent.close()
+    finally:
+        store.stop()
