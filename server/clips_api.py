@@ -82,9 +82,11 @@ async def create_clip(request: web.Request) -> web.Response:
         database = request.app[DATABASE]
         if call_id is not None:
             live = request.app[SWITCHBOARD].calls.get(call_id)
-            known = (live is not None and live.call.organisation_id == button.organisation_id) or (
-                await database.calls.get(button.organisation_id, call_id) is not None
-            )
+            if live is not None and live.call.organisation_id == button.organisation_id:
+                await live.call.flush()  # a clip sent in a call's first moments finds its row stored
+                known = True
+            else:
+                known = await database.calls.get(button.organisation_id, call_id) is not None
         else:
             known = await database.callbacks.get(button.organisation_id, callback_id) is not None  # type: ignore[arg-type]
         if not known:

@@ -99,6 +99,8 @@ class CallRecording:
         self._stats.packets_dropped += result.dropped
         recording_id, ended_at = self.recording_id, datetime.datetime.now(datetime.UTC)
         state = "complete" if result.error is None else "truncated"
+        # After the call's own events (its end among them): webhook receivers hear call.ended first.
+        await self._call_stored()
         # Through the outbox: finishing twice is harmless (only a recording still being written is
         # finished), so a retry after a lost commit changes nothing.
         await self._outbox.write(

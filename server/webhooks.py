@@ -26,6 +26,7 @@ import aiohttp
 import structlog
 
 from server import logs
+from storage.outbox import transient
 from storage.webhooks import Delivery, Webhooks
 
 log = structlog.get_logger(__name__)
@@ -98,8 +99,11 @@ class Sender:
         while not self._stopping.is_set():
             try:
                 due = await self._store.claim(LEASE)
-            except Exception:
-                log.warning(logs.WEBHOOK_CLAIM_FAILED, exc_info=True)
+            except Exception as exc:
+                if transient(exc):  # the database is away: said once a try, without a traceback
+                    log.warning(logs.WEBHOOK_CLAIM_FAILED, error=repr(exc))
+                else:
+                    log.warning(logs.WEBHOOK_CLAIM_FAILED, exc_info=True)
                 due = []
             if due:
                 self._in_flight.update(d.row for d in due)
