@@ -69,14 +69,14 @@ async def require_admin(request: web.Request) -> Session:
     an organisation's API token (``Authorization: Bearer cbt_...``), which acts as its admin."""
     authorization = request.headers.get("Authorization")
     if authorization is not None:
-        return await _token_session(request, authorization)
+        return await token_session(request, authorization)
     session = await current_session(request)
     if session.user.role != "admin":
         raise ApiError(403, "forbidden", "this is for admins of the organisation")
     return session
 
 
-async def _token_session(request: web.Request, authorization: str) -> Session:
+async def token_session(request: web.Request, authorization: str) -> Session:
     scheme, _, token = authorization.partition(" ")
     found = await request.app[DATABASE].tokens.lookup(token.strip()) if scheme.lower() == "bearer" else None
     if found is None:

@@ -60,6 +60,7 @@ from server.homing import home_middleware
 from server.limits import Limits
 from server.masterkey import load_master_key
 from server.presence import Roster
+from server.relay import Relayed
 from server.routing import Switchboard
 from storage.clips import ClipStore
 from storage.db import Database
@@ -176,7 +177,7 @@ def create_app(
     metrics.add_routes(app)
     clips_api.add_routes(
         app,
-        ClipStore(database.pool, recordings.keyring, recordings.root, clean=clips_api.cleaner),
+        ClipStore(database.pool, recordings.keyring, recordings.root, clean=clips_api.cleaner, node=node),
         ClipTokens(recordings.keyring.derive("clip tokens")),
     )
     pages.add_routes(app)
@@ -199,15 +200,25 @@ def _join(app: web.Application, cluster: Cluster, database: Database, recordings
             )
 
     async def begin(app: web.Application) -> None:
-        app[CLUSTER_HTTP] = aiohttp.ClientSession()
+        # Relayed sockets hold their connection all day: no pool limit (aiohttp's default of 100
+        # would stall every relay past the hundredth), a short connect timeout, no cookie jar (the
+        # clients' cookies are passed on request by request, never kept).
+        app[CLUSTER_HTTP] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         app[REAPER] = asyncio.create_task(cluster.reap_forever(reap), name="cluster-reaper")
 
     async def end(app: web.Application) -> None:
-        app[REAPER].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await app[REAPER]
+        reaper = app.get(REAPER)
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
         await cluster.leave()
-        await app[CLUSTER_HTTP].close()
+        if CLUSTER_HTTP in app:
+            await app[CLUSTER_HTTP].close()
 
     app.on_startup.append(begin)
     app.on_cleanup.append(end)
@@ -300,6 +311,9 @@ class Running:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await switchboard.no_calls.wait()
+                # Sockets this node relays to other nodes (server/relay.py) may carry calls too.
+                while any(isinstance(s, Relayed) and s.in_call for s in app[signalling.SOCKETS]):  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)  # (they learn of their calls' ends from frames, not events)
         return not switchboard.calls
 
     async def stop(self) -> None:
@@ -314,6 +328,8 @@ async def recover_interrupted(
     marked truncated (``callbutton recording recover`` does the same by hand)."""
     calls = await database.calls.close_interrupted(node, live_nodes)
     truncated = await recordings.mark_interrupted(node, live_nodes)
+    # And those a running node marked when this one (or another) was found dead: not recovered yet.
+    truncated += await recordings.unrecovered(node, live_nodes)
     await ClipStore(database.pool, recordings.keyring, recordings.root, node=node).discard_interrupted(live_nodes)
     recovered: list[str] = []
     for record in truncated:

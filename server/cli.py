@@ -73,6 +73,12 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIte
 
 
 async def serve(settings: Settings, *, demo: bool, reuse_port: bool = False) -> None:
+    # Installed first: a SIGTERM while starting (joining a cluster can take seconds) stops the
+    # server once started, cleanly, instead of killing it half-way.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with open_database(settings) as database:
         running = await start(settings, database, demo=demo, reuse_port=reuse_port)
         settle_heap()
@@ -90,10 +96,6 @@ async def serve(settings: Settings, *, demo: bool, reuse_port: bool = False) -> 
                 f"     to manage agents, teams and buttons, and play recordings.\n",
                 flush=True,
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()
             await running.drain(settings.drain_timeout)
@@ -309,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise CliError("--demo runs one process; leave out --workers")
             asyncio.run(workers.run(settings, args.workers))
         elif args.command == "serve":
+            if args.reuse_port:
+                workers.die_with_parent()
             asyncio.run(serve(settings, demo=args.demo, reuse_port=args.reuse_port))
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))

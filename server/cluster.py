@@ -46,6 +46,10 @@ TTL_SECONDS = 6.0
 RENEW_SECONDS = 2.0
 #: How often a node looks for calls of nodes that died, to close them.
 REAP_SECONDS = 10.0
+#: A node is taken for dead only once no scan has seen it for this long, and no node reaps for this
+#: long after its own key had to be put back (Redis restarted empty, or this node was cut off):
+#: meanwhile the others may not have put theirs back yet.
+REAP_GRACE_SECONDS = 3 * TTL_SECONDS
 #: How long a signed internal request stays valid (clocks of nodes may differ this much).
 SIGNATURE_SECONDS = 30.0
 
@@ -61,7 +65,7 @@ _RENEW = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  return 2
 elseif holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -108,8 +112,16 @@ class Cluster:
         self._known: dict[uuid.UUID, Home] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._redis_down = False
+        #: When each node was last seen registered, and until when this node does not reap.
+        self._seen: dict[str, float] = {}
+        self._quiet_until = 0.0
         self._renew = redis.register_script(_RENEW)
         self._give_up = redis.register_script(_GIVE_UP)
+
+    @property
+    def internal_port(self) -> int:
+        """The port of this node's internal listener (where signed requests are taken)."""
+        return int(self.internal_url.rsplit(":", 1)[1].split("/", 1)[0])
 
     # --- membership -------------------------------------------------------------------------------
 
@@ -203,8 +215,12 @@ class Cluster:
 
     async def _give_up_home(self, organisation_id: uuid.UUID) -> None:
         if self._held[organisation_id] == 0:
+            key = self._home_key(organisation_id)
             with contextlib.suppress(Exception):
-                await self._give_up(keys=[self._home_key(organisation_id)], args=[self.name])
+                await self._give_up(keys=[key], args=[self.name])
+                if self._held[organisation_id] > 0:
+                    # A socket of it opened here meanwhile (home() still saw the key ours): take it back.
+                    await self._renew(keys=[key], args=[self.name, self._ttl_ms])
 
     def holds(self, organisation_id: uuid.UUID) -> bool:
         return self._held[organisation_id] > 0
@@ -213,7 +229,8 @@ class Cluster:
         while True:
             await asyncio.sleep(min(RENEW_SECONDS, self._ttl_ms / 3000))
             try:
-                await self._renew(keys=[self._node_key(self.name)], args=[self._node_value, self._ttl_ms])
+                if await self._renew(keys=[self._node_key(self.name)], args=[self._node_value, self._ttl_ms]) == 2:
+                    self._quiet_until = time.monotonic() + REAP_GRACE_SECONDS
                 for organisation_id in list(self._held):
                     if not await self._renew(keys=[self._home_key(organisation_id)], args=[self.name, self._ttl_ms]):
                         # Another node took it while we could not renew (Redis was away longer than
@@ -226,39 +243,50 @@ class Cluster:
                 continue
             if self._redis_down:
                 self._redis_down = False
+                self._quiet_until = time.monotonic() + REAP_GRACE_SECONDS
                 log.info(REDIS_BACK)
 
     async def reap_forever(self, reap: Callable[[set[str]], Awaitable[None]]) -> None:
-        """Every :data:`REAP_SECONDS`, hand ``reap`` the live nodes, for it to close the work of
-        the others (a node that died and is not coming back)."""
+        """Every :data:`REAP_SECONDS`, hand ``reap`` the nodes to spare, for it to close the work of
+        the others (a node that died and is not coming back): those registered now, and those seen
+        within :data:`REAP_GRACE_SECONDS` (a key lost with a Redis restart is put back within a
+        renewal; a node stalled for a few seconds is not dead)."""
         while True:
             await asyncio.sleep(REAP_SECONDS)
             try:
                 live = await self.live_nodes()
-                if self.name in live:  # never while our own key is missing: we could be the one cut off
-                    await reap(live)
+                now = time.monotonic()
+                for name in live:
+                    self._seen[name] = now
+                if self.name not in live or now < self._quiet_until:
+                    continue  # we could be the one cut off, or others may not be back yet
+                spared = {name for name, seen in self._seen.items() if now - seen < REAP_GRACE_SECONDS}
+                await reap(spared)
             except Exception:
                 log.warning("cluster.reap_failed", exc_info=True)
 
     # --- internal requests ------------------------------------------------------------------------
 
-    def sign(self, path_qs: str, client: str, origin: str) -> str:
-        """The ``X-Callbutton-Cluster`` header of an internal request this node makes."""
+    def sign(self, target: str, method: str, path_qs: str, client: str, origin: str) -> str:
+        """The ``X-Callbutton-Cluster`` header of an internal request this node makes to node
+        ``target``: it binds the time, both nodes, the method, the path and query, and the client
+        address and Origin it vouches for."""
         stamp = str(int(time.time()))
-        return f"{stamp}.{self.name}.{self._mac(stamp, self.name, path_qs, client, origin)}"
+        return f"{stamp}.{self.name}.{self._mac(stamp, self.name, target, method, path_qs, client, origin)}"
 
-    def verify(self, header: str, path_qs: str, client: str, origin: str) -> bool:
+    def verify(self, header: str, method: str, path_qs: str, client: str, origin: str) -> bool:
+        """Whether ``header`` signs this request, for this node, within :data:`SIGNATURE_SECONDS`."""
         stamp, _, rest = header.partition(".")
         node, _, mac = rest.rpartition(".")
         try:
             fresh = abs(time.time() - int(stamp)) <= SIGNATURE_SECONDS
         except ValueError:
             return False
-        expected = self._mac(stamp, node, path_qs, client, origin)
+        expected = self._mac(stamp, node, self.name, method, path_qs, client, origin)
         return fresh and hmac.compare_digest(mac.encode(), expected.encode())
 
-    def _mac(self, stamp: str, node: str, path_qs: str, client: str, origin: str) -> str:
-        text = "\n".join((stamp, node, path_qs, client, origin)).encode()
+    def _mac(self, stamp: str, node: str, target: str, method: str, path_qs: str, client: str, origin: str) -> str:
+        text = "\n".join((stamp, node, target, method, path_qs, client, origin)).encode()
         return base64.urlsafe_b64encode(hmac.digest(self._secret, text, hashlib.sha256)).decode().rstrip("=")
 
     @staticmethod

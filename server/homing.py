@@ -16,10 +16,12 @@ import aiohttp
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
-from server.api import current_session
+from server.api import current_session, token_session
 from server.appkeys import CLUSTER, CLUSTER_HTTP, DATABASE
 from server.clients import RELAYED_CLIENT, client_address
+from server.clips_api import CHUNK_BYTES
 from server.cluster import Home, NoHome
 from server.errors import ApiError, json_error
 from server.relay import relayed_client
@@ -27,6 +29,9 @@ from server.relay import relayed_client
 log = structlog.get_logger(__name__)
 
 FORWARD_FAILED = "cluster.forward_failed"
+FORWARD_TIMEOUT_SECONDS = 30.0
+#: The largest body forwarded: a clip's upload chunk (the home applies each route's own limit).
+MAX_FORWARDED_BODY = CHUNK_BYTES + 64 * 1024
 
 # (method, route) of the requests that need the home, found by the session's organisation.
 _BY_SESSION = frozenset(
@@ -88,6 +93,18 @@ async def home_middleware(
     return await handler(request)
 
 
+async def _body(request: web.Request) -> bytes:
+    """The request's body, read past the app's small default limit (clip chunks are larger)."""
+    parts = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > MAX_FORWARDED_BODY:
+            raise ApiError(413, "too_large", "the request body is too large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def _organisation(request: web.Request) -> uuid.UUID | None:
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else ""
@@ -95,8 +112,12 @@ async def _organisation(request: web.Request) -> uuid.UUID | None:
         button = await request.app[DATABASE].buttons.by_public_key(request.match_info.get("key", ""))
         return None if button is None else button.organisation_id
     if (request.method, route) in _BY_SESSION:
+        authorization = request.headers.get("Authorization")
         try:
-            session = await current_session(request)
+            if authorization is not None:
+                session = await token_session(request, authorization)
+            else:
+                session = await current_session(request)
         except ApiError:
             return None  # not logged in: refused where it landed
         return session.user.organisation_id
@@ -108,17 +129,18 @@ async def _forward(request: web.Request, home: Home) -> web.Response:
     cluster = request.app[CLUSTER]
     client = client_address(request)
     headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _NOT_PASSED)
-    headers["X-Callbutton-Cluster"] = cluster.sign(request.path_qs, client, request.headers.get("Origin", ""))
+    origin = request.headers.get("Origin", "")
+    headers["X-Callbutton-Cluster"] = cluster.sign(home.node, request.method, request.raw_path, client, origin)
     headers["X-Callbutton-Client"] = client
-    payload = await request.read()
+    payload = await _body(request)
     try:
         async with request.app[CLUSTER_HTTP].request(
             request.method,
-            home.url + request.path_qs,
+            URL(home.url + request.raw_path, encoded=True),
             headers=headers,
             data=payload or None,
             allow_redirects=False,
-            auto_decompress=True,
+            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_SECONDS),
         ) as response:
             body = await response.read()
             returned = CIMultiDict((k, v) for k, v in response.headers.items() if k.lower() not in _NOT_PASSED)

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
+from yarl import URL
 
 from server.cluster import Cluster, Home
 from server.errors import json_error
@@ -27,8 +28,9 @@ log = structlog.get_logger(__name__)
 RELAY_OPENED = "relay.opened"
 RELAY_FAILED = "relay.failed"
 
-#: The internal link pings this often; a home that stops answering is taken for dead in 1.5 times it.
-HEARTBEAT_SECONDS = 2.0
+#: The internal link pings this often; a home that stops answering is taken for dead in 1.5 times it
+#: (aiohttp waits half an interval for the pong: a node busy for a second must not cut its relays).
+HEARTBEAT_SECONDS = 5.0
 CLOSE_SERVER_FAILED = 1012
 #: A client gone without a close frame, passed on as a close the home takes for unclean.
 CLOSE_CLIENT_LOST = 4000
@@ -46,14 +48,22 @@ _REFUSALS = {
 
 class Relayed:
     """A client socket relayed to another node, listed among the app's sockets (for shutdown and
-    the metrics)."""
+    the metrics). Closing it (this node is stopping) tells the client that its calls ended and the
+    home that the client is gone, not that it hung up."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
+    def __init__(self) -> None:
+        self.calls = _Calls()
+        self.closing: tuple[int, str] | None = None
+        self.close_requested = asyncio.Event()
+
+    @property
+    def in_call(self) -> bool:
+        return bool(self.calls.active)
 
     def close(self, code: int, reason: str) -> None:
-        task = asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()))
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        if self.closing is None:
+            self.closing = (code, reason)
+            self.close_requested.set()
 
 
 class _Calls:
@@ -75,19 +85,9 @@ class _Calls:
             elif message["state"] in ("created", "queued", "answered"):
                 self.active.add(call_id)
 
-    def endings(self) -> list[str]:
-        return [
-            json.dumps(
-                {
-                    "type": "call_state",
-                    "call_id": call_id,
-                    "state": "ended",
-                    "reason": "failed",
-                    "detail": "server_failed",
-                }
-            )
-            for call_id in sorted(self.active)
-        ]
+    def endings(self, reason: str, detail: str | None) -> list[str]:
+        ending = {"state": "ended", "reason": reason, "detail": detail}
+        return [json.dumps({"type": "call_state", "call_id": call_id, **ending}) for call_id in sorted(self.active)]
 
 
 async def relay(
@@ -103,10 +103,14 @@ async def relay(
 ) -> web.StreamResponse:
     """Serve ``request`` (a visitor or agent socket) by relaying it to ``home``."""
     assert home.url is not None
-    path_qs = f"/internal/v1/ws/{role}" + (f"?{request.query_string}" if request.query_string else "")
+    ws: web.WebSocketResponse = prepare()
+    if not ws.can_prepare(request).ok:
+        return json_error(400, "bad_request", "this is a WebSocket endpoint")
+    query = request.rel_url.raw_query_string
+    path_qs = f"/internal/v1/ws/{role}" + (f"?{query}" if query else "")
     origin = request.headers.get("Origin", "")
     headers = {
-        "X-Callbutton-Cluster": cluster.sign(path_qs, client, origin),
+        "X-Callbutton-Cluster": cluster.sign(home.node, "GET", path_qs, client, origin),
         "X-Callbutton-Client": client,
         "Origin": origin,
     }
@@ -115,7 +119,11 @@ async def relay(
     bound = log.bind(role=role, home=home.node)
     try:
         upstream = await http.ws_connect(
-            home.url + path_qs, headers=headers, heartbeat=HEARTBEAT_SECONDS, max_msg_size=0, autoping=True
+            URL(home.url + path_qs, encoded=True),
+            headers=headers,
+            heartbeat=HEARTBEAT_SECONDS,
+            max_msg_size=0,
+            autoping=True,
         )
     except aiohttp.WSServerHandshakeError as exc:
         code, message = _REFUSALS.get(exc.status, ("unavailable", "the service is briefly unavailable; try again"))
@@ -124,12 +132,28 @@ async def relay(
         bound.warning(RELAY_FAILED, error=repr(exc), stage="connect")
         return json_error(503, "unavailable", "the service is briefly unavailable; try again in a moment")
 
-    ws: web.WebSocketResponse = prepare()
-    await ws.prepare(request)
-    relayed = Relayed(ws)
-    registry.add(relayed)
-    calls = _Calls()
-    bound.info(RELAY_OPENED)
+    relayed = Relayed()
+    try:
+        await ws.prepare(request)
+        registry.add(relayed)
+        bound.info(RELAY_OPENED)
+        await _pump(ws, upstream, relayed, bound)
+    finally:
+        if not upstream.closed:
+            with contextlib.suppress(Exception):
+                await upstream.close(code=CLOSE_CLIENT_LOST)
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        registry.discard(relayed)
+    return ws
+
+
+async def _pump(
+    ws: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, relayed: Relayed, bound: Any
+) -> None:
+    """Frames both ways until one side goes, or this node stops; then close the other side as the
+    situation says."""
     closed_by_home: tuple[int, str] | None = None
 
     async def down() -> None:
@@ -137,10 +161,11 @@ async def relay(
         while True:
             frame = await upstream.receive()
             if frame.type is WSMsgType.TEXT:
-                calls.saw(frame.data)
+                relayed.calls.saw(frame.data)
                 await ws.send_str(frame.data)
             elif frame.type is WSMsgType.CLOSE:
-                closed_by_home = (int(frame.data), str(frame.extra or ""))
+                code = int(frame.data or 0)
+                closed_by_home = (code if 1000 <= code < 5000 else WSCloseCode.OK, str(frame.extra or ""))
                 return
             elif frame.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return  # no close frame from the home: the link failed
@@ -154,42 +179,53 @@ async def relay(
             elif frame.type is WSMsgType.ERROR:
                 return
 
-    pumps = [asyncio.create_task(down(), name="relay-down"), asyncio.create_task(up(), name="relay-up")]
+    tasks = [
+        asyncio.create_task(down(), name="relay-down"),
+        asyncio.create_task(up(), name="relay-up"),
+        asyncio.create_task(relayed.close_requested.wait(), name="relay-stop"),
+    ]
     try:
-        done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        if pumps[1] in done:
-            # The client went: the home hears how (a clean close, or a lost client).
-            how = ws.close_code if ws.close_code in _PASSED_ON else None
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        down_task, up_task, _stop = tasks
+        if relayed.closing is not None and not (up_task in done or down_task in done):
+            # This node is stopping: its client hears its calls ended and reconnects elsewhere; the
+            # home hears the client is gone (not that it hung up).
             with contextlib.suppress(Exception):
-                await upstream.close(code=how or CLOSE_CLIENT_LOST)
+                for text in relayed.calls.endings("shutdown", None):
+                    await ws.send_str(text)
+            await ws.close(code=relayed.closing[0], message=relayed.closing[1].encode())
+        elif up_task in done and ws.close_code is not None:
+            # The client went: the home hears how (a clean close, or a lost client).
+            how = ws.close_code if ws.close_code in _PASSED_ON else CLOSE_CLIENT_LOST
+            with contextlib.suppress(Exception):
+                await upstream.close(code=how)
         elif closed_by_home is not None:
             await ws.close(code=closed_by_home[0], message=closed_by_home[1].encode())
         else:
-            # The link to the home failed: the client hears its calls ended, then reconnects.
-            bound.warning(RELAY_FAILED, stage="link", calls=len(calls.active))
+            # The link to the home failed (or the client could not be written to): the client hears
+            # its calls ended, then reconnects.
+            bound.warning(RELAY_FAILED, stage="link", calls=len(relayed.calls.active))
             with contextlib.suppress(Exception):
-                for text in calls.endings():
+                for text in relayed.calls.endings("failed", "server_failed"):
                     await ws.send_str(text)
             await ws.close(code=CLOSE_SERVER_FAILED, message=b"the server carrying this connection failed")
     finally:
-        for pump in pumps:
-            pump.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
-        if not upstream.closed:
-            with contextlib.suppress(Exception):
-                await upstream.close()
-        if not ws.closed:
-            await ws.close()
-        registry.discard(relayed)
-    return ws
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def relayed_client(request: web.Request, cluster: Cluster | None) -> str | None:
-    """The client address an internal request was signed for, or None when it is not a valid one."""
+    """The client address an internal request was signed for, or None when it is not a valid one:
+    signed by a node of the cluster, for this node, and come in on the internal listener (never on
+    the public port, where a replayed header would be worth trying)."""
     header = request.headers.get("X-Callbutton-Cluster")
     client = request.headers.get("X-Callbutton-Client", "")
-    if cluster is None or header is None:
+    if cluster is None or header is None or request.transport is None:
         return None
-    if not cluster.verify(header, request.path_qs, client, request.headers.get("Origin", "")):
+    sockname = request.transport.get_extra_info("sockname")
+    if not sockname or sockname[1] != cluster.internal_port:
+        return None
+    if not cluster.verify(header, request.method, request.raw_path, client, request.headers.get("Origin", "")):
         return None
     return client

@@ -43,9 +43,10 @@ from server.limits import TokenBucket
 from server.links import CallLinkClaim
 from server.messages import ProtocolError
 from server.presence import SOCKETS_PER_AGENT, AgentSocket
-from server.relay import relay, relayed_client
+from server.relay import Relayed, relay, relayed_client
 from server.routing import LiveCall
 from server.turn import TURN
+from storage.accounts import User
 from storage.buttons import Button
 
 log = structlog.get_logger(__name__)
@@ -74,7 +75,7 @@ class Socket:
     It is listed in ``registry`` while open, so that shutdown can close every socket.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, log: Any, registry: set[Socket]) -> None:
+    def __init__(self, ws: web.WebSocketResponse, log: Any, registry: set[Socket | Relayed]) -> None:
         self.ws = ws
         self.log = log
         self._registry = registry
@@ -170,7 +171,7 @@ class Socket:
 
 
 #: The open sockets of an application.
-SOCKETS: web.AppKey[set[Socket]] = web.AppKey("sockets")
+SOCKETS: web.AppKey[set[Socket | Relayed]] = web.AppKey("sockets")
 
 
 def _ice_servers(request: web.Request, kind: str, subject: uuid.UUID) -> list[dict[str, Any]]:
@@ -230,12 +231,17 @@ async def _home(request: web.Request, organisation_id: uuid.UUID) -> Home | web.
     """Where a socket of the organisation is served (``server.cluster``): None here, a
     :class:`Home` elsewhere (relay it), or the response refusing it."""
     cluster = request.app.get(CLUSTER)
-    if cluster is None or request.get(RELAYED_CLIENT) is not None:
-        return None  # one process; or relayed here by the node the client reached
+    if cluster is None:
+        return None  # one process
     try:
         home = await cluster.home(organisation_id)
     except NoHome as exc:
         log.warning(logs.SOCKET_REJECTED, reason="no_home", error=str(exc))
+        return json_error(503, "unavailable", "the service is briefly unavailable; try again in a moment")
+    if home.url is not None and request.get(RELAYED_CLIENT) is not None:
+        # Relayed here as to the home, which another node has become meanwhile: the relaying node
+        # answers 503, and the client's next try finds the new home.
+        log.warning(logs.SOCKET_REJECTED, reason="not_home", home=home.node)
         return json_error(503, "unavailable", "the service is briefly unavailable; try again in a moment")
     return None if home.url is None else home
 
@@ -289,9 +295,6 @@ async def _visitor_session(
     await ws.prepare(request)
     bound = log.bind(role="visitor", button_id=str(button.id), org_id=str(button.organisation_id))
     socket = Socket(ws, bound, request.app[SOCKETS])
-    cluster = request.app.get(CLUSTER)
-    if cluster is not None:
-        cluster.hold(button.organisation_id)
     switchboard = request.app[SWITCHBOARD]
     limits = request.app[LIMITS]
     live: LiveCall | None = None
@@ -352,14 +355,19 @@ async def _visitor_session(
             await switchboard.visitor_hangup(live)
 
     code = None
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:
+        cluster.hold(button.organisation_id)
     try:
         code = await socket.run(messages.VISITOR_MESSAGES, handle)
     finally:
         deadline.cancel()
-        if live is not None and not live.call.ended:
-            await switchboard.visitor_gone(live, clean=code in _CLEAN_CLOSE)
-        if cluster is not None:
-            cluster.release(button.organisation_id)
+        try:
+            if live is not None and not live.call.ended:
+                await switchboard.visitor_gone(live, clean=code in _CLEAN_CLOSE)
+        finally:
+            if cluster is not None:
+                cluster.release(button.organisation_id)
         bound.info(logs.SOCKET_CLOSED, code=code)
     return ws
 
@@ -388,9 +396,20 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
 
     ws = _prepare()
     await ws.prepare(request)
+    # Held while the socket is open: the home stays here meanwhile (server/cluster.py).
     cluster = request.app.get(CLUSTER)
     if cluster is not None:
         cluster.hold(user.organisation_id)
+    try:
+        return await _agent_session(request, ws, user, token)
+    finally:
+        if cluster is not None:
+            cluster.release(user.organisation_id)
+
+
+async def _agent_session(
+    request: web.Request, ws: web.WebSocketResponse, user: User, token: str
+) -> web.WebSocketResponse:
     bound = log.bind(role="agent", agent_id=str(user.id), org_id=str(user.organisation_id))
     socket = Socket(ws, bound, request.app[SOCKETS])
     console = AgentSocket(send=socket.send, close=socket.close, session=token)
@@ -457,8 +476,6 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
         watcher.cancel()
         if console in agent.sockets:
             await switchboard.agent_gone(agent, console, clean=code in _CLEAN_CLOSE)
-        if cluster is not None:
-            cluster.release(user.organisation_id)
         bound.info(logs.SOCKET_CLOSED, code=code)
     return ws
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -30,6 +31,10 @@ log = structlog.get_logger(__name__)
 WORKERS_STARTED = "workers.started"
 WORKER_EXITED = "workers.worker_exited"
 RESTART_SECONDS = 1.0
+#: A worker that keeps dying at once is started again later and later, up to this.
+MAX_RESTART_SECONDS = 30.0
+#: A worker that ran this long had started fine: its next restart waits RESTART_SECONDS again.
+HEALTHY_SECONDS = 60.0
 #: How long workers get to drain and stop after the drain timeout, before they are killed.
 STOP_GRACE_SECONDS = 20.0
 
@@ -67,7 +72,11 @@ async def _supervise(env: dict[str, str], count: int, base: str, drain_timeout: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    started: dict[int, float] = {}
+    delays = dict.fromkeys(range(count), RESTART_SECONDS)
+
     async def spawn(index: int) -> asyncio.subprocess.Process:
+        started[index] = loop.time()
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -90,9 +99,18 @@ async def _supervise(env: dict[str, str], count: int, base: str, drain_timeout: 
             if stop.is_set():
                 break
             for task in done:
+                if task is stopping:
+                    continue
                 index = exits[task]
-                log.error(WORKER_EXITED, worker=index, code=task.result(), restart_in=RESTART_SECONDS)
-                await asyncio.sleep(RESTART_SECONDS)
+                if loop.time() - started[index] > HEALTHY_SECONDS:
+                    delays[index] = RESTART_SECONDS
+                delay = delays[index]
+                delays[index] = min(delay * 2, MAX_RESTART_SECONDS)
+                log.error(WORKER_EXITED, worker=index, code=task.result(), restart_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
                 workers[index] = await spawn(index)
     finally:
         for process in workers.values():
@@ -108,6 +126,19 @@ async def _supervise(env: dict[str, str], count: int, base: str, drain_timeout: 
                     process.kill()
             await asyncio.gather(*(p.wait() for p in workers.values()))
         stopping.cancel()
+
+
+def die_with_parent() -> None:
+    """In a worker, first thing: SIGTERM when the supervisor dies (Linux), so that a supervisor
+    killed outright leaves no worker behind."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _free_port(host: str) -> int:

@@ -129,17 +129,18 @@ async def test_a_home_given_up_when_its_last_socket_closes_and_signatures_bind_w
         await asyncio.sleep(0.2)
         assert (await b.home(organisation)).url is None  # given up at once, not after the TTL
 
-        header = a.sign("/internal/v1/ws/agent", "203.0.113.9", "https://calls.example")
-        assert b.verify(header, "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example")
-        assert not b.verify(header, "/internal/v1/ws/agent", "203.0.113.10", "https://calls.example")
-        assert not b.verify(header, "/internal/v1/ws/visitor", "203.0.113.9", "https://calls.example")
-        assert not b.verify(
-            header.replace(header[-4:], "AAAA"), "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example"
-        )
+        path, client, origin = "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example"
+        header = a.sign(b.name, "GET", path, client, origin)
+        assert b.verify(header, "GET", path, client, origin)
+        assert not b.verify(header, "DELETE", path, client, origin)  # another method
+        assert not b.verify(header, "GET", path, "203.0.113.10", origin)  # another client
+        assert not b.verify(header, "GET", "/internal/v1/ws/visitor", client, origin)
+        assert not a.verify(header, "GET", path, client, origin)  # signed for b, not for a
+        assert not b.verify(header[:-4] + "AAAA", "GET", path, client, origin)
         stale = f"{int(time.time()) - 120}" + header[header.index(".") :]
-        assert not b.verify(stale, "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example")
-        other = Cluster(b._redis, name="x", internal_url="http://127.0.0.1:1", secret=b"o" * 32)
-        assert not other.verify(header, "/internal/v1/ws/agent", "203.0.113.9", "https://calls.example")
+        assert not b.verify(stale, "GET", path, client, origin)
+        other = Cluster(b._redis, name=b.name, internal_url="http://127.0.0.1:1", secret=b"o" * 32)
+        assert not other.verify(header, "GET", path, client, origin)  # another cluster's key
     finally:
         await a.leave()
         await b.leave()
@@ -407,6 +408,17 @@ async def test_requests_about_live_state_are_answered_by_the_home_wherever_they_
                 assert response.status == 204, await response.text()
             await asyncio.wait_for(agent.closed.wait(), 5)
             assert agent.close_code == 4002
+            # A clip chunk (up to 1 MiB) passes a to reach b, which knows no such upload.
+            async with http.put(
+                f"{a.url}/api/v1/widget/{tenant.button_key}/clips/{uuid.uuid4()}?offset=0",
+                data=b"x" * 200_000,
+                headers={"Origin": VISITOR_ORIGIN, "X-Clip-Token": "t", "Content-Type": "application/octet-stream"},
+            ) as response:
+                assert response.status == 404, await response.text()
+            # A plain GET of a socket route is refused at a, opening nothing at b.
+            socket_route = f"{a.url}/ws/v1/visitor?key={tenant.button_key}"
+            async with http.get(socket_route, headers={"Origin": VISITOR_ORIGIN}) as response:
+                assert response.status == 400
             # A forged internal request is refused.
             async with http.get(
                 f"{b.url}/api/v1/users",
@@ -479,3 +491,42 @@ async def test_nodes_keep_their_calls_through_a_redis_outage_and_recover_without
                 await agent.close()
     finally:
         store.stop()
+
+
+async def test_a_relaying_node_that_stops_drains_its_relayed_calls_first(
+    migrated: str, tmp_path: Path, redis_url: str, database: Database
+) -> None:
+    ports = free_port(), free_port()
+    base = node_env(migrated, tmp_path, redis_url, public_url=f"http://127.0.0.1:{ports[0]}", drain_timeout="3")
+    a = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[0]), "CALLBUTTON_NODE_NAME": f"a-{ports[0]}"})
+    b = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[1]), "CALLBUTTON_NODE_NAME": f"b-{ports[1]}"})
+    await a.start()
+    await b.start()
+    b.url = f"http://127.0.0.1:{ports[1]}"
+    (tenant,) = await make_tenant(database)
+    agent = Agent(b.url, tenant.agent_email, tenant.agent_password, origin=a.url)
+    visitor = Visitor(a.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()  # b is the home
+        await agent.go_available()
+        await visitor.connect()  # relayed by a
+        call_id = await visitor.call()
+        await agent.expect("ring", call_id=call_id)
+        await agent.send({"type": "accept", "call_id": call_id})
+        await visitor.hears(880.0)
+        assert a.process is not None
+        a.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(2.0)  # a drains: the relayed call goes on
+        assert not visitor.closed.is_set()
+        await visitor.hears(880.0, timeout=3)
+        ended = await visitor.expect("call_state", call_id=call_id, state="ended", timeout=10)
+        assert ended["reason"] == "shutdown"
+        await asyncio.wait_for(a.process.wait(), 20)
+        row = await wait_for_row(database, tenant, call_id, "ended")
+        assert row.end_reason == "failed"  # the visitor was cut off, not hanging up
+    finally:
+        await visitor.close()
+        await agent.close()
+        for node in (a, b):
+            if node.process is not None and node.process.returncode is None:
+                await node.kill(signal.SIGTERM)
