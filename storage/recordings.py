@@ -281,6 +281,24 @@ class RecordingStore:
         )
         return [_record(r) for r in rows]
 
+    async def unrecovered(
+        self, node: str | None = None, live_nodes: Collection[str] | None = None
+    ) -> list[RecordingRecord]:
+        """Recordings marked truncated by a node reaping a dead one (its files were then still the
+        dead node's) and never recovered since: of calls ``node`` or a dead node carried."""
+        others = None if live_nodes is None else [n for n in live_nodes if n != node]
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_COLUMNS} FROM recordings
+            WHERE state = 'truncated' AND byte_size IS NULL
+              AND EXISTS (SELECT 1 FROM calls c WHERE c.id = recordings.call_id
+                          AND (c.node IS NULL OR c.node = $2 OR $1::text[] IS NULL OR NOT c.node = ANY($1::text[])))
+            """,
+            others,
+            node,
+        )
+        return [_record(r) for r in rows]
+
     async def get(self, organisation_id: uuid.UUID, recording_id: uuid.UUID) -> RecordingRecord | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM recordings WHERE organisation_id = $1 AND id = $2", organisation_id, recording_id
