@@ -25,7 +25,7 @@ from pathlib import Path
 import structlog
 
 from server import auth, logs, recording_tools, workers
-from server.app import settle_heap, start
+from server.app import collect_garbage, settle_heap, start
 from server.config import ConfigError, Settings, markdown_table
 from server.origins import OriginError, normalise_origin
 from storage.accounts import DuplicateEmail
@@ -82,6 +82,7 @@ async def serve(settings: Settings, *, demo: bool, reuse_port: bool = False) -> 
     async with open_database(settings) as database:
         running = await start(settings, database, demo=demo, reuse_port=reuse_port)
         settle_heap()
+        collector = asyncio.create_task(collect_garbage(), name="garbage-collector")
         url = running.url
         log.info(logs.SERVER_STARTED, url=url, agent_console=f"{url}/agent/")
         if running.demo is not None:
@@ -100,6 +101,7 @@ async def serve(settings: Settings, *, demo: bool, reuse_port: bool = False) -> 
             await stop.wait()
             await running.drain(settings.drain_timeout)
         finally:
+            collector.cancel()
             await running.stop()
             log.info(logs.SERVER_STOPPED)
 
