@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError
 from av.frame import Frame
 
 import server.routing
+from media.aiortc_seam import Drops
 from media.leg import IceSettings, LegCounters, LegState
 from media.sdp import SdpError, check_offer
 
@@ -87,6 +88,7 @@ class StockLeg:
         self.inbound: Any = None
         self.on_state: Callable[[Any, LegState], None] | None = None
         self.counters = LegCounters()
+        self.drops = Drops()  # what the server reads of every leg (routing.leg_drops); nothing dropped here
         self.connected = asyncio.Event()
         self.outgoing = SwitchableTrack()
         self.remote: MediaStreamTrack | None = None
@@ -143,6 +145,7 @@ class StockBridge:
     def __init__(self, visitor: StockLeg) -> None:
         self.visitor = visitor
         self.agent: StockLeg | None = None
+        self.forwarded = 0  # what the server reads of every bridge (/metrics); not counted here
         self._proxies: list[MediaStreamTrack] = []
 
     def start_ringback(self) -> None:
