@@ -14,11 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
-import signal
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -44,8 +41,7 @@ from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
 from tests.peers import Agent, Visitor, answered_call
 from tests.run_keys import MASTER_KEY
 from tests.test_call import wait_for_row
-
-ROOT = Path(__file__).parent.parent
+from tests.test_recording_crash import ServerProcess
 
 FRAME = opus.FRAME_SAMPLES
 FLOOD_SPEED = 10  # times the packet rate of a normal Opus stream (50 packets a second)
@@ -87,52 +83,6 @@ async def sampling(pid: int, every: float = 0.2) -> AsyncIterator[list[int]]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     samples.append(rss(pid))
-
-
-class ServerProcess:
-    """``callbutton serve`` in a process of its own, on a free port, its JSON log lines kept."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.process: asyncio.subprocess.Process | None = None
-        self.url = ""
-        self.events: list[dict[str, Any]] = []
-        self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server", "serve", env=self.env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
-        )
-        assert self.process.stderr is not None
-        while not self.url:
-            line = await asyncio.wait_for(self.process.stderr.readline(), 60)
-            assert line, "the server exited before it started"
-            event = json.loads(line)
-            if event.get("event") == "server.started":
-                self.url = event["url"]
-        self._reader = asyncio.create_task(self._read(self.process.stderr))
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            with contextlib.suppress(ValueError):
-                self.events.append(json.loads(line))
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), 30)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-        if self._reader is not None:
-            await self._reader
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ the call with its recording complete."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,12 +33,19 @@ ROOT = Path(__file__).parent.parent
 
 
 class ServerProcess:
-    """``callbutton serve`` in a process of its own, on a free port."""
+    """``callbutton serve`` in a process of its own, on a free port, its JSON log lines kept."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
+        self.events: list[dict[str, Any]] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -44,23 +53,34 @@ class ServerProcess:
         )
         assert self.process.stderr is not None
         while not self.url:
-            line = await asyncio.wait_for(self.process.stderr.readline(), 30)
+            line = await asyncio.wait_for(self.process.stderr.readline(), 60)
             assert line, "the server exited before it started"
             event = json.loads(line)
             if event.get("event") == "server.started":
                 self.url = event["url"]
-        self._drain = asyncio.create_task(self._discard(self.process.stderr))
+        self._reader = asyncio.create_task(self._read(self.process.stderr))
 
-    @staticmethod
-    async def _discard(stream: asyncio.StreamReader) -> None:
-        while await stream.readline():
-            pass
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            with contextlib.suppress(ValueError):
+                self.events.append(json.loads(line))
 
     async def kill(self, sig: int) -> None:
         assert self.process is not None
         self.process.send_signal(sig)
         await asyncio.wait_for(self.process.wait(), 30)
-        await self._drain
+        if self._reader is not None:
+            await self._reader
+
+    async def stop(self) -> None:
+        """SIGTERM, and SIGKILL if it has not stopped within 30 s; nothing if it is not running."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        try:
+            await self.kill(signal.SIGTERM)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
 
 
 @pytest.fixture
