@@ -217,6 +217,52 @@ def _bound_receive_queue(connection: Any, drops: Drops) -> None:
     connection.data_received = data_received
 
 
+def discard_queued_rtp(pc: RTCPeerConnection) -> int:
+    """Drop the RTP datagrams that have reached ``pc``'s ICE sockets but are not read yet, and return
+    how many. Everything else queued (STUN, DTLS, RTCP) is kept, in order.
+
+    Two places hold them: aioice's receive queue (datagrams the event loop has read) and the sockets'
+    kernel buffers (datagrams it has not got round to), which are read here without waiting. When the
+    loop is behind, both hold audio that was sent seconds ago; a leg whose audio starts going somewhere
+    new discards it, so that nobody hears what was said before they were connected.
+    """
+    dropped = 0
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        queue: asyncio.Queue[tuple[bytes, int] | None] = connection._queue
+        kept = []
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is not None and _is_rtp(item[0]):
+                dropped += 1
+            else:
+                kept.append(item)
+        for item in kept:
+            queue.put_nowait(item)
+        for protocol in connection._protocols:
+            sock = getattr(getattr(protocol, "transport", None), "_sock", None)
+            if sock is None:  # a TURN relay: its datagrams come through aioice's queue only
+                continue
+            while True:
+                try:
+                    data, addr = sock.recvfrom(DATAGRAM_BUFFER)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    protocol.error_received(exc)
+                    break
+                if _is_rtp(data):
+                    dropped += 1
+                else:
+                    protocol.datagram_received(data, addr)
+    return dropped
+
+
+def _is_rtp(data: bytes) -> bool:
+    """RTP or SRTP, as opposed to STUN, DTLS or RTCP (RFC 7983 section 7; RFC 5761 section 4)."""
+    return len(data) >= 2 and 128 <= data[0] <= 191 and not is_rtcp(data)
+
+
 def _bound_send_buffer(protocol: Any, transport: Any, drops: Drops) -> None:
     send_data = protocol.send_data
 

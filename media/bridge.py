@@ -39,6 +39,11 @@ class Bridge:
         self._ringback.stop()
         self.agent = agent
         visitor = self.visitor
+        # Whatever either leg has received and not read yet was said before the call was answered:
+        # while the server is behind, seconds of the agent's standing leg (their previous call, the
+        # room) wait in its socket. Nobody hears it.
+        visitor.discard_queued()
+        agent.discard_queued()
 
         if recorder is None:
 

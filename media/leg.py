@@ -37,6 +37,7 @@ from media.aiortc_seam import (
     bound_ice_queues,
     bound_remote_ssrcs,
     check_version,
+    discard_queued_rtp,
     intercept_rtp,
     shrink_receive_buffers,
 )
@@ -112,6 +113,8 @@ class LegCounters:
     send_failures: int = 0
     #: received packets dropped for arriving faster than real time (media/policer.py)
     packets_over_rate: int = 0
+    #: received packets discarded unread when the leg's audio started going somewhere new
+    packets_stale: int = 0
 
 
 class Leg:
@@ -208,6 +211,13 @@ class Leg:
         else:
             self.counters.packets_out += 1
 
+    def discard_queued(self) -> None:
+        """Drop the audio that has reached this leg and is not read yet (see
+        :func:`media.aiortc_seam.discard_queued_rtp`): call when its audio starts going to someone
+        new, who must hear nothing said before."""
+        if self._pc is not None and self.state is not LegState.CLOSED:
+            self.counters.packets_stale += discard_queued_rtp(self._pc)
+
     async def close(self) -> None:
         if self.state is LegState.CLOSED:
             return
@@ -254,6 +264,7 @@ class Leg:
                 packets_out=counters.packets_out,
                 send_failures=counters.send_failures,
                 packets_over_rate=counters.packets_over_rate,
+                packets_stale=counters.packets_stale,
                 datagrams_dropped=drops.datagrams,
                 sends_dropped=drops.sends,
                 ssrcs_forgotten=drops.ssrcs,

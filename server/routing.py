@@ -146,6 +146,7 @@ def leg_drops(leg: Leg) -> dict[str, int]:
         "receive_queue_full": leg.drops.datagrams,
         "send_buffer_full": leg.drops.sends,
         "send_failed": leg.counters.send_failures,
+        "stale": leg.counters.packets_stale,
     }
 
 

@@ -4,6 +4,8 @@ must achieve, checked against the pinned aiortc. When an upgrade moves something
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
+import inspect
 from collections.abc import AsyncIterator
 
 import aioice.ice
@@ -46,6 +48,10 @@ def test_pinned_version_and_private_names() -> None:
     assert "ssrc_table" in RtpRouter.__init__.__code__.co_names
     for name in ("_RTCRtpReceiver__lsr", "_RTCRtpReceiver__lsr_time"):
         assert name in source, name
+    # discard_queued_rtp reads a host socket's datagrams itself, as asyncio's transport would.
+    assert "_sock" in asyncio.selector_events._SelectorTransport.__init__.__code__.co_names
+    assert "_sock.recvfrom" in inspect.getsource(asyncio.selector_events._SelectorDatagramTransport._read_ready)
+    assert "datagram_received" in vars(aioice.ice.StunProtocol)
 
 
 def test_check_version_refuses_another_aiortc(monkeypatch: pytest.MonkeyPatch) -> None:

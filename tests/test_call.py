@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import aiohttp
+from aiortc.rtp import RtpPacket
 
-from media.synthetic import band_share
+from media.leg import Leg
+from media.synthetic import OpusLoopTrack, band_share, tone_loop
 from server.app import Running
+from server.appkeys import SWITCHBOARD
 from storage.db import Database
 from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, login_cookie, make_admin, make_tenant
 from tests.peers import Agent, Visitor
@@ -78,6 +82,74 @@ async def test_visitor_and_agent_hear_each_other(server: Running, database: Data
     finally:
         await visitor.close()
         await agent.close()
+
+
+async def test_caller_hears_nothing_said_before_the_answer(server: Running, tenant: Tenant) -> None:
+    """An available agent's microphone streams to the server all the time on their standing leg. When
+    the server falls behind reading its sockets (an oversubscribed machine), seconds of it wait there
+    at the moment a call is answered; the caller must hear none of it, only what the agent says after.
+    The stall is made by pausing the reads of the agent leg's sockets for 2 s before the answer."""
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()
+        await agent.go_available(tone=880)  # before the answer: 880 Hz
+        await visitor.connect()
+        call_id = await visitor.call(tone=440)
+        await agent.expect("ring", call_id=call_id)
+
+        roster_agent = server.runner.app[SWITCHBOARD].roster.get(tenant.agent_id)
+        assert roster_agent is not None
+        (standing,) = [s.leg for s in roster_agent.sockets if s.leg is not None]
+        sockets = _ice_transports(standing)
+        assert sockets
+        for transport in sockets:
+            transport.pause_reading()
+        await asyncio.sleep(2.0)
+        assert agent.pc is not None
+        (sender,) = agent.pc.getSenders()
+        assert isinstance(sender.track, OpusLoopTrack)
+        received = _payloads_received(visitor)
+        sender.track.switch(list(tone_loop(660)))  # from the answer on: 660 Hz
+        await agent.send({"type": "accept", "call_id": call_id})
+        await agent.expect("call_state", call_id=call_id, state="answered")
+        for transport in sockets:
+            transport.resume_reading()
+
+        # The tones are looped pre-encoded packets, forwarded as they are: every Opus payload the
+        # caller receives tells which tone, and so which side of the answer, it comes from.
+        await visitor.hears(660)
+        await asyncio.sleep(1.0)
+        before, after = set(tone_loop(880)), set(tone_loop(660))
+        assert not [p for p in received if p in before], "the caller heard the agent from before the answer"
+        assert len([p for p in received if p in after]) > 50
+        assert standing.counters.packets_stale > 20  # most of the 2 s of 880 Hz waited in the socket
+    finally:
+        await visitor.close()
+        await agent.close()
+
+
+def _payloads_received(peer: Visitor) -> list[bytes]:
+    """From now on, the payload of every RTP packet ``peer`` receives, in order."""
+    assert peer.pc is not None
+    (receiver,) = peer.pc.getReceivers()
+    handle: Any = receiver._handle_rtp_packet
+    payloads: list[bytes] = []
+
+    async def keep(packet: RtpPacket, arrival_time_ms: int) -> None:
+        payloads.append(packet.payload)
+        await handle(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = keep  # type: ignore[method-assign]
+    return payloads
+
+
+def _ice_transports(leg: Leg) -> list[asyncio.DatagramTransport]:
+    """The datagram transports of ``leg``'s ICE sockets (to stall them as a busy server would)."""
+    pc: Any = leg._pc
+    (transceiver,) = pc.getTransceivers()
+    connection = transceiver.receiver.transport.transport._connection
+    return [p.transport for p in connection._protocols if hasattr(p.transport, "pause_reading")]
 
 
 async def test_ring_all_first_accept_wins(server: Running, database: Database) -> None:
