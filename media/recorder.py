@@ -1,9 +1,12 @@
 """The call recorder: the Opus packets the bridge forwards, remuxed (never decoded or re-encoded)
 into one Ogg file with one Opus stream per party (stream 0: visitor, stream 1: agent).
 
-Timing: each party's packets are placed on the call's timeline by their RTP timestamps, anchored
-once, by arrival time, at the party's first packet. Silence (no packets) and loss (missing packets)
-become gaps on that party's stream, so the two parties stay aligned however either one is received.
+Timing: each party's packets are placed on the call's timeline by their RTP timestamps, from an
+anchor found by arrival time. The anchor settles over the party's first two seconds: its packets are
+held meanwhile, and the one that arrived least delayed fixes it (a first packet that arrived late, in
+the burst after a stall, would otherwise shift the whole party). Silence (no packets) and loss
+(missing packets) become gaps on that party's stream, so the two parties stay aligned however either
+one is received.
 
 Threads: the bridge's tap only puts ``(recorder, party, payload, pts)`` on a bounded queue (a full
 queue drops the packet and counts it: recording never slows the call); one worker thread per process
@@ -41,6 +44,13 @@ MAX_SKEW = _CLOCK  # one second: more than any jitter buffer a browser runs
 _PRE_SKIP = 312  # the encoder delay WebRTC's Opus uses (RFC 7845 section 4.2 suggests 80 ms max)
 QUEUE_SIZE = 20_000  # about 100 calls' worth of one second of packets
 _MAX_PENDING = 500  # packets held until the sink is attached: 2.5 s of both parties
+#: How long (in samples of arrival time from a party's first packet) its anchor settles. A first packet
+#: that waited (a stall of up to MAX_SKEW: longer is a re-anchor) arrives in a burst with the packets
+#: that waited with it, and the next one, on time, shows by how much: within 20 ms, or 400 ms if the
+#: party is silent (Opus DTX). Two seconds leave room for that and for a path's jitter to show its least
+#: delay; longer would hold more of each call's start in memory (and lose it in a crash).
+SETTLING = 2 * _CLOCK
+_MAX_SETTLING = 200  # packets of one party held while its anchor settles: 2 s of 10 ms packets
 # Ogg pages are closed every 200 ms, so a crash loses little; the I/O buffer is small for the same
 # reason: what PyAV muxes reaches the sink (and the encrypted file) within a fraction of a second.
 _MUX_OPTIONS = {"page_duration": "200000"}
@@ -71,13 +81,21 @@ class _Party:
     """One party's placement on the timeline.
 
     Packets are placed by RTP time (so jitter does not smear them and gaps stay gaps), from an anchor
-    set by arrival time. The sender chooses its timestamps, so they are trusted only near the truth:
-    a packet whose RTP position is more than ``MAX_SKEW`` away from its arrival (a sender restart, a
-    clock jump, a hostile peer) re-anchors the party at its arrival, just after what is already
-    placed. A sender faster than real time (a flood: ten seconds of audio a second) would push what is
-    placed ever further ahead, so a packet that even re-anchored would sit more than ``MAX_SKEW``
-    ahead of its arrival has no place (None): it is dropped. The timeline therefore never runs ahead
-    of the call's real length by more than that.
+    found by arrival time. A packet's arrival minus its RTP position is the anchor it implies, later
+    by however long it was delayed: the earliest one implied is the best. So while the anchor settles
+    (:meth:`hold`: ``SETTLING`` of arrival time from the first packet) packets are only held, and the
+    anchor moves earlier with every packet implying an earlier one; :meth:`settle` then gives them
+    their places. The sender chooses its timestamps, so they are trusted only near the truth: what is
+    held must agree on the anchor within ``MAX_SKEW`` (so each is placed at most that long before its
+    arrival, never after it), and a packet that would widen that ends the settling and is placed as
+    any later one.
+
+    Once settled (:meth:`place`), a packet whose RTP position is more than ``MAX_SKEW`` away from its
+    arrival (a sender restart, a clock jump, a hostile peer) re-anchors the party at its arrival, just
+    after what is already placed. A sender faster than real time (a flood: ten seconds of audio a
+    second) would push what is placed ever further ahead, so a packet that even re-anchored would sit
+    more than ``MAX_SKEW`` ahead of its arrival has no place (None): it is dropped. The timeline
+    therefore never runs ahead of the call's real length by more than that.
     """
 
     def __init__(self) -> None:
@@ -86,16 +104,48 @@ class _Party:
         self.newest = 0  # the same, counted from the first packet without 32-bit wraps
         self.last_pts = -1
         self.end = 0  # timeline position just after the latest packet
+        self.settling_until: int | None = None  # while the anchor settles: the arrival that ends it
+        self._held: list[tuple[int, bytes]] = []  # (RTP position, payload) while the anchor settles
+        self._latest = 0  # the latest anchor a held packet implies
+
+    def hold(self, rtp_timestamp: int, arrival: int, payload: bytes) -> bool:
+        """Hold a packet while the anchor settles (True). False when the anchor is settled, or when this
+        packet ends the settling (its window is over, the held list is full, or its anchor disagrees
+        with the held packets' by more than ``MAX_SKEW``): :meth:`settle`, then :meth:`place` it."""
+        if self.anchor is None:
+            self.anchor = self._latest = arrival
+            self.newest_ts = rtp_timestamp
+            self.settling_until = arrival + SETTLING
+            self._held.append((0, payload))
+            return True
+        if self.settling_until is None or arrival >= self.settling_until or len(self._held) >= _MAX_SETTLING:
+            return False
+        delta, position = self._position(rtp_timestamp)
+        implied = arrival - position
+        earliest, latest = min(self.anchor, implied), max(self._latest, implied)
+        if latest - earliest > MAX_SKEW:
+            return False
+        self.anchor, self._latest = earliest, latest
+        if delta > 0:
+            self.newest_ts, self.newest = rtp_timestamp, position
+        self._held.append((position, payload))
+        return True
+
+    def settle(self) -> list[tuple[bytes, int]]:
+        """End the settling: the held packets, each with its pts, in order (none if not settling)."""
+        if self.settling_until is None or self.anchor is None:
+            return []
+        anchor, held = self.anchor, self._held
+        self.settling_until, self._held = None, []
+        return sorted(((payload, anchor + position) for position, payload in held), key=lambda item: item[1])
 
     def place(self, rtp_timestamp: int, arrival: int) -> int | None:
+        """The pts of a packet once the anchor is settled (of a first packet: its arrival, at once)."""
         if self.anchor is None:
             self.anchor = arrival
             self.newest_ts = rtp_timestamp
             return arrival
-        delta = (rtp_timestamp - self.newest_ts) % (1 << 32)
-        if delta >= 1 << 31:
-            delta -= 1 << 32  # older than the newest: reordered
-        position = self.newest + delta
+        delta, position = self._position(rtp_timestamp)
         pts = self.anchor + position
         if abs(pts - arrival) > MAX_SKEW:
             # A new run starts with this packet, at its arrival (never over what is placed already).
@@ -108,11 +158,19 @@ class _Party:
             self.newest_ts, self.newest = rtp_timestamp, position
         return pts
 
+    def _position(self, rtp_timestamp: int) -> tuple[int, int]:
+        """How far the timestamp is from the newest (negative: reordered), and its RTP position."""
+        delta = (rtp_timestamp - self.newest_ts) % (1 << 32)
+        if delta >= 1 << 31:
+            delta -= 1 << 32  # older than the newest: reordered
+        return delta, self.newest + delta
+
 
 class Recorder:
     """Records one call: :meth:`start` when the parties are connected, :meth:`tap` every packet,
     :meth:`close` at the end. The sink may be attached after the start (opening the file takes a
-    database round trip): packets tapped before it are held, up to a few seconds' worth."""
+    database round trip): packets tapped before it are held, up to a few seconds' worth. Each party's
+    own first packets wait (``SETTLING``) for its anchor to settle, see :class:`_Party`."""
 
     def __init__(self, worker: MuxWorker, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -151,13 +209,29 @@ class Recorder:
         if self._start is None or self._closing or not payload:
             return
         arrival = round((self._clock() - self._start) * _CLOCK)
+        for index, settling in enumerate(self._parties):
+            # Whichever party's packet shows a window is over ends it: a party gone silent is not held.
+            if settling.settling_until is not None and arrival >= settling.settling_until:
+                self._settle(index)
         state = self._parties[party]
+        if state.hold(rtp_timestamp, arrival, payload):
+            return
+        self._settle(party)
         pts = state.place(rtp_timestamp, arrival)
         if pts is None:
             self.dropped += 1  # faster than real time (a flood): no room on the timeline
             return
+        self._emit(party, payload, pts)
+
+    def _settle(self, party: int) -> None:
+        for payload, pts in self._parties[party].settle():
+            self._emit(party, payload, pts)
+
+    def _emit(self, party: int, payload: bytes, pts: int) -> None:
+        state = self._parties[party]
         if pts <= state.last_pts:
-            self.late += 1  # a duplicate, or too late for its place: Ogg positions only rise
+            # A duplicate, too late for its place, or before the start: Ogg positions only rise.
+            self.late += 1
             return
         state.last_pts = pts
         state.end = max(state.end, pts + packet_samples(payload))
@@ -173,6 +247,8 @@ class Recorder:
         """Finish the file (the sink gets its final bytes and is closed) and report. Without a sink
         (it never came) there is nothing to finish."""
         self._closing = True
+        for party in (VISITOR, AGENT):
+            self._settle(party)  # what is still held while an anchor settles
         self._pending.clear()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._worker.finish(self, done)

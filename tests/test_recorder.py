@@ -1,6 +1,7 @@
-"""The recorder's timeline: parties stay aligned through silence, loss, reordering and 32-bit wraps,
-and a sender's timestamps cannot stretch the recording beyond the call (SECURITY.md: bounded memory).
-Packets are fed with a controlled clock (the arrival times of a real call), not in real time."""
+"""The recorder's timeline: parties stay aligned through silence, loss, reordering, 32-bit wraps and a
+stall at the start of a party, and a sender's timestamps cannot stretch the recording beyond the call
+(SECURITY.md: bounded memory). Packets are fed with a controlled clock (the arrival times of a real
+call), not in real time."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import numpy as np
 import pytest
 
 from media import opus
-from media.recorder import AGENT, MAX_SKEW, VISITOR, MuxWorker, Recorder, _Party
+from media.recorder import _MAX_SETTLING, AGENT, MAX_SKEW, SETTLING, VISITOR, MuxWorker, Recorder, _Party
 from media.recording_file import StereoWav, decode_tracks
 from media.synthetic import dominant_frequency, tone
 
 FRAME = opus.FRAME_SAMPLES
+PACKET = FRAME / opus.SAMPLE_RATE  # seconds
+STALL = 0.9  # seconds: what the soak run saw one party's track shifted by
 
 
 class Clock:
@@ -35,6 +38,23 @@ class Sink:
 
     def close(self) -> None:
         self.closed = True
+
+
+def speech(frequency: float, silent: float, seconds: float) -> list[bytes]:
+    """Opus packets of ``silent`` seconds of silence, then a tone, ``seconds`` in all."""
+    pcm = np.concatenate(
+        [np.zeros(round(silent * opus.SAMPLE_RATE), dtype=np.int16), tone(frequency, seconds - silent)]
+    )
+    return opus.encode(pcm)
+
+
+def onset(samples: np.ndarray) -> float:
+    """When a track's tone starts (seconds into the recording): its first loud 5 ms."""
+    window = opus.SAMPLE_RATE // 200
+    frames = samples[: len(samples) // window * window].astype(float).reshape(-1, window)
+    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 1000)
+    assert len(loud), "no tone in the track"
+    return float(loud[0] * window / opus.SAMPLE_RATE)
 
 
 def test_placement_follows_rtp_time_and_survives_wraps() -> None:
@@ -62,6 +82,36 @@ def test_a_sender_jumping_its_timestamps_is_re_anchored_at_arrival() -> None:
     assert party.place(5, arrival=3 * FRAME + 10) == 3 * FRAME + 10
     # Small jitter is never mistaken for a jump.
     assert party.place(5 + FRAME, arrival=4 * FRAME + MAX_SKEW // 2) == 4 * FRAME + 10
+
+
+def test_the_anchor_settles_on_the_least_delayed_packet() -> None:
+    party = _Party()
+    stalled = round(STALL / PACKET)  # packets sent during the stall (the first sent at 7 samples)
+    burst = 7 + stalled * FRAME + 100  # when they arrive, together
+    for index in range(stalled):
+        assert party.hold(index * FRAME, arrival=burst, payload=b"x")
+    assert party.anchor == burst - (stalled - 1) * FRAME  # each packet of the burst moved it earlier
+    assert party.hold(stalled * FRAME, arrival=7 + stalled * FRAME, payload=b"x")  # the first on time
+    assert party.anchor == 7
+    assert party.hold((stalled + 1) * FRAME, arrival=7 + (stalled + 1) * FRAME + 500, payload=b"x")  # jitter
+    assert party.hold(2**32 - FRAME, arrival=burst + 10, payload=b"x")  # reordered, from before the first
+    assert party.anchor == 7
+    # A jump (more than MAX_SKEW from what is held) ends the settling: it is placed as any later packet.
+    jump = (stalled + 2) * FRAME + 2 * MAX_SKEW
+    assert not party.hold(jump, arrival=7 + (stalled + 2) * FRAME, payload=b"x")
+    assert party.anchor == 7
+    placed = [pts for _, pts in party.settle()]
+    assert placed == [7 + (index - 1) * FRAME for index in range(stalled + 3)]  # in order, from -1
+    assert party.settle() == [] and not party.hold(0, arrival=burst + FRAME, payload=b"x")  # settled
+    assert party.place((stalled + 2) * FRAME, arrival=7 + (stalled + 2) * FRAME) == 7 + (stalled + 2) * FRAME
+
+    # The window ends by arrival time, or when the held list is full.
+    timed = _Party()
+    assert timed.hold(0, arrival=100, payload=b"x")
+    assert not timed.hold(SETTLING // FRAME * FRAME, arrival=100 + SETTLING, payload=b"x")
+    full = _Party()  # 2.5 ms packets, the shortest Opus has
+    assert all(full.hold(index * 120, arrival=index * 120, payload=b"x") for index in range(_MAX_SETTLING))
+    assert not full.hold(_MAX_SETTLING * 120, arrival=_MAX_SETTLING * 120, payload=b"x")
 
 
 @pytest.fixture
@@ -187,3 +237,133 @@ async def test_wav_ranges_join_into_exactly_the_whole_file(worker: MuxWorker) ->
     joined = b"".join(b"".join(wav.chunks(a, b - 1)) for a, b in itertools.pairwise(cuts))
     assert joined == whole
     assert b"".join(wav.chunks(wav.size - 10, wav.size + 100)) == whole[-10:]
+
+
+async def test_a_party_whose_first_packets_arrive_late_stays_aligned(worker: MuxWorker) -> None:
+    """The agent's first 0.9 s of packets arrive together as it ends (its sender, or its path, stalled),
+    the rest on time; both parties start a tone 1.5 s into the call. The agent's anchor settles on its
+    on-time packets: the two tones start together, not 0.9 s apart, and the recording is no longer."""
+    clock = Clock()
+    sink = Sink()
+    recorder = Recorder(worker, clock=clock)
+    recorder.attach(sink)
+    recorder.start()
+    visitor, agent = speech(440, 1.5, 4.0), speech(880, 1.5, 4.0)
+    stalled = round(STALL / PACKET)
+    for index in range(200):  # 4 s
+        clock.now += PACKET
+        # Delivered up to 30 ms late now and then, which must not move either party.
+        jitter = 0.03 if index % 7 == 3 else 0.0
+        clock.now += jitter
+        recorder.tap(VISITOR, 1000 + index * FRAME, visitor[index])
+        if index >= stalled:  # the stall is over: what it held arrives now, then each packet on time
+            for late in range(index + 1) if index == stalled else (index,):
+                recorder.tap(AGENT, (2**32 - 3 * FRAME + late * FRAME) % 2**32, agent[late])
+        clock.now -= jitter
+    result = await recorder.close()
+    assert (result.error, result.dropped, result.late) == (None, 0, 0)
+
+    tracks = decode_tracks(bytes(sink.data))
+    print(f"\nonsets: visitor {onset(tracks.visitor):.3f} s, agent {onset(tracks.agent):.3f} s")
+    assert abs(onset(tracks.agent) - onset(tracks.visitor)) < 0.04
+    assert abs(onset(tracks.visitor) - 1.5) < 0.04
+    assert abs(tracks.duration_seconds - 4.0) < 0.05 and abs(result.duration_ms - 4000) < 50
+
+
+async def test_a_stall_mid_call_moves_nothing(worker: MuxWorker) -> None:
+    """Once a party's anchor is settled, packets that waited 0.9 s (from 1.0 s into the call) and then
+    arrive together are placed where they were sent: the agent's tone, starting during the stall,
+    starts with the visitor's."""
+    clock = Clock()
+    sink = Sink()
+    recorder = Recorder(worker, clock=clock)
+    recorder.attach(sink)
+    recorder.start()
+    visitor, agent = speech(440, 1.5, 4.0), speech(880, 1.5, 4.0)
+    first, last = round(1.0 / PACKET), round((1.0 + STALL) / PACKET)
+    for index in range(200):
+        clock.now += PACKET
+        recorder.tap(VISITOR, index * FRAME, visitor[index])
+        for late in range(first, index + 1) if index == last else () if first <= index < last else (index,):
+            recorder.tap(AGENT, 99 + late * FRAME, agent[late])
+    result = await recorder.close()
+    assert (result.error, result.dropped, result.late) == (None, 0, 0)
+    tracks = decode_tracks(bytes(sink.data))
+    assert abs(onset(tracks.agent) - onset(tracks.visitor)) < 0.04
+    assert abs(tracks.duration_seconds - 4.0) < 0.05
+
+
+async def test_a_stall_at_the_start_does_not_lengthen_the_recording(worker: MuxWorker) -> None:
+    """The server stalls for 0.9 s as the call starts: both parties' first packets wait, and arrive
+    together. A call of 3 s is a recording of 3 s, both parties where they spoke, not 3.9 s."""
+    clock = Clock()
+    sink = Sink()
+    recorder = Recorder(worker, clock=clock)
+    recorder.attach(sink)
+    recorder.start()
+    visitor, agent = speech(440, 1.0, 3.0), speech(880, 2.0, 3.0)
+    stalled = round(STALL / PACKET)
+    for index in range(150):
+        clock.now += PACKET
+        for late in range(index + 1) if index == stalled else (index,) if index > stalled else ():
+            recorder.tap(VISITOR, 5555 + late * FRAME, visitor[late])
+            recorder.tap(AGENT, 2**31 + late * FRAME, agent[late])
+    result = await recorder.close()
+    assert (result.error, result.dropped, result.late) == (None, 0, 0)
+
+    tracks = decode_tracks(bytes(sink.data))
+    print(f"\nrecording {tracks.duration_seconds:.3f} s of a 3 s call")
+    assert abs(tracks.duration_seconds - 3.0) < 0.05 and abs(result.duration_ms - 3000) < 50
+    assert abs(onset(tracks.visitor) - 1.0) < 0.04 and abs(onset(tracks.agent) - 2.0) < 0.04
+
+
+async def test_held_packets_wait_no_longer_than_the_window(worker: MuxWorker) -> None:
+    """A party gone silent within its window is settled by the other's packets after it, and a call
+    shorter than the window is recorded whole at its close."""
+    clock = Clock()
+    sink = Sink()
+    recorder = Recorder(worker, clock=clock)
+    recorder.attach(sink)
+    recorder.start()
+    visitor, agent = opus.encode(tone(440, 0.5)), opus.encode(tone(880, 3.0))
+    for index in range(150):
+        clock.now += PACKET
+        if index < 25:
+            recorder.tap(VISITOR, index * FRAME, visitor[index])
+        recorder.tap(AGENT, index * FRAME, agent[index])
+        if index == 100:  # 2.02 s: both parties' windows (from their first packets, at 0.02 s) are over
+            assert recorder.packets == 25 + 101
+    result = await recorder.close()
+    assert result.packets == 25 + 150 and abs(result.duration_ms - 3000) < 50
+
+    short = Recorder(worker, clock=clock)
+    short_sink = Sink()
+    short.attach(short_sink)
+    short.start()
+    for index, packet in enumerate(opus.encode(tone(440, 1.0))[:50]):
+        clock.now += PACKET
+        short.tap(VISITOR, index * FRAME, packet)
+    assert short.packets == 0  # all held: the anchor is still settling
+    result = await short.close()
+    assert result.packets == 50 and abs(result.duration_ms - 1000) < 50
+    tracks = decode_tracks(bytes(short_sink.data))
+    assert abs((dominant_frequency(tracks.visitor[: opus.SAMPLE_RATE]) or 0) - 440) < 15
+
+
+async def test_a_flood_from_the_first_packet_is_kept_to_real_time(worker: MuxWorker) -> None:
+    """Ten seconds of audio a second from a party's first packet, while its anchor settles: what is held
+    is placed no later than it arrived, and the recording still keeps to real time."""
+    clock = Clock()
+    sink = Sink()
+    recorder = Recorder(worker, clock=clock)
+    recorder.attach(sink)
+    recorder.start()
+    packets = opus.encode(tone(440, 1.0))
+    for index in range(10 * 50 * 5):  # 5 s of flood
+        clock.now += PACKET / 10
+        recorder.tap(VISITOR, index * FRAME, packets[index % 50])
+    result = await recorder.close()
+    assert result.error is None
+    assert result.duration_ms <= 5000 + 1000 * MAX_SKEW // opus.SAMPLE_RATE + 20
+    assert result.packets <= 5 * 50 + MAX_SKEW // FRAME + 1 and result.dropped + result.late >= 0.8 * 10 * 50 * 5
+    assert StereoWav(bytes(sink.data)).duration_seconds <= 6.02
