@@ -3,7 +3,8 @@
 A media host runs in its own process and terminates both legs of N calls, either with callbutton's
 legs and bridge (``bridge``), the same recording every call into an encrypted file (``record``), or
 the way a stock aiortc server relays (``relay``: each received track goes through ``MediaRelay``
-into the other leg's sender, which decodes and re-encodes). This process
+into the other leg's sender, which decodes and re-encodes), or two legs connected to nothing
+(``idle``: what a ringing visitor's or an available agent's standing leg costs). This process
 plays both parties of every call with synthetic peers (pre-encoded tones), checks that each side hears
 the other's tone, and reads the host's CPU time from /proc over a fixed window.
 
@@ -61,11 +62,13 @@ async def host(mode: str) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-recordings-"))
     while line := await reader.readline():
         request = json.loads(line)
-        if mode in ("bridge", "record"):
+        if mode in ("bridge", "record", "idle"):
             visitor, agent = Leg("visitor", IceSettings()), Leg("agent", IceSettings())
             answers = [await visitor.answer(request["visitor"]), await agent.answer(request["agent"])]
             bridge = Bridge(visitor)
-            if mode == "record":
+            if mode == "idle":
+                pass  # two standing legs, connected to nothing: what an available agent costs
+            elif mode == "record":
                 # The server's recording path without the database: a recorder into an encrypted file.
                 recording_id = uuid.uuid4()
                 recorder = Recorder(mux)
@@ -142,7 +145,7 @@ async def run_mode(mode: str, calls: int, seconds: float) -> float:
         start = cpu_seconds(process.pid)
         await asyncio.sleep(seconds)
         used = cpu_seconds(process.pid) - start
-        for visitor, agent in parties:
+        for visitor, agent in parties if mode != "idle" else []:
             for listener, speaker in ((visitor, agent), (agent, visitor)):
                 heard = dominant_frequency(listener.sink.samples()) if listener.sink else None
                 if heard is None or abs(heard - speaker.tone) > 15:
@@ -158,13 +161,15 @@ async def run_mode(mode: str, calls: int, seconds: float) -> float:
                 await party.pc.close()
 
 
-async def main(calls: int, seconds: float) -> None:
+async def main(calls: int, seconds: float, modes: list[str]) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     pin_host_addresses(["127.0.0.1"])
-    results = {mode: await run_mode(mode, calls, seconds) for mode in ("relay", "bridge", "record")}
+    results = {mode: await run_mode(mode, calls, seconds) for mode in modes}
     print(f"{calls} concurrent calls, {seconds:g} s window, server CPU per call (% of one core):")
     for mode, value in results.items():
-        print(f"  {mode:7s} {value:6.2f}%")
+        print(f"  {mode:7s} {value:6.2f}%" + ("  (two standing legs connected to nothing)" if mode == "idle" else ""))
+    if "relay" not in results:
+        return
     print(f"  ratio bridge / relay: {results['bridge'] / results['relay']:.3f}")
     print(f"  ratio record / relay: {results['record'] / results['relay']:.3f}")
     print(f"  recording adds {results['record'] - results['bridge']:.2f}% of a core per call")
@@ -174,9 +179,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--host", choices=("bridge", "record", "relay"), help=argparse.SUPPRESS)
+    parser.add_argument("--modes", default="relay,bridge,record,idle", help="of relay, bridge, record, idle")
+    parser.add_argument("--host", choices=("bridge", "record", "relay", "idle"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.host:
         asyncio.run(host(args.host))
     else:
-        asyncio.run(main(args.calls, args.seconds))
+        asyncio.run(main(args.calls, args.seconds, args.modes.split(",")))

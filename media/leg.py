@@ -40,6 +40,7 @@ from media.aiortc_seam import (
     discard_queued_rtp,
     intercept_rtp,
     shrink_receive_buffers,
+    skip_idle_rtp,
 )
 from media.policer import RatePolicer
 from media.rtp_stream import OutgoingStream
@@ -187,6 +188,7 @@ class Leg:
         await pc.setLocalDescription(await pc.createAnswer())
         shrink_receive_buffers(pc)
         bound_ice_queues(pc, self.drops)
+        skip_idle_rtp(pc, transceiver.receiver, lambda: self.inbound is not None, self.drops)
         local = pc.localDescription
         answer = SessionDescription.parse(local.sdp)
         codecs = answer.media[0].rtp.codecs
@@ -268,6 +270,7 @@ class Leg:
                 datagrams_dropped=drops.datagrams,
                 sends_dropped=drops.sends,
                 ssrcs_forgotten=drops.ssrcs,
+                idle_skipped=drops.idle,
             )
         if self.on_state is not None:
             self.on_state(self, state)

@@ -8,6 +8,7 @@ Messages a client sends have ``parse(obj)``, which validates an untrusted JSON o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -214,6 +215,12 @@ class _Outgoing:
     type: ClassVar[str]
 
     def to_json(self) -> str:
+        return self._json
+
+    @functools.cached_property
+    def _json(self) -> str:
+        # Once per message, however many sockets it goes to (a ring-all call's ring goes to every
+        # agent's every tab). Messages are frozen, so the text never goes stale.
         body: dict[str, Any] = {"type": self.type}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)

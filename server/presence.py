@@ -157,12 +157,15 @@ class Roster:
 
     def __init__(self) -> None:
         self._agents: dict[uuid.UUID, Agent] = {}
+        #: The same agents by organisation: routing asks for one organisation's at every change.
+        self._by_organisation: dict[uuid.UUID, dict[uuid.UUID, Agent]] = {}
 
     def join(self, *, user_id: uuid.UUID, organisation_id: uuid.UUID, display_name: str) -> Agent:
         """The agent for ``user_id``: the one already known (another tab, a reload), or a new one."""
         agent = self._agents.get(user_id)
         if agent is None:
             agent = self._agents[user_id] = Agent(user_id, organisation_id, display_name)
+            self._by_organisation.setdefault(organisation_id, {})[user_id] = agent
         if agent.forget_timer is not None:
             agent.forget_timer.cancel()
             agent.forget_timer = None
@@ -171,12 +174,16 @@ class Roster:
     def forget(self, agent: Agent) -> None:
         if self._agents.get(agent.user_id) is agent and not agent.sockets:
             del self._agents[agent.user_id]
+            organisation = self._by_organisation[agent.organisation_id]
+            del organisation[agent.user_id]
+            if not organisation:
+                del self._by_organisation[agent.organisation_id]
 
     def get(self, user_id: uuid.UUID) -> Agent | None:
         return self._agents.get(user_id)
 
     def of(self, organisation_id: uuid.UUID) -> list[Agent]:
-        return [a for a in self._agents.values() if a.organisation_id == organisation_id]
+        return list(self._by_organisation.get(organisation_id, {}).values())
 
     def available(self, organisation_id: uuid.UUID) -> list[Agent]:
         return [a for a in self.of(organisation_id) if a.presence is Presence.AVAILABLE]

@@ -130,6 +130,7 @@ class LiveCall:
     #: When the visitor asked for the call (event-loop time), for the setup-time metrics.
     requested_at: float = 0.0
     told: tuple[int, bool] | None = None  # the queue position and ringing flag last sent
+    ring_message: messages.Ring | None = None
 
     def may_ring(self, agent: Agent) -> bool:
         if self.only_agent is not None:
@@ -527,21 +528,28 @@ class Switchboard:
     def dispatch(self, organisation_id: uuid.UUID) -> None:
         """Ring agents for the organisation's queued calls, oldest first whatever their button: each
         call that rings nobody (or, ringing all, every agent free since) gets who its strategy picks."""
-        for live in self._queued(organisation_id):
+        queued = self._queued(organisation_id)
+        # The organisation's available agents, worked out once: an agent rung here is no longer
+        # available (they are ringing), and nothing else changes during a dispatch.
+        available = self.roster.available(organisation_id) if queued else []
+        for live in queued:
             if live.call.state is not CallState.QUEUED or (live.rung and live.button.strategy != "ring_all"):
                 continue
             candidates = [
                 agent
-                for agent in self._free(live)
+                for agent in self._free(live, available)
                 if agent.user_id not in live.declined and agent.user_id not in live.rung
             ]
             fresh = [agent for agent in candidates if agent.user_id not in live.timed_out]
             if not fresh and not live.rung:
                 live.timed_out.clear()  # everyone was tried: start another round
                 fresh = candidates
-            for agent in self._choose(live.button, fresh):
+            chosen = self._choose(live.button, fresh)
+            for agent in chosen:
                 self._ring(live, agent)
-        for button_id in {live.button.id for live in self._queued(organisation_id)}:
+            if chosen:
+                available = [agent for agent in available if agent.presence is Presence.AVAILABLE]
+        for button_id in {live.button.id for live in queued}:
             self._announce(button_id)
 
     def _dispatch_soon(self, organisation_id: uuid.UUID) -> None:
@@ -567,15 +575,15 @@ class Switchboard:
         ]
         return sorted(waiting, key=lambda live: live.call.created_at)
 
-    def _free(self, live: LiveCall) -> list[Agent]:
-        """The agents who could be rung for ``live`` now: available ones the button routes to; for a
-        call link, its agent, available or not, as long as its audio is connected and it is free."""
+    def _free(self, live: LiveCall, available: list[Agent]) -> list[Agent]:
+        """The agents who could be rung for ``live`` now: the ``available`` ones the button routes to;
+        for a call link, its agent, available or not, as long as its audio is connected and it is free."""
         if live.only_agent is not None:
             agent = self.roster.get(live.only_agent)
             if agent is None or agent.connected_leg() is None:
                 return []
             return [agent] if agent.presence in (Presence.AVAILABLE, Presence.AWAY) else []
-        return [agent for agent in self.roster.available(live.call.organisation_id) if live.may_ring(agent)]
+        return [agent for agent in available if live.may_ring(agent)]
 
     def _choose(self, button: Button, candidates: list[Agent]) -> list[Agent]:
         if not candidates:
@@ -596,15 +604,15 @@ class Switchboard:
         timer = asyncio.get_running_loop().call_later(live.ring_timeout, self._ring_timed_out, live, agent)
         live.rung[agent.user_id] = (agent, timer)
         agent.ringing.add(call.id)
-        agent.send(
-            messages.Ring(
+        if live.ring_message is None:  # the same for every agent rung
+            live.ring_message = messages.Ring(
                 call_id=call.id,
                 button={"id": str(live.button.id), "name": live.button.name},
                 visitor={**live.visitor, "page_url": call.page_url, "earlier_calls": live.earlier_calls},
                 ring_timeout=live.ring_timeout,
                 direction=call.direction,
             )
-        )
+        agent.send(live.ring_message)
         self.changed(agent)
         call.agent_event("agent_rung", agent.user_id)
         log.info(logs.AGENT_RUNG, call_id=str(call.id), agent_id=str(agent.user_id))

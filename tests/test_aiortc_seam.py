@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import inspect
+import itertools
 from collections.abc import AsyncIterator
 
 import aioice.ice
@@ -13,8 +14,9 @@ import aiortc
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtpPacket
 
 from media import aiortc_seam
 from media.aiortc_seam import AIORTC_VERSION, check_version, pin_host_addresses
@@ -52,6 +54,9 @@ def test_pinned_version_and_private_names() -> None:
     assert "_sock" in asyncio.selector_events._SelectorTransport.__init__.__code__.co_names
     assert "_sock.recvfrom" in inspect.getsource(asyncio.selector_events._SelectorDatagramTransport._read_ready)
     assert "datagram_received" in vars(aioice.ice.StunProtocol)
+    # skip_idle_rtp counts what it drops in the receiver's statistics from the clear header.
+    assert "max_seq" in StreamStatistics.__init__.__code__.co_names
+    assert {"sequence_number", "timestamp"} <= set(StreamStatistics.add.__code__.co_names)
 
 
 def test_check_version_refuses_another_aiortc(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,3 +171,36 @@ async def test_forwarded_stream_is_continuous_across_a_source_switch(
         if c.sink is not None:
             await c.sink.close()
     assert leg_c.state is LegState.CLOSED
+
+
+async def test_an_idle_leg_drops_audio_on_arrival_reports_none_lost_and_forwards_at_once() -> None:
+    """A leg whose audio goes nowhere (an available agent's standing leg) reads one RTP packet in
+    IDLE_SAMPLE and drops the rest as they arrive; its receiver reports still count them, and audio
+    goes through in full as soon as it has somewhere to go."""
+    pin_host_addresses(["127.0.0.1"])
+    peer = Peer(440)
+    leg = Leg("agent", IceSettings())
+    try:
+        await peer.connect(leg)
+        await asyncio.sleep(3)  # about 150 packets, and a few RTCP intervals
+        assert leg.drops.idle > 100
+        assert 0 < leg.counters.packets_in <= leg.drops.idle // (aiortc_seam.IDLE_SAMPLE - 1) + 2
+        (remote_inbound,) = await stats_of(peer.pc, "remote-inbound-rtp")
+        assert remote_inbound.packetsReceived > 100  # type: ignore[attr-defined]
+        assert remote_inbound.packetsLost <= 2  # type: ignore[attr-defined]
+        assert remote_inbound.fractionLost == 0  # type: ignore[attr-defined]
+
+        received: list[int] = []
+
+        async def collect(packet: RtpPacket) -> None:
+            received.append(packet.sequence_number)
+
+        idle_before = leg.drops.idle
+        leg.inbound = collect
+        await asyncio.sleep(1)
+        assert leg.drops.idle == idle_before
+        assert len(received) >= 45
+        assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(received))
+    finally:
+        await leg.close()
+        await peer.pc.close()

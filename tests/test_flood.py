@@ -295,6 +295,11 @@ async def connected_leg() -> AsyncIterator[tuple[RTCPeerConnection, OpusLoopTrac
         answer = await leg.answer(pc.localDescription.sdp)
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         await asyncio.wait_for(leg.connected.wait(), 10)
+
+        async def nowhere(packet: RtpPacket) -> None:
+            pass
+
+        leg.inbound = nowhere  # a leg in a call (an idle one reads one packet in IDLE_SAMPLE)
         yield pc, track, leg
     finally:
         await leg.close()
