@@ -114,11 +114,13 @@ class Workers(Server):
     """``callbutton serve --workers N``: started once every worker has logged ``server.started``;
     ``workers`` maps each worker's node name to its pid."""
 
-    def __init__(self, count: int, env: dict[str, str]) -> None:
+    def __init__(self, count: int, env: dict[str, str], quota: float | None = None) -> None:
         argv = [sys.executable, "-m", "server", "serve"] + (["--workers", str(count)] if count > 1 else [])
         super().__init__(f"workers-{count}", argv, {**env, "CALLBUTTON_NODE_NAME": NODE})
         self.count = count
         self.workers: dict[str, int] = {}
+        self.quota = quota
+        self._limited: dict[int, Path] = {}
 
     async def start(self) -> None:
         started = 0
@@ -145,13 +147,40 @@ class Workers(Server):
 
     def pids(self) -> dict[str, int]:
         """The workers' pids now (a worker that died is started again under a new pid)."""
-        if self.count == 1:
-            return dict(self.workers)
-        children = _children(self.pid)
-        if sorted(children) != sorted(self.workers.values()):
-            # Restarted workers: map by their node name, from their environment.
-            self.workers = {_node_name(pid) or f"pid{pid}": pid for pid in children}
+        if self.count > 1:
+            children = _children(self.pid)
+            if sorted(children) != sorted(self.workers.values()):
+                # Restarted workers: map by their node name, from their environment.
+                self.workers = {_node_name(pid) or f"pid{pid}": pid for pid in children}
+        if self.quota is not None:
+            for pid in self.workers.values():
+                if pid not in self._limited:
+                    self._limited[pid] = limit_cpu(pid, self.quota)
         return dict(self.workers)
+
+    async def stop(self) -> None:
+        await super().stop()
+        for group in self._limited.values():
+            with contextlib.suppress(OSError):
+                group.rmdir()
+        self._limited.clear()
+
+
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
+
+
+def limit_cpu(pid: int, cores: float) -> Path:
+    """Put process ``pid`` (all its threads, and those it starts) in a cgroup of its own that may use
+    ``cores`` of a CPU (the CFS quota; cgroup v1's cpu controller, as root). Returns the cgroup."""
+    group = CPU_CGROUP / f"callbutton-bench-{pid}"
+    group.mkdir(exist_ok=True)
+    # A short period: a worker that has spent its quota waits out the rest of the period, and with
+    # the default 100 ms that would be a stall of 60 ms at 0.4 of a core, which no core imposes.
+    period = 10_000
+    (group / "cpu.cfs_period_us").write_text(str(period))
+    (group / "cpu.cfs_quota_us").write_text(str(int(cores * period)))
+    (group / "cgroup.procs").write_text(str(pid))
+    return group
 
 
 def _children(pid: int) -> list[int]:
@@ -382,8 +411,9 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
             counts = [int(x) for x in args.workers.split(",")]
             for position, count in enumerate(counts):
                 deadline = began + args.budget * (position + 1) / len(counts)  # an equal share each
-                server = Workers(count, env)
+                server = Workers(count, env, args.cpu_quota)
                 await server.start()
+                server.pids()  # (with --cpu-quota: each worker into its cgroup now)
                 print(f"workers {count}: {server.workers}", flush=True)
                 results[count] = []
                 failures = 0
@@ -407,9 +437,10 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
+    quota = f", each worker limited to {args.cpu_quota:g} of a core" if args.cpu_quota else ""
     print(
         f"\n{args.tenants} tenants, talk {args.talk:g} s, levels {levels} (total concurrency), recording "
-        f"{'on' if args.record else 'off'}; {time.monotonic() - began:.0f} s"
+        f"{'on' if args.record else 'off'}{quota}; {time.monotonic() - began:.0f} s"
     )
     print("  workers | highest passed | CPU per call there | server CPU there | per worker | homes | loop waited")
     best: dict[int, dict[str, Any] | None] = {}
@@ -458,6 +489,12 @@ def main() -> None:
     parser.add_argument("--talk", type=float, default=6.0, help="seconds of talk per call")
     parser.add_argument("--workers", default="1,2", help="the --workers values to measure")
     parser.add_argument("--record", action="store_true", help="every button records its calls")
+    parser.add_argument(
+        "--cpu-quota",
+        type=float,
+        help="limit each worker to this many cores (a cgroup CFS quota; needs root): each worker has its own "
+        "share while the load generator has the rest, as if it ran on another machine",
+    )
     parser.add_argument("--stop-after", type=int, default=2, help="stop after this many failed levels in a row")
     parser.add_argument(
         "--budget", type=float, default=540.0, help="seconds for the run; no level starts after a configuration's share"

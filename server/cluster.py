@@ -11,8 +11,11 @@ Redis holds two kinds of keys, each with a time to live that its holder keeps re
 
 - ``callbutton:node:<name>``: a live node and the URL its internal routes answer on;
 - ``callbutton:home:<organisation id>``: the node that is the organisation's home. The first node
-  to need a home for an organisation while none is held takes it; the holder renews it while it
-  has sockets of that organisation, and gives it up when they are gone (or when it stops).
+  to need a home for an organisation while none is held places it on the live node with the fewest
+  homes (itself when it has no more than any other); the holder renews it while it has sockets of
+  that organisation, and gives it up when they are gone (or when it stops);
+- ``callbutton:homes``: how many homes each node holds (each node writes its own at every renewal;
+  a placement counts the home it places at once, so that organisations arriving together spread).
 
 A node that dies stops renewing: within :data:`TTL_SECONDS` its keys expire, the sockets it relayed
 see their relay fail and tell their clients (who reconnect), and the next socket of one of its
@@ -41,6 +44,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 PREFIX = "callbutton:"
+HOMES_KEY = f"{PREFIX}homes"
 #: How long a dead node's keys outlive it, at most.
 TTL_SECONDS = 6.0
 RENEW_SECONDS = 2.0
@@ -71,6 +75,27 @@ elseif holder == ARGV[1] then
   return 1
 end
 return 0
+"""
+# Place an organisation that has no home: on the live node with the fewest homes (ties stay on the
+# node asking, ARGV[2]), all in one step so that organisations arriving together spread. Returns the
+# home, existing or new. KEYS: the home key, the hash of homes per node; ARGV: TTL ms, this node, the
+# other live nodes.
+_PLACE = """
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  return holder
+end
+local best = ARGV[2]
+local fewest = tonumber(redis.call('HGET', KEYS[2], best) or '0')
+for i = 3, #ARGV do
+  local homes = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  if homes < fewest then
+    best, fewest = ARGV[i], homes
+  end
+end
+redis.call('SET', KEYS[1], best, 'PX', ARGV[1])
+redis.call('HINCRBY', KEYS[2], best, 1)
+return best
 """
 # Delete a key only if we still hold it.
 _GIVE_UP = """
@@ -117,6 +142,9 @@ class Cluster:
         self._quiet_until = 0.0
         self._renew = redis.register_script(_RENEW)
         self._give_up = redis.register_script(_GIVE_UP)
+        self._place = redis.register_script(_PLACE)
+        #: The nodes registered at the last renewal (where homes may be placed).
+        self._live: set[str] = {name}
 
     @property
     def internal_port(self) -> int:
@@ -142,6 +170,9 @@ class Cluster:
         except Exception as exc:
             raise ClusterError(f"Redis does not answer at CALLBUTTON_REDIS_URL: {exc}") from exc
         self._node_value = value
+        with contextlib.suppress(Exception):
+            await self._redis.hset(HOMES_KEY, self.name, 0)  # a node that starts holds no home yet
+            self._live = await self.live_nodes()
         self._renewer = asyncio.create_task(self._renew_loop(), name="cluster-renew")
         log.info(CLUSTER_JOINED, node=self.name, internal_url=self.internal_url)
 
@@ -155,6 +186,7 @@ class Cluster:
             for organisation_id in list(self._held):
                 await self._give_up(keys=[self._home_key(organisation_id)], args=[self.name])
             await self._give_up(keys=[self._node_key(self.name)], args=[self._node_value])
+            await self._redis.hdel(HOMES_KEY, self.name)
         log.info(CLUSTER_LEFT, node=self.name)
 
     async def live_nodes(self) -> set[str]:
@@ -170,26 +202,25 @@ class Cluster:
 
     # --- homes ------------------------------------------------------------------------------------
 
-    async def home(self, organisation_id: uuid.UUID) -> Home:
-        """The organisation's home, taking it for this node when nobody holds it. Raises
-        :class:`NoHome` when none can be found now."""
+    async def home(self, organisation_id: uuid.UUID, *, place: bool = True) -> Home:
+        """The organisation's home. When nobody holds it, it is placed on the live node with the
+        fewest homes (``place``), or taken by this node (not ``place``: a socket relayed here by the
+        node that placed it). Raises :class:`NoHome` when none can be found now."""
         if self._held[organisation_id] > 0:
             return Home(self.name, None)
         key = self._home_key(organisation_id)
         try:
-            holder = await self._redis.set(key, self.name, nx=True, px=self._ttl_ms, get=True)
-            if holder is None:  # it was free: ours now, until no socket of it is left here
+            others = sorted(self._live - {self.name}) if place else []
+            holder = await self._place(keys=[key, HOMES_KEY], args=[self._ttl_ms, self.name, *others])
+            holder = holder.decode() if isinstance(holder, bytes) else holder
+            if holder == self.name:  # ours (until no socket of it is left here)
                 home = Home(self.name, None)
             else:
-                holder = holder.decode() if isinstance(holder, bytes) else holder
-                if holder == self.name:
-                    home = Home(self.name, None)
-                else:
-                    url = await self._node_url(holder)
-                    if url is None:
-                        # Its node died and the home has not expired yet.
-                        raise NoHome(f"the home of organisation {organisation_id} has just failed; try again")
-                    home = Home(holder, url)
+                url = await self._node_url(holder)
+                if url is None:
+                    # Its node died and the home has not expired yet.
+                    raise NoHome(f"the home of organisation {organisation_id} has just failed; try again")
+                home = Home(holder, url)
         except NoHome:
             raise
         except Exception as exc:
@@ -231,6 +262,8 @@ class Cluster:
             try:
                 if await self._renew(keys=[self._node_key(self.name)], args=[self._node_value, self._ttl_ms]) == 2:
                     self._quiet_until = time.monotonic() + REAP_GRACE_SECONDS
+                await self._redis.hset(HOMES_KEY, self.name, len(self._held))
+                self._live = await self.live_nodes()
                 for organisation_id in list(self._held):
                     if not await self._renew(keys=[self._home_key(organisation_id)], args=[self.name, self._ttl_ms]):
                         # Another node took it while we could not renew (Redis was away longer than

@@ -263,9 +263,12 @@ class Switchboard:
             try:
                 closed = not hours.is_open(button.opening_hours, button.time_zone, self.clock())
                 if not closed and self._directory is not None:
-                    live.eligible = await self._directory.eligible_agents(button.organisation_id, button.id)
-                    live.earlier_calls = await self._directory.earlier_calls(
-                        button.organisation_id, call.id, answers.get("email"), answers.get("phone")
+                    # Both at once: each is a database round trip, and the ring waits for them.
+                    live.eligible, live.earlier_calls = await asyncio.gather(
+                        self._directory.eligible_agents(button.organisation_id, button.id),
+                        self._directory.earlier_calls(
+                            button.organisation_id, call.id, answers.get("email"), answers.get("phone")
+                        ),
                     )
             except Exception:
                 # The database is out, say: this call fails, and says so, rather than hang.

@@ -234,7 +234,8 @@ async def _home(request: web.Request, organisation_id: uuid.UUID) -> Home | web.
     if cluster is None:
         return None  # one process
     try:
-        home = await cluster.home(organisation_id)
+        # A socket relayed here was placed here by the relaying node: it is not placed again.
+        home = await cluster.home(organisation_id, place=request.get(RELAYED_CLIENT) is None)
     except NoHome as exc:
         log.warning(logs.SOCKET_REJECTED, reason="no_home", error=str(exc))
         return json_error(503, "unavailable", "the service is briefly unavailable; try again in a moment")

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import redis.asyncio
 
-from server.cluster import REAP_SECONDS, TTL_SECONDS, Cluster, ClusterError
+from server.cluster import REAP_SECONDS, RENEW_SECONDS, TTL_SECONDS, Cluster, ClusterError, Home
 from storage.db import Database
 from storage.keys import Keyring
 from storage.recordings import RecordingStore, read_plaintext
@@ -114,6 +114,36 @@ async def test_an_organisation_has_one_home_which_it_keeps_while_in_use_and_lose
         assert a.name not in await b.live_nodes()
         assert (await b.home(organisation)).url is None  # b takes over
     finally:
+        await b.leave()
+
+
+async def test_organisations_arriving_together_spread_over_the_nodes(redis_url: str) -> None:
+    """Homes are placed on the live node with the fewest (ties stay on the node asking), in one step
+    in Redis: organisations whose first sockets all reach one node at once still spread evenly."""
+    suffix = uuid.uuid4().hex[:6]
+    a = await membership(redis_url, f"a-{suffix}")
+    b = await membership(redis_url, f"b-{suffix}")
+    a._live = b._live = {a.name, b.name}  # (not other tests' nodes, still expiring in this Redis)
+    organisations = [uuid.uuid4() for _ in range(6)]
+    try:
+        homes = await asyncio.gather(*(a.home(organisation) for organisation in organisations))
+        assert sorted(home.node for home in homes) == [a.name] * 3 + [b.name] * 3
+        assert homes[0] == Home(a.name, None)  # the first: a tie, which stays on a
+        for organisation, home in zip(organisations, homes, strict=True):
+            if home.node == b.name:
+                assert home.url == b.internal_url
+                # The socket relayed to b: b is the home, and does not place it again.
+                assert await b.home(organisation, place=False) == Home(b.name, None)
+                b.hold(organisation)
+                assert (await a.home(organisation)).node == b.name
+            else:
+                a.hold(organisation)
+        # Each renewal writes the true count: one more organisation goes where there are fewest.
+        b.release(organisations[[h.node for h in homes].index(b.name)])
+        await asyncio.sleep(RENEW_SECONDS + 0.5)
+        assert (await a.home(uuid.uuid4())).node == b.name
+    finally:
+        await a.leave()
         await b.leave()
 
 
