@@ -264,12 +264,17 @@ class Switchboard:
                 closed = not hours.is_open(button.opening_hours, button.time_zone, self.clock())
                 if not closed and self._directory is not None:
                     # Both at once: each is a database round trip, and the ring waits for them.
-                    live.eligible, live.earlier_calls = await asyncio.gather(
+                    eligible, earlier = await asyncio.gather(
                         self._directory.eligible_agents(button.organisation_id, button.id),
                         self._directory.earlier_calls(
                             button.organisation_id, call.id, answers.get("email"), answers.get("phone")
                         ),
+                        return_exceptions=True,  # (both awaited, when the first fails too)
                     )
+                    for result in (eligible, earlier):
+                        if isinstance(result, BaseException):
+                            raise result
+                    live.eligible, live.earlier_calls = eligible, earlier  # type: ignore[assignment]
             except Exception:
                 # The database is out, say: this call fails, and says so, rather than hang.
                 log.exception(logs.TASK_FAILED, call_id=str(call.id))
