@@ -13,12 +13,13 @@ import datetime
 import enum
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
 
 from server import logs
+from storage.calls import AgentEvent
 from storage.outbox import Outbox
 
 log = structlog.get_logger(__name__)
@@ -82,16 +83,8 @@ class CallEvents(Protocol):
         reason: str | None = None,
     ) -> None: ...
 
-    async def agent_event(
-        self,
-        *,
-        call_id: uuid.UUID,
-        organisation_id: uuid.UUID,
-        kind: str,
-        agent_id: uuid.UUID,
-        at: datetime.datetime,
-        write_id: uuid.UUID,
-        reason: str | None = None,
+    async def agent_events(
+        self, *, call_id: uuid.UUID, organisation_id: uuid.UUID, events: Sequence[AgentEvent]
     ) -> None: ...
 
     async def set_rating_token(self, *, call_id: uuid.UUID, organisation_id: uuid.UUID, token_hash: bytes) -> None: ...
@@ -132,6 +125,7 @@ class Call:
         self._outbox = outbox
         self._log = log.bind(call_id=str(self.id), org_id=str(organisation_id))
         self._last_write: asyncio.Task[None] | None = None
+        self._agent_events: list[AgentEvent] = []
         self._persist(
             "call created",
             lambda: events.create(
@@ -168,23 +162,26 @@ class Call:
         return True
 
     def agent_event(self, kind: str, agent_id: uuid.UUID, reason: str | None = None) -> None:
-        """Record an agent-level event (``agent_rung``, ``agent_declined``, ``agent_ring_stopped``)."""
-        at = _now()
-        write_id = uuid.uuid4()
+        """Record an agent-level event (``agent_rung``, ``agent_declined``, ``agent_ring_stopped``).
+
+        The events of one step are stored together, in one statement: a ring-all call rings (and
+        stops ringing) every agent at once, one write each was most of what a setup cost the server
+        and the database (10,274 writes in 50 setups)."""
+        if not self._agent_events:
+            asyncio.get_running_loop().call_soon(self._store_agent_events)
+        self._agent_events.append(AgentEvent(kind, agent_id, _now(), uuid.uuid4(), reason))
+
+    def _store_agent_events(self) -> None:
+        events, self._agent_events = self._agent_events, []
+        if not events:
+            return
         self._persist(
-            f"call event {kind}",
-            lambda: self._events.agent_event(
-                call_id=self.id,
-                organisation_id=self.organisation_id,
-                kind=kind,
-                agent_id=agent_id,
-                at=at,
-                write_id=write_id,
-                reason=reason,
-            ),
-            agent_id=str(agent_id),
-            at=at.isoformat(),
-            reason=reason,
+            "call events " + ", ".join(sorted({e.kind for e in events})),
+            lambda: self._events.agent_events(call_id=self.id, organisation_id=self.organisation_id, events=events),
+            events=[
+                {"kind": e.kind, "agent_id": str(e.agent_id), "at": e.at.isoformat(), "reason": e.reason}
+                for e in events
+            ],
         )
 
     def rating_token(self, token: str) -> None:
@@ -199,6 +196,8 @@ class Call:
 
     async def flush(self) -> None:
         """Wait until every transition so far is persisted (or has failed and been logged)."""
+        if self._agent_events:
+            self._store_agent_events()
         if self._last_write is not None:
             await asyncio.shield(self._last_write)
 
@@ -241,6 +240,8 @@ class Call:
         """Store with ``write`` after every earlier write of this call (history is stored in order),
         through the outbox: the call goes on while the database is away, and its history is
         written when it is back."""
+        if self._agent_events:
+            self._store_agent_events()  # the agent events so far come first
         previous = self._last_write
         outbox = self._outbox
         call_id = str(self.id)

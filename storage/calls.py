@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,18 @@ def restricted_subject(organisation: str, email: str, phone: str) -> str:
         AND s.lifted_at IS NULL
         AND ((s.subject_email IS NOT NULL AND s.subject_email = {email})
              OR (s.subject_phone IS NOT NULL AND s.subject_phone = regexp_replace({phone}, '[^0-9]', '', 'g'))))"""
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """An agent-level event of a call (``agent_rung``, ``agent_declined``, ``agent_ring_stopped``),
+    with the id that makes its write idempotent."""
+
+    kind: str
+    agent_id: uuid.UUID
+    at: datetime.datetime
+    write_id: uuid.UUID
+    reason: str | None = None
 
 
 class CallStore:
@@ -176,30 +188,27 @@ class CallStore:
             if to_state in ("answered", "ended"):
                 await webhooks.emit(conn, organisation_id, f"call.{to_state}", call_id, webhooks.call_data(row))
 
-    async def agent_event(
-        self,
-        *,
-        call_id: uuid.UUID,
-        organisation_id: uuid.UUID,
-        kind: str,
-        agent_id: uuid.UUID,
-        at: datetime.datetime,
-        write_id: uuid.UUID,
-        reason: str | None = None,
+    async def agent_events(
+        self, *, call_id: uuid.UUID, organisation_id: uuid.UUID, events: Sequence[AgentEvent]
     ) -> None:
+        """Store a call's agent-level events in one statement, in their order; the ones stored
+        already (a retried write, by ``write_id``) are skipped."""
         await self._pool.execute(
             """
             INSERT INTO call_events (call_id, organisation_id, at, kind, agent_id, reason, write_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            SELECT $1, $2, e.at, e.kind, e.agent_id, e.reason, e.write_id
+            FROM unnest($3::timestamptz[], $4::text[], $5::uuid[], $6::text[], $7::uuid[])
+                WITH ORDINALITY AS e(at, kind, agent_id, reason, write_id, n)
+            ORDER BY e.n
             ON CONFLICT (write_id) DO NOTHING
             """,
             call_id,
             organisation_id,
-            at,
-            kind,
-            agent_id,
-            reason,
-            write_id,
+            [e.at for e in events],
+            [e.kind for e in events],
+            [e.agent_id for e in events],
+            [e.reason for e in events],
+            [e.write_id for e in events],
         )
 
     async def get(self, organisation_id: uuid.UUID, call_id: uuid.UUID) -> CallRecord | None:

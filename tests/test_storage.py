@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from storage.calls import AgentEvent
 from storage.db import Database
 from storage.localpg import LocalPostgres
 from storage.migrations import Migration, MigrationError, load_migrations, migrate, pending
@@ -148,16 +149,17 @@ async def test_a_retried_call_write_is_stored_once(database: Database) -> None:
         await database.calls.create(
             call_id=call_id, organisation_id=org, button_id=tenant.button_id, page_url=None, at=now
         )
-    queued, rung = uuid.uuid4(), uuid.uuid4()
-    for _ in range(2):
+    queued = uuid.uuid4()
+    rung = AgentEvent("agent_rung", tenant.agent_id, now, uuid.uuid4())
+    stopped = AgentEvent("agent_ring_stopped", tenant.agent_id, now, uuid.uuid4(), "answered_elsewhere")
+    for batch in ([rung], [rung, stopped]):  # the second: a retried write that got further
         await database.calls.transition(
             call_id=call_id, organisation_id=org, from_state="created", to_state="queued", at=now, write_id=queued
         )
-        await database.calls.agent_event(
-            call_id=call_id, organisation_id=org, kind="agent_rung", agent_id=tenant.agent_id, at=now, write_id=rung
-        )
+        await database.calls.agent_events(call_id=call_id, organisation_id=org, events=batch)
     events = await database.calls.events(org, call_id)
-    assert [e.kind for e in events] == ["created", "queued", "agent_rung"]
+    assert [e.kind for e in events] == ["created", "queued", "agent_rung", "agent_ring_stopped"]
+    assert events[-1].reason == "answered_elsewhere" and events[-1].agent_id == tenant.agent_id
     record = await database.calls.get(org, call_id)
     assert record is not None and record.state == "queued"
 
