@@ -142,7 +142,12 @@ class Agent:
         current = self.presence
         if current is self._reported:
             return False
-        self._log.info(logs.AGENT_PRESENCE, transition=f"{self._reported.value} -> {current.value}")
+        # A ring starting or stopping flips an agent between available and ringing, for every agent a
+        # ring-all call rings: most of a busy server's log lines (the call's events keep who was rung).
+        ring_flip = Presence.RINGING in (current, self._reported)
+        (self._log.debug if ring_flip else self._log.info)(
+            logs.AGENT_PRESENCE, transition=f"{self._reported.value} -> {current.value}"
+        )
         previous, self._reported = self._reported, current
         if current is Presence.AVAILABLE and previous is not Presence.RINGING:
             # A ring that stopped (declined, timed out, taken elsewhere) leaves the agent as idle

@@ -623,7 +623,7 @@ class Switchboard:
         agent.send(live.ring_message)
         self.changed(agent)
         call.agent_event("agent_rung", agent.user_id)
-        log.info(logs.AGENT_RUNG, call_id=str(call.id), agent_id=str(agent.user_id))
+        log.debug(logs.AGENT_RUNG, call_id=str(call.id), agent_id=str(agent.user_id))  # (also a call event)
 
     def _ring_timed_out(self, live: LiveCall, agent: Agent) -> None:
         if agent.user_id not in live.rung or live.call.ended:
