@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -26,9 +25,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from setup_latency import server_env
+
 from server import auth
 from storage.db import Database
-from storage.keys import MasterKey
 from storage.localpg import LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,14 +144,10 @@ async def main(levels: list[int], talk: float, record: bool, kinds: list[str], k
             "stock-relay": await tenant(database, max(levels), False),  # the baseline records nothing
             "callbutton": await tenant(database, max(levels), record),
         }
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
-        env.update({
-            "CALLBUTTON_DATABASE_URL": dsn, "CALLBUTTON_DATA_DIR": str(folder), "CALLBUTTON_PORT": "0",
-            "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1", "CALLBUTTON_LOG_FORMAT": "json",
-            "CALLBUTTON_LOG_LEVEL": "info", "CALLBUTTON_CALL_RATE_PER_ADDRESS": "100000",
-            "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS": "100000", "CALLBUTTON_CALL_RATE_PER_BUTTON": "100000",
-            "CALLBUTTON_MASTER_KEY": MasterKey.generate().to_text(),
-        })  # fmt: skip
+        # The same environment as the other server benchmarks: loopback ICE, JSON logs, and every
+        # per-address limit lifted (one machine plays every visitor and agent; logging 64 agents in
+        # from one address is otherwise refused with 429).
+        env = server_env(dsn, folder)
         for kind in kinds:
             button, agents, admin = tenants[kind]
             server = Server(kind, env)
