@@ -276,6 +276,11 @@ def _unless(skipped: Callable[[bytes], bool], receive: Callable[[Any, Any], None
     return datagram_received
 
 
+#: Datagrams read from one socket's kernel buffer at most, to discard it: more than the default
+#: receive buffer (208 KiB) holds of the smallest datagrams' kernel footprint (about 768 bytes each).
+DISCARD_READS = 512
+
+
 def discard_queued_rtp(pc: RTCPeerConnection) -> int:
     """Drop the RTP datagrams that have reached ``pc``'s ICE sockets but are not read yet, and return
     how many. Everything else queued (STUN, DTLS, RTCP) is kept, in order.
@@ -300,16 +305,19 @@ def discard_queued_rtp(pc: RTCPeerConnection) -> int:
             queue.put_nowait(item)
         for protocol in connection._protocols:
             sock = getattr(getattr(protocol, "transport", None), "_sock", None)
-            if sock is None:  # a TURN relay: its datagrams come through aioice's queue only
+            if sock is None:
+                # A TURN relay: what its client socket holds is not drained (only aioice's queue is).
                 continue
-            while True:
+            # At most what a receive buffer holds: a peer flooding its leg's port must not keep the
+            # event loop here (asyncio itself reads one datagram per wake-up).
+            for _ in range(DISCARD_READS):
                 try:
                     data, addr = sock.recvfrom(DATAGRAM_BUFFER)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
-                    protocol.error_received(exc)
-                    break
+                    protocol.error_received(exc)  # (an ICMP error, say: the next datagram is read)
+                    continue
                 if _is_rtp(data):
                     dropped += 1
                 else:

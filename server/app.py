@@ -323,6 +323,9 @@ class Running:
         app[metrics.DRAINING].set()
         switchboard = app[SWITCHBOARD]
         switchboard.accepting = False
+        cluster = app.get(CLUSTER)
+        if cluster is not None:
+            await cluster.take_homes(False)  # no new organisation is placed here
         log.info(logs.SERVER_DRAINING, calls=len(switchboard.calls), seconds=seconds)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
@@ -420,6 +423,8 @@ async def start(settings: Settings, database: Database, *, demo: bool = False, r
         if internal is not None:
             # Plain http: nodes reach each other over a network of their own (docs/scaling.md).
             await web.SockSite(runner, internal).start()
+        if cluster is not None:
+            await cluster.take_homes(True)  # serving now: new organisations may be placed here
     except BaseException:
         sock.close()
         if internal is not None:

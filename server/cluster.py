@@ -14,8 +14,10 @@ Redis holds two kinds of keys, each with a time to live that its holder keeps re
   to need a home for an organisation while none is held places it on the live node with the fewest
   homes (itself when it has no more than any other); the holder renews it while it has sockets of
   that organisation, and gives it up when they are gone (or when it stops);
-- ``callbutton:homes``: how many homes each node holds (each node writes its own at every renewal;
-  a placement counts the home it places at once, so that organisations arriving together spread).
+- ``callbutton:homes``: how many homes each node that takes new ones holds (a node is listed once
+  it has started, :meth:`Cluster.take_homes`, and writes its count at every renewal; it is taken off
+  when it drains or leaves, and a dead node's entry is removed by the others; a placement counts
+  the home it places at once, so that organisations arriving together spread).
 
 A node that dies stops renewing: within :data:`TTL_SECONDS` its keys expire, the sockets it relayed
 see their relay fail and tell their clients (who reconnect), and the next socket of one of its
@@ -76,27 +78,39 @@ elseif holder == ARGV[1] then
 end
 return 0
 """
-# Place an organisation that has no home: on the live node with the fewest homes (ties stay on the
-# node asking, ARGV[2]), all in one step so that organisations arriving together spread. Returns the
-# home, existing or new. KEYS: the home key, the hash of homes per node; ARGV: TTL ms, this node, the
-# other live nodes.
-_PLACE = """
+# Place an organisation that has no home: on the node with the fewest homes among those that take
+# them (registered now, and listed in the hash of homes per node: a node is listed once it has
+# started and until it drains or leaves), ties going to the node asking (ARGV[2]), which also takes
+# it when nobody else can; all in one step, so that organisations arriving together spread. Returns
+# the home, existing or new. KEYS: the home key, the hash of homes per node; ARGV: TTL ms, this node,
+# the other live nodes. (Node keys are read by name: one Redis, not a Redis Cluster.)
+_PLACE = (
+    """
 local holder = redis.call('GET', KEYS[1])
 if holder then
   return holder
 end
-local best = ARGV[2]
-local fewest = tonumber(redis.call('HGET', KEYS[2], best) or '0')
-for i = 3, #ARGV do
-  local homes = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
-  if homes < fewest then
-    best, fewest = ARGV[i], homes
+local best, fewest = nil, nil
+for i = 2, #ARGV do
+  local homes = redis.call('HGET', KEYS[2], ARGV[i])
+  if homes and redis.call('EXISTS', '"""
+    + PREFIX
+    + """node:' .. ARGV[i]) == 1 then
+    homes = tonumber(homes)
+    if fewest == nil or homes < fewest then
+      best, fewest = ARGV[i], homes
+    end
   end
 end
+if best == nil then
+  best = ARGV[2]
+else
+  redis.call('HINCRBY', KEYS[2], best, 1)
+end
 redis.call('SET', KEYS[1], best, 'PX', ARGV[1])
-redis.call('HINCRBY', KEYS[2], best, 1)
 return best
 """
+)
 # Delete a key only if we still hold it.
 _GIVE_UP = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -143,6 +157,7 @@ class Cluster:
         self._renew = redis.register_script(_RENEW)
         self._give_up = redis.register_script(_GIVE_UP)
         self._place = redis.register_script(_PLACE)
+        self._taking = False
         #: The nodes registered at the last renewal (where homes may be placed).
         self._live: set[str] = {name}
 
@@ -171,13 +186,24 @@ class Cluster:
             raise ClusterError(f"Redis does not answer at CALLBUTTON_REDIS_URL: {exc}") from exc
         self._node_value = value
         with contextlib.suppress(Exception):
-            await self._redis.hset(HOMES_KEY, self.name, 0)  # a node that starts holds no home yet
+            await self._redis.hdel(HOMES_KEY, self.name)  # (a node of this name that died): not yet
             self._live = await self.live_nodes()
         self._renewer = asyncio.create_task(self._renew_loop(), name="cluster-renew")
         log.info(CLUSTER_JOINED, node=self.name, internal_url=self.internal_url)
 
+    async def take_homes(self, taking: bool) -> None:
+        """Whether new organisations may be placed here: from when this node serves (it has
+        started) until it drains."""
+        self._taking = taking
+        with contextlib.suppress(Exception):
+            if taking:
+                await self._redis.hset(HOMES_KEY, self.name, len(self._held))
+            else:
+                await self._redis.hdel(HOMES_KEY, self.name)
+
     async def leave(self) -> None:
         """Stop renewing and give up this node's keys, so that others take over at once."""
+        await self.take_homes(False)
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,7 +212,6 @@ class Cluster:
             for organisation_id in list(self._held):
                 await self._give_up(keys=[self._home_key(organisation_id)], args=[self.name])
             await self._give_up(keys=[self._node_key(self.name)], args=[self._node_value])
-            await self._redis.hdel(HOMES_KEY, self.name)
         log.info(CLUSTER_LEFT, node=self.name)
 
     async def live_nodes(self) -> set[str]:
@@ -262,7 +287,8 @@ class Cluster:
             try:
                 if await self._renew(keys=[self._node_key(self.name)], args=[self._node_value, self._ttl_ms]) == 2:
                     self._quiet_until = time.monotonic() + REAP_GRACE_SECONDS
-                await self._redis.hset(HOMES_KEY, self.name, len(self._held))
+                if self._taking:
+                    await self._redis.hset(HOMES_KEY, self.name, len(self._held))
                 self._live = await self.live_nodes()
                 for organisation_id in list(self._held):
                     if not await self._renew(keys=[self._home_key(organisation_id)], args=[self.name, self._ttl_ms]):
@@ -294,6 +320,9 @@ class Cluster:
                 if self.name not in live or now < self._quiet_until:
                     continue  # we could be the one cut off, or others may not be back yet
                 spared = {name for name, seen in self._seen.items() if now - seen < REAP_GRACE_SECONDS}
+                gone = [n for n in map(_text, await self._redis.hkeys(HOMES_KEY)) if n not in spared]
+                if gone:
+                    await self._redis.hdel(HOMES_KEY, *gone)  # dead nodes take no homes
                 await reap(spared)
             except Exception:
                 log.warning("cluster.reap_failed", exc_info=True)
@@ -329,3 +358,7 @@ class Cluster:
     @staticmethod
     def _home_key(organisation_id: uuid.UUID) -> str:
         return f"{PREFIX}home:{organisation_id}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -144,7 +144,7 @@ class Agent:
             return False
         # A ring starting or stopping flips an agent between available and ringing, for every agent a
         # ring-all call rings: most of a busy server's log lines (the call's events keep who was rung).
-        ring_flip = Presence.RINGING in (current, self._reported)
+        ring_flip = {current, self._reported} == {Presence.AVAILABLE, Presence.RINGING}
         (self._log.debug if ring_flip else self._log.info)(
             logs.AGENT_PRESENCE, transition=f"{self._reported.value} -> {current.value}"
         )

@@ -196,9 +196,12 @@ class CallStore:
         await self._pool.execute(
             """
             INSERT INTO call_events (call_id, organisation_id, at, kind, agent_id, reason, write_id)
-            SELECT $1, $2, e.at, e.kind, e.agent_id, e.reason, e.write_id
+            SELECT $1, $2, e.at, e.kind, u.id, e.reason, e.write_id
             FROM unnest($3::timestamptz[], $4::text[], $5::uuid[], $6::text[], $7::uuid[])
                 WITH ORDINALITY AS e(at, kind, agent_id, reason, write_id, n)
+            -- An agent deleted meanwhile is stored as no one (as its other events become),
+            -- rather than refusing the step's every event.
+            LEFT JOIN users u ON u.id = e.agent_id
             ORDER BY e.n
             ON CONFLICT (write_id) DO NOTHING
             """,

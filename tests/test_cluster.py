@@ -126,6 +126,10 @@ async def test_organisations_arriving_together_spread_over_the_nodes(redis_url: 
     a._live = b._live = {a.name, b.name}  # (not other tests' nodes, still expiring in this Redis)
     organisations = [uuid.uuid4() for _ in range(6)]
     try:
+        # A node takes new homes only once it serves: until then they stay with the node asking.
+        assert (await a.home(uuid.uuid4())).node == a.name
+        await a.take_homes(True)
+        await b.take_homes(True)
         homes = await asyncio.gather(*(a.home(organisation) for organisation in organisations))
         assert sorted(home.node for home in homes) == [a.name] * 3 + [b.name] * 3
         assert homes[0] == Home(a.name, None)  # the first: a tie, which stays on a
@@ -141,6 +145,13 @@ async def test_organisations_arriving_together_spread_over_the_nodes(redis_url: 
         # Each renewal writes the true count: one more organisation goes where there are fewest.
         b.release(organisations[[h.node for h in homes].index(b.name)])
         await asyncio.sleep(RENEW_SECONDS + 0.5)
+        assert (await a.home(uuid.uuid4())).node == b.name
+        # A draining node takes no new homes, however few it holds; nor does a node that is gone.
+        await b.take_homes(False)
+        assert {(await a.home(uuid.uuid4())).node for _ in range(3)} == {a.name}
+        await b.take_homes(True)
+        a._live.add(ghost := f"ghost-{suffix}")
+        await a._redis.hset("callbutton:homes", ghost, 0)  # listed, but its node key has expired
         assert (await a.home(uuid.uuid4())).node == b.name
     finally:
         await a.leave()

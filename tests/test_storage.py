@@ -157,9 +157,14 @@ async def test_a_retried_call_write_is_stored_once(database: Database) -> None:
             call_id=call_id, organisation_id=org, from_state="created", to_state="queued", at=now, write_id=queued
         )
         await database.calls.agent_events(call_id=call_id, organisation_id=org, events=batch)
+    # An agent deleted while rung: its event is stored as no one's, and the others of the step with it.
+    gone = AgentEvent("agent_ring_stopped", uuid.uuid4(), now, uuid.uuid4(), "ended")
+    kept = AgentEvent("agent_ring_stopped", tenant.agent_id, now, uuid.uuid4(), "ended")
+    await database.calls.agent_events(call_id=call_id, organisation_id=org, events=[gone, kept])
     events = await database.calls.events(org, call_id)
-    assert [e.kind for e in events] == ["created", "queued", "agent_rung", "agent_ring_stopped"]
-    assert events[-1].reason == "answered_elsewhere" and events[-1].agent_id == tenant.agent_id
+    assert [e.kind for e in events] == ["created", "queued", "agent_rung"] + ["agent_ring_stopped"] * 3
+    assert events[3].reason == "answered_elsewhere" and events[3].agent_id == tenant.agent_id
+    assert [e.agent_id for e in events[4:]] == [None, tenant.agent_id]
     record = await database.calls.get(org, call_id)
     assert record is not None and record.state == "queued"
 
