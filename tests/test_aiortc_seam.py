@@ -185,7 +185,13 @@ async def test_an_idle_leg_drops_audio_on_arrival_reports_none_lost_and_forwards
         await asyncio.sleep(3)  # about 150 packets, and a few RTCP intervals
         assert leg.drops.idle > 100
         assert 0 < leg.counters.packets_in <= leg.drops.idle // (aiortc_seam.IDLE_SAMPLE - 1) + 2
-        (remote_inbound,) = await stats_of(peer.pc, "remote-inbound-rtp")
+        # The server's receiver reports (every 0.5-1.5 s, later on a loaded machine) count the
+        # dropped packets as received: nothing lost.
+        for _ in range(30):
+            (remote_inbound,) = await stats_of(peer.pc, "remote-inbound-rtp")
+            if remote_inbound.packetsReceived > 100:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.2)
         assert remote_inbound.packetsReceived > 100  # type: ignore[attr-defined]
         assert remote_inbound.packetsLost <= 2  # type: ignore[attr-defined]
         assert remote_inbound.fractionLost == 0  # type: ignore[attr-defined]
