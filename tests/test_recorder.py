@@ -40,6 +40,15 @@ class Sink:
         self.closed = True
 
 
+def recording(worker: MuxWorker) -> tuple[Clock, Sink, Recorder]:
+    """A recorder on a clock of the test's own, writing into a sink in memory, started."""
+    clock, sink = Clock(), Sink()
+    recorder = Recorder(worker, clock=clock)
+    recorder.attach(sink)
+    recorder.start()
+    return clock, sink, recorder
+
+
 def speech(frequency: float, silent: float, seconds: float) -> list[bytes]:
     """Opus packets of ``silent`` seconds of silence, then a tone, ``seconds`` in all."""
     pcm = np.concatenate(
@@ -123,11 +132,7 @@ async def test_silence_and_loss_keep_the_parties_aligned(worker: MuxWorker) -> N
     """The visitor speaks 1 s, is silent 1 s (no packets: DTX), speaks again, losing every tenth
     packet; the agent speaks throughout, its packets arriving in bursts of five (a congested path).
     The visitor's second burst must sit 2 s after the first, and the agent's audio be whole."""
-    clock = Clock()
-    sink = Sink()
-    recorder = Recorder(worker, clock=clock)
-    recorder.attach(sink)
-    recorder.start()
+    clock, sink, recorder = recording(worker)
     visitor = opus.encode(tone(440, 3.0))
     agent = opus.encode(tone(880, 3.0))
     visitor_ts, agent_ts = 7777, 2**32 - 10 * FRAME  # the agent's clock wraps during the call
@@ -177,11 +182,7 @@ async def test_silence_and_loss_keep_the_parties_aligned(worker: MuxWorker) -> N
 
 
 async def test_hostile_timestamps_cannot_stretch_the_recording(worker: MuxWorker) -> None:
-    clock = Clock()
-    sink = Sink()
-    recorder = Recorder(worker, clock=clock)
-    recorder.attach(sink)
-    recorder.start()
+    clock, sink, recorder = recording(worker)
     packets = opus.encode(tone(440, 1.0))
     timestamp = 0
     for index in range(50):
@@ -221,11 +222,7 @@ async def test_a_failing_sink_ends_the_file_without_breaking_the_worker(worker: 
 
 
 async def test_wav_ranges_join_into_exactly_the_whole_file(worker: MuxWorker) -> None:
-    clock = Clock()
-    sink = Sink()
-    recorder = Recorder(worker, clock=clock)
-    recorder.attach(sink)
-    recorder.start()
+    clock, sink, recorder = recording(worker)
     for index, packet in enumerate(opus.encode(tone(440, 3.0))):
         clock.now += 0.02
         recorder.tap(VISITOR, index * FRAME, packet)
@@ -243,11 +240,7 @@ async def test_a_party_whose_first_packets_arrive_late_stays_aligned(worker: Mux
     """The agent's first 0.9 s of packets arrive together as it ends (its sender, or its path, stalled),
     the rest on time; both parties start a tone 1.5 s into the call. The agent's anchor settles on its
     on-time packets: the two tones start together, not 0.9 s apart, and the recording is no longer."""
-    clock = Clock()
-    sink = Sink()
-    recorder = Recorder(worker, clock=clock)
-    recorder.attach(sink)
-    recorder.start()
+    clock, sink, recorder = recording(worker)
     visitor, agent = speech(440, 1.5, 4.0), speech(880, 1.5, 4.0)
     stalled = round(STALL / PACKET)
     for index in range(200):  # 4 s
@@ -274,11 +267,7 @@ async def test_a_stall_mid_call_moves_nothing(worker: MuxWorker) -> None:
     """Once a party's anchor is settled, packets that waited 0.9 s (from 1.0 s into the call) and then
     arrive together are placed where they were sent: the agent's tone, starting during the stall,
     starts with the visitor's."""
-    clock = Clock()
-    sink = Sink()
-    recorder = Recorder(worker, clock=clock)
-    recorder.attach(sink)
-    recorder.start()
+    clock, sink, recorder = recording(worker)
     visitor, agent = speech(440, 1.5, 4.0), speech(880, 1.5, 4.0)
     first, last = round(1.0 / PACKET), round((1.0 + STALL) / PACKET)
     for index in range(200):
@@ -296,11 +285,7 @@ async def test_a_stall_mid_call_moves_nothing(worker: MuxWorker) -> None:
 async def test_a_stall_at_the_start_does_not_lengthen_the_recording(worker: MuxWorker) -> None:
     """The server stalls for 0.9 s as the call starts: both parties' first packets wait, and arrive
     together. A call of 3 s is a recording of 3 s, both parties where they spoke, not 3.9 s."""
-    clock = Clock()
-    sink = Sink()
-    recorder = Recorder(worker, clock=clock)
-    recorder.attach(sink)
-    recorder.start()
+    clock, sink, recorder = recording(worker)
     visitor, agent = speech(440, 1.0, 3.0), speech(880, 2.0, 3.0)
     stalled = round(STALL / PACKET)
     for index in range(150):
@@ -320,11 +305,7 @@ async def test_a_stall_at_the_start_does_not_lengthen_the_recording(worker: MuxW
 async def test_held_packets_wait_no_longer_than_the_window(worker: MuxWorker) -> None:
     """A party gone silent within its window is settled by the other's packets after it, and a call
     shorter than the window is recorded whole at its close."""
-    clock = Clock()
-    sink = Sink()
-    recorder = Recorder(worker, clock=clock)
-    recorder.attach(sink)
-    recorder.start()
+    clock, _, recorder = recording(worker)
     visitor, agent = opus.encode(tone(440, 0.5)), opus.encode(tone(880, 3.0))
     for index in range(150):
         clock.now += PACKET
@@ -353,11 +334,7 @@ async def test_held_packets_wait_no_longer_than_the_window(worker: MuxWorker) ->
 async def test_a_flood_from_the_first_packet_is_kept_to_real_time(worker: MuxWorker) -> None:
     """Ten seconds of audio a second from a party's first packet, while its anchor settles: what is held
     is placed no later than it arrived, and the recording still keeps to real time."""
-    clock = Clock()
-    sink = Sink()
-    recorder = Recorder(worker, clock=clock)
-    recorder.attach(sink)
-    recorder.start()
+    clock, sink, recorder = recording(worker)
     packets = opus.encode(tone(440, 1.0))
     for index in range(10 * 50 * 5):  # 5 s of flood
         clock.now += PACKET / 10
