@@ -11,9 +11,9 @@ Redis holds two kinds of keys, each with a time to live that its holder keeps re
 
 - ``callbutton:node:<name>``: a live node and the URL its internal routes answer on;
 - ``callbutton:home:<organisation id>``: the node that is the organisation's home. The first node
-  to need a home for an organisation while none is held places it on the live node with the fewest
-  homes (itself when it has no more than any other); the holder renews it while it has sockets of
-  that organisation, and gives it up when they are gone (or when it stops);
+  to need a home for an organisation while none is held places it on the node with the fewest homes
+  among those taking new ones (itself when it has no more than any other); the holder renews it
+  while it has sockets of that organisation, and gives it up when they are gone (or when it stops);
 - ``callbutton:homes``: how many homes each node that takes new ones holds (a node is listed once
   it has started, :meth:`Cluster.take_homes`, and writes its count at every renewal; it is taken off
   when it drains or leaves, and a dead node's entry is removed by the others; a placement counts
@@ -228,16 +228,15 @@ class Cluster:
     # --- homes ------------------------------------------------------------------------------------
 
     async def home(self, organisation_id: uuid.UUID, *, place: bool = True) -> Home:
-        """The organisation's home. When nobody holds it, it is placed on the live node with the
-        fewest homes (``place``), or taken by this node (not ``place``: a socket relayed here by the
-        node that placed it). Raises :class:`NoHome` when none can be found now."""
+        """The organisation's home. When nobody holds it, it is placed on the node with the fewest
+        homes among those taking new ones (``place``), or taken by this node (not ``place``: a socket
+        relayed here by the node that placed it). Raises :class:`NoHome` when none can be found now."""
         if self._held[organisation_id] > 0:
             return Home(self.name, None)
         key = self._home_key(organisation_id)
         try:
             others = sorted(self._live - {self.name}) if place else []
-            holder = await self._place(keys=[key, HOMES_KEY], args=[self._ttl_ms, self.name, *others])
-            holder = holder.decode() if isinstance(holder, bytes) else holder
+            holder = _text(await self._place(keys=[key, HOMES_KEY], args=[self._ttl_ms, self.name, *others]))
             if holder == self.name:  # ours (until no socket of it is left here)
                 home = Home(self.name, None)
             else:
