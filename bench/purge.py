@@ -44,18 +44,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 import av
 import numpy as np
 from aiortc.rtp import RtpPacket
+from common import throwaway_database
 
 from loadtest.clients import ProtocolFailure, SyntheticAgent, SyntheticVisitor
 from loadtest.peer import Impairment, LoadPeer, Reception
@@ -294,29 +292,6 @@ async def callers(args: argparse.Namespace) -> None:
 
 
 # --- the run ------------------------------------------------------------------------------------
-
-
-async def _admin(server_dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@asynccontextmanager
-async def throwaway_database(server_dsn: str) -> AsyncIterator[str]:
-    name = f"callbutton_bench_purge_{uuid.uuid4().hex[:8]}"
-    await _admin(server_dsn, f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
-    finally:
-        await _admin(
-            server_dsn,
-            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-            f'DROP DATABASE IF EXISTS "{name}_keys" WITH (FORCE)',
-        )
 
 
 def _write_files(folder: Path, ids: list[uuid.UUID]) -> None:
@@ -568,7 +543,7 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
         login_rate_per_account=6000.0,
     )  # fmt: skip
     try:
-        async with throwaway_database(server_dsn) as dsn:
+        async with throwaway_database(server_dsn, "purge") as dsn:
             database = await Database.connect(dsn)  # as `callbutton serve` connects
             try:
                 await database.migrate()

@@ -43,15 +43,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
+from common import throwaway_database
 from prometheus_client.parser import text_string_to_metric_families
 
 from server import auth
@@ -292,29 +291,6 @@ def growth(before: float, after: float) -> float:
 # --- the run ------------------------------------------------------------------------------------
 
 
-async def _admin(server_dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@asynccontextmanager
-async def throwaway_database(server_dsn: str) -> AsyncIterator[str]:
-    name = f"callbutton_bench_soak_{uuid.uuid4().hex[:8]}"
-    await _admin(server_dsn, f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
-    finally:
-        await _admin(
-            server_dsn,
-            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-            f'DROP DATABASE IF EXISTS "{name}_keys" WITH (FORCE)',
-        )
-
-
 async def create_tenant(database: Database, agents: int) -> Tenant:
     organisation = await database.accounts.create_organisation(f"Soak {uuid.uuid4().hex[:6]}")
     button = await database.buttons.create(
@@ -369,7 +345,7 @@ def loadtest_command(args: argparse.Namespace, server: Server, tenant: Tenant, f
 async def run(args: argparse.Namespace, server_dsn: str) -> int:
     folder = Path(tempfile.mkdtemp(prefix="callbutton-bench-soak-"))
     try:
-        async with throwaway_database(server_dsn) as dsn:
+        async with throwaway_database(server_dsn, "soak") as dsn:
             database = await Database.connect(dsn, max_size=2)
             try:
                 await database.migrate()

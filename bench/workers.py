@@ -42,13 +42,11 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import redis.asyncio as aioredis
+from common import throwaway_database
 from setup_latency import ORIGIN, ROOT, Server, Tenant, cpu_seconds, pct, server_env, settle, tenant
 
 from storage.db import Database
@@ -92,29 +90,6 @@ async def redis_server(folder: Path) -> Any:
     finally:
         process.terminate()
         await process.wait()
-
-
-@contextlib.asynccontextmanager
-async def throwaway_database(server_dsn: str) -> Any:
-    name = f"callbutton_bench_workers_{uuid.uuid4().hex[:8]}"
-    await _admin(server_dsn, f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
-    finally:
-        await _admin(
-            server_dsn,
-            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-            f'DROP DATABASE IF EXISTS "{name}_keys" WITH (FORCE)',
-        )
-
-
-async def _admin(server_dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 class Workers(Server):
@@ -405,7 +380,7 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
     results: dict[int, list[dict[str, Any]]] = {}
     began = time.monotonic()
     try:
-        async with throwaway_database(server_dsn) as dsn, redis_server(folder) as redis_url:
+        async with throwaway_database(server_dsn, "workers") as dsn, redis_server(folder) as redis_url:
             database = await Database.connect(dsn)
             try:
                 await database.migrate()

@@ -1,0 +1,36 @@
+"""What several benchmarks share: a throwaway database on a Postgres server they are given."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+
+async def admin(server_dsn: str, *statements: str) -> None:
+    """Run ``statements`` on the server's own database (creating and dropping databases)."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def throwaway_database(server_dsn: str, label: str) -> AsyncIterator[str]:
+    """A new database on ``server_dsn``'s server, named for ``label``; its DSN. Dropped at the end,
+    with the key store the server creates beside it (``<name>_keys``)."""
+    name = f"callbutton_bench_{label}_{uuid.uuid4().hex[:8]}"
+    await admin(server_dsn, f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
+    finally:
+        await admin(
+            server_dsn,
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            f'DROP DATABASE IF EXISTS "{name}_keys" WITH (FORCE)',
+        )
