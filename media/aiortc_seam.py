@@ -286,9 +286,11 @@ def discard_queued_rtp(pc: RTCPeerConnection) -> int:
     how many. Everything else queued (STUN, DTLS, RTCP) is kept, in order.
 
     Two places hold them: aioice's receive queue (datagrams the event loop has read) and the sockets'
-    kernel buffers (datagrams it has not got round to), which are read here without waiting. When the
-    loop is behind, both hold audio that was sent seconds ago; a leg whose audio starts going somewhere
-    new discards it, so that nobody hears what was said before they were connected.
+    kernel buffers (datagrams it has not got round to), which are read here without waiting: a host
+    candidate's socket, and a TURN relay's socket to its TURN server (UDP or TCP; over TLS, what the
+    TLS layer has buffered cannot be read past it and stays). When the loop is behind, both hold audio
+    that was sent seconds ago; a leg whose audio starts going somewhere new discards it, so that
+    nobody hears what was said before they were connected.
     """
     dropped = 0
     for transceiver in pc.getTransceivers():
@@ -304,25 +306,80 @@ def discard_queued_rtp(pc: RTCPeerConnection) -> int:
         for item in kept:
             queue.put_nowait(item)
         for protocol in connection._protocols:
-            sock = getattr(getattr(protocol, "transport", None), "_sock", None)
-            if sock is None:
-                # A TURN relay: what its client socket holds is not drained (only aioice's queue is).
-                continue
-            # At most what a receive buffer holds: a peer flooding its leg's port must not keep the
-            # event loop here (asyncio itself reads one datagram per wake-up).
-            for _ in range(DISCARD_READS):
+            transport = getattr(protocol, "transport", None)
+            relay = getattr(transport, "_TurnTransport__inner_protocol", None)
+            if relay is None:
+                dropped += _discard_datagrams(protocol, protocol)
+            elif relay.receiver is not None:
+                # The relay's client unwraps what its socket holds (ChannelData, Data indications) and
+                # hands it to the ICE socket's protocol: in between, RTP is dropped.
+                passing = _RtpDropper(relay.receiver)
+                relay.receiver = passing
                 try:
-                    data, addr = sock.recvfrom(DATAGRAM_BUFFER)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    protocol.error_received(exc)  # (an ICMP error, say: the next datagram is read)
-                    continue
-                if _is_rtp(data):
-                    dropped += 1
-                else:
-                    protocol.datagram_received(data, addr)
+                    if isinstance(relay, asyncio.DatagramProtocol):
+                        _discard_datagrams(relay, relay)
+                    else:
+                        _discard_stream(relay)
+                finally:
+                    relay.receiver = passing.receiver
+                dropped += passing.dropped
     return dropped
+
+
+def _discard_datagrams(protocol: Any, receiver: Any) -> int:
+    """Read ``protocol``'s socket without waiting, handing ``receiver`` all but RTP; how many RTP
+    datagrams were dropped."""
+    sock = getattr(getattr(protocol, "transport", None), "_sock", None)
+    if sock is None:
+        return 0
+    dropped = 0
+    # At most what a receive buffer holds: a peer flooding its leg's port must not keep the event
+    # loop here (asyncio itself reads one datagram per wake-up).
+    for _ in range(DISCARD_READS):
+        try:
+            data, addr = sock.recvfrom(DATAGRAM_BUFFER)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as exc:
+            receiver.error_received(exc)  # (an ICMP error, say: the next datagram is read)
+            continue
+        if _is_rtp(data):
+            dropped += 1
+        else:
+            receiver.datagram_received(data, addr)
+    return dropped
+
+
+def _discard_stream(relay: Any) -> None:
+    """Read a TURN-over-TCP relay's socket without waiting, into its client (which frames it)."""
+    sock = getattr(relay.transport, "_sock", None)
+    if sock is None:
+        return  # TURN over TLS: the TLS layer reads the socket
+    for _ in range(DISCARD_READS):
+        try:
+            data = sock.recv(DATAGRAM_BUFFER)
+        except OSError:  # nothing more now (BlockingIOError), or an error asyncio meets next
+            return
+        if not data:
+            return  # the end: asyncio reads it again (a closed stream stays readable)
+        relay.data_received(data)
+
+
+class _RtpDropper:
+    """Stands for a TURN client's receiver while its socket is discarded: passes on all but RTP."""
+
+    def __init__(self, receiver: Any) -> None:
+        self.receiver = receiver
+        self.dropped = 0
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if _is_rtp(data):
+            self.dropped += 1
+        else:
+            self.receiver.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.receiver.error_received(exc)
 
 
 def _is_rtp(data: bytes) -> bool:

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aioice.ice
 import pytest
 import yaml
 from aioice import stun
 from aioice.turn import TurnClientUdpProtocol
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection
 
+from media.aiortc_seam import discard_queued_rtp, pin_host_addresses
 from media.synthetic import AudioSink, OpusLoopTrack
 from server.app import Running, start
 from server.config import ConfigError, Settings
@@ -584,3 +586,68 @@ async def test_a_visitor_reaching_only_the_relay_talks_to_an_agent(
         await visitor.close()
         await agent.close()
         await running.stop()
+
+
+async def test_audio_waiting_in_a_relays_socket_is_discarded_at_the_switch(
+    coturn: Coturn, relay_credentials: TurnCredentials
+) -> None:
+    """A leg whose own ICE runs through a TURN relay (the server's ``CALLBUTTON_ICE_SERVERS``) holds
+    what the relay forwarded in its socket to the TURN server, wrapped as ChannelData: when a leg's
+    audio is switched somewhere new (an answer), the RTP among it is dropped like a host socket's,
+    and what keeps the leg up (STUN, DTLS, RTCP) is kept. The stall is made by pausing the reads of
+    the relay's socket for 1.5 s, as a busy server's would be."""
+    previous = aioice.ice.get_host_addresses
+    pin_host_addresses([SERVER_ADDRESS])  # the peer's host candidate: where the documented coturn relays to
+    server = relay_credentials.ice_server("agent", uuid.uuid4())
+    url = f"turn:{coturn.address[0]}:{coturn.address[1]}"
+    relayed = RTCPeerConnection(
+        RTCConfiguration(
+            iceServers=[RTCIceServer(urls=url, username=server["username"], credential=server["credential"])],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+        )
+    )
+    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sink: AudioSink | None = None
+    try:
+        peer.addTrack(OpusLoopTrack.of_tone(440))
+        relayed.addTransceiver("audio", direction="recvonly")
+        await relayed.setLocalDescription(await relayed.createOffer())
+        await peer.setRemoteDescription(relayed.localDescription)
+        await peer.setLocalDescription(await peer.createAnswer())
+        await relayed.setRemoteDescription(peer.localDescription)
+        (receiver,) = relayed.getReceivers()
+        sink = AudioSink(receiver.track)
+        arrivals: list[float] = []
+        handle: Any = receiver._handle_rtp_packet
+
+        async def count(packet: Any, arrival_time_ms: int) -> None:
+            arrivals.append(time.monotonic())
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = count  # type: ignore[method-assign]
+        for _ in range(200):
+            if len(arrivals) >= 10:
+                break
+            await asyncio.sleep(0.05)
+        assert len(arrivals) >= 10, "no audio through the relay"
+
+        connection: Any = receiver.transport.transport._connection
+        (relay,) = [p.transport._TurnTransport__inner_protocol for p in connection._protocols]
+        relay.transport.pause_reading()
+        await asyncio.sleep(1.5)
+        dropped = discard_queued_rtp(relayed)
+        relay.transport.resume_reading()
+        resumed = time.monotonic()
+        await asyncio.sleep(1.0)
+
+        assert dropped >= 50, f"only {dropped} of about 75 queued packets dropped"
+        burst = [t for t in arrivals if resumed <= t < resumed + 0.2]
+        assert len(burst) <= 15, f"{len(burst)} packets in the 0.2 s after the stall: the queued ones came through"
+        assert len([t for t in arrivals if t >= resumed]) >= 35  # audio goes on through the relay
+        assert relayed.connectionState == "connected"
+    finally:
+        if sink is not None:
+            await sink.close()
+        await relayed.close()
+        await peer.close()
+        aioice.ice.get_host_addresses = previous
