@@ -7,17 +7,20 @@ WebSocket (``server.signalling``), and the home negotiates the legs itself, so a
 between the browsers and the home and is recorded there, once. Nothing about routing is
 distributed, so it behaves exactly as on one process.
 
-Redis holds two kinds of keys, each with a time to live that its holder keeps renewing:
+Redis holds these keys, each with a time to live that its holder keeps renewing:
 
 - ``callbutton:node:<name>``: a live node and the URL its internal routes answer on;
 - ``callbutton:home:<organisation id>``: the node that is the organisation's home. The first node
   to need a home for an organisation while none is held places it on the node with the fewest homes
   among those taking new ones (itself when it has no more than any other); the holder renews it
   while it has sockets of that organisation, and gives it up when they are gone (or when it stops);
-- ``callbutton:homes``: how many homes each node that takes new ones holds (a node is listed once
-  it has started, :meth:`Cluster.take_homes`, and writes its count at every renewal; it is taken off
-  when it drains or leaves, and a dead node's entry is removed by the others; a placement counts
-  the home it places at once, so that organisations arriving together spread).
+- ``callbutton:taking:<node>``: the node takes new homes (from when it has started,
+  :meth:`Cluster.take_homes`, until it drains or leaves);
+- ``callbutton:homes:<node>``: the set of organisations whose home the node is, which is what
+  placements count. A placement adds the organisation to the chosen node's set in the step that
+  places it, so that organisations arriving together spread, and the count stays right while the
+  relayed socket is on its way; the node adds what it holds, and at every renewal removes what is
+  no longer its home (a placement whose socket never came, a home given up or lost).
 
 A node that dies stops renewing: within :data:`TTL_SECONDS` its keys expire, the sockets it relayed
 see their relay fail and tell their clients (who reconnect), and the next socket of one of its
@@ -46,7 +49,6 @@ import structlog
 log = structlog.get_logger(__name__)
 
 PREFIX = "callbutton:"
-HOMES_KEY = f"{PREFIX}homes"
 #: How long a dead node's keys outlive it, at most.
 TTL_SECONDS = 6.0
 RENEW_SECONDS = 2.0
@@ -79,36 +81,54 @@ end
 return 0
 """
 # Place an organisation that has no home: on the node with the fewest homes among those that take
-# them (registered now, and listed in the hash of homes per node: a node is listed once it has
-# started and until it drains or leaves), ties going to the node asking (ARGV[2]), which also takes
-# it when nobody else can; all in one step, so that organisations arriving together spread. Returns
-# the home, existing or new. KEYS: the home key, the hash of homes per node; ARGV: TTL ms, this node,
-# the other live nodes. (Node keys are read by name: one Redis, not a Redis Cluster.)
+# them (registered now, and taking new homes: from when it has started until it drains or leaves),
+# ties going to the node asking (ARGV[2]), which also takes it when nobody else can; all in one step,
+# so that organisations arriving together spread. Returns the home, existing or new. KEYS: the home
+# key; ARGV: TTL ms, this node, the organisation, the other live nodes. (Other keys are read by name:
+# one Redis, not a Redis Cluster.)
 _PLACE = (
     """
+local prefix = '"""
+    + PREFIX
+    + """'
 local holder = redis.call('GET', KEYS[1])
 if holder then
   return holder
 end
 local best, fewest = nil, nil
 for i = 2, #ARGV do
-  local homes = redis.call('HGET', KEYS[2], ARGV[i])
-  if homes and redis.call('EXISTS', '"""
-    + PREFIX
-    + """node:' .. ARGV[i]) == 1 then
-    homes = tonumber(homes)
+  if i ~= 3 and redis.call('EXISTS', prefix .. 'taking:' .. ARGV[i]) == 1
+      and redis.call('EXISTS', prefix .. 'node:' .. ARGV[i]) == 1 then
+    local homes = redis.call('SCARD', prefix .. 'homes:' .. ARGV[i])
     if fewest == nil or homes < fewest then
       best, fewest = ARGV[i], homes
     end
   end
 end
-if best == nil then
-  best = ARGV[2]
-else
-  redis.call('HINCRBY', KEYS[2], best, 1)
-end
+best = best or ARGV[2]
+redis.call('SADD', prefix .. 'homes:' .. best, ARGV[3])
+redis.call('PEXPIRE', prefix .. 'homes:' .. best, ARGV[1])
 redis.call('SET', KEYS[1], best, 'PX', ARGV[1])
 return best
+"""
+)
+# A node's set of homes, at a renewal: add what it holds (ARGV[3...]), remove what is no longer its
+# home (its key expired or names another node), keep it alive. KEYS: the set; ARGV: TTL ms, this node.
+_COUNT_HOMES = (
+    """
+local prefix = '"""
+    + PREFIX
+    + """'
+for i = 3, #ARGV do
+  redis.call('SADD', KEYS[1], ARGV[i])
+end
+for _, organisation in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('GET', prefix .. 'home:' .. organisation) ~= ARGV[2] then
+    redis.call('SREM', KEYS[1], organisation)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return redis.call('SCARD', KEYS[1])
 """
 )
 # Delete a key only if we still hold it.
@@ -157,6 +177,7 @@ class Cluster:
         self._renew = redis.register_script(_RENEW)
         self._give_up = redis.register_script(_GIVE_UP)
         self._place = redis.register_script(_PLACE)
+        self._count_homes = redis.register_script(_COUNT_HOMES)
         self._taking = False
         #: The nodes registered at the last renewal (where homes may be placed).
         self._live: set[str] = {name}
@@ -186,7 +207,7 @@ class Cluster:
             raise ClusterError(f"Redis does not answer at CALLBUTTON_REDIS_URL: {exc}") from exc
         self._node_value = value
         with contextlib.suppress(Exception):
-            await self._redis.hdel(HOMES_KEY, self.name)  # (a node of this name that died): not yet
+            await self._redis.delete(self._taking_key())  # (a node of this name that died): not yet
             self._live = await self.live_nodes()
         self._renewer = asyncio.create_task(self._renew_loop(), name="cluster-renew")
         log.info(CLUSTER_JOINED, node=self.name, internal_url=self.internal_url)
@@ -197,9 +218,9 @@ class Cluster:
         self._taking = taking
         with contextlib.suppress(Exception):
             if taking:
-                await self._redis.hset(HOMES_KEY, self.name, len(self._held))
+                await self._redis.set(self._taking_key(), "1", px=self._ttl_ms)
             else:
-                await self._redis.hdel(HOMES_KEY, self.name)
+                await self._redis.delete(self._taking_key())
 
     async def leave(self) -> None:
         """Stop renewing and give up this node's keys, so that others take over at once."""
@@ -211,6 +232,7 @@ class Cluster:
         with contextlib.suppress(Exception):
             for organisation_id in list(self._held):
                 await self._give_up(keys=[self._home_key(organisation_id)], args=[self.name])
+            await self._redis.delete(self._homes_key())
             await self._give_up(keys=[self._node_key(self.name)], args=[self._node_value])
         log.info(CLUSTER_LEFT, node=self.name)
 
@@ -236,7 +258,7 @@ class Cluster:
         key = self._home_key(organisation_id)
         try:
             others = sorted(self._live - {self.name}) if place else []
-            holder = _text(await self._place(keys=[key, HOMES_KEY], args=[self._ttl_ms, self.name, *others]))
+            holder = _text(await self._place(keys=[key], args=[self._ttl_ms, self.name, str(organisation_id), *others]))
             if holder == self.name:  # ours (until no socket of it is left here)
                 home = Home(self.name, None)
             else:
@@ -272,7 +294,8 @@ class Cluster:
         if self._held[organisation_id] == 0:
             key = self._home_key(organisation_id)
             with contextlib.suppress(Exception):
-                await self._give_up(keys=[key], args=[self.name])
+                if await self._give_up(keys=[key], args=[self.name]):
+                    await self._redis.srem(self._homes_key(), str(organisation_id))
                 if self._held[organisation_id] > 0:
                     # A socket of it opened here meanwhile (home() still saw the key ours): take it back.
                     await self._renew(keys=[key], args=[self.name, self._ttl_ms])
@@ -287,13 +310,17 @@ class Cluster:
                 if await self._renew(keys=[self._node_key(self.name)], args=[self._node_value, self._ttl_ms]) == 2:
                     self._quiet_until = time.monotonic() + REAP_GRACE_SECONDS
                 if self._taking:
-                    await self._redis.hset(HOMES_KEY, self.name, len(self._held))
+                    await self._redis.set(self._taking_key(), "1", px=self._ttl_ms)
                 self._live = await self.live_nodes()
+                held = []
                 for organisation_id in list(self._held):
-                    if not await self._renew(keys=[self._home_key(organisation_id)], args=[self.name, self._ttl_ms]):
+                    if await self._renew(keys=[self._home_key(organisation_id)], args=[self.name, self._ttl_ms]):
+                        held.append(str(organisation_id))
+                    else:
                         # Another node took it while we could not renew (Redis was away longer than
                         # the TTL): the calls here go on, new sockets go there.
                         log.error(HOME_LOST, organisation_id=str(organisation_id))
+                await self._count_homes(keys=[self._homes_key()], args=[self._ttl_ms, self.name, *held])
             except Exception as exc:
                 if not self._redis_down:
                     self._redis_down = True
@@ -319,9 +346,6 @@ class Cluster:
                 if self.name not in live or now < self._quiet_until:
                     continue  # we could be the one cut off, or others may not be back yet
                 spared = {name for name, seen in self._seen.items() if now - seen < REAP_GRACE_SECONDS}
-                gone = [n for n in map(_text, await self._redis.hkeys(HOMES_KEY)) if n not in spared]
-                if gone:
-                    await self._redis.hdel(HOMES_KEY, *gone)  # dead nodes take no homes
                 await reap(spared)
             except Exception:
                 log.warning("cluster.reap_failed", exc_info=True)
@@ -357,6 +381,12 @@ class Cluster:
     @staticmethod
     def _home_key(organisation_id: uuid.UUID) -> str:
         return f"{PREFIX}home:{organisation_id}"
+
+    def _taking_key(self) -> str:
+        return f"{PREFIX}taking:{self.name}"
+
+    def _homes_key(self) -> str:
+        return f"{PREFIX}homes:{self.name}"
 
 
 def _text(value: bytes | str) -> str:
