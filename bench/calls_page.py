@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from common import admin, database_dsn
 from tqdm import tqdm
 
 from storage.calls import CallFilter, CallSearch, _where
@@ -158,18 +158,6 @@ class Result:
     offset_rows: int
     keyset: Timing
     offset: Timing
-
-
-def _database_dsn(server_dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
-
-
-async def _admin(server_dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(server_dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 async def tenant(database: Database, name: str, buttons: int, agents: int, recording: set[int]) -> Tenant:
@@ -485,8 +473,8 @@ def _line(r: Result) -> str:
 async def run(args: argparse.Namespace, server_dsn: str) -> None:
     name = args.database or f"callbutton_bench_{uuid.uuid4().hex[:8]}"
     if not args.database:
-        await _admin(server_dsn, f'CREATE DATABASE "{name}"')
-    dsn = _database_dsn(server_dsn, name)
+        await admin(server_dsn, f'CREATE DATABASE "{name}"')
+    dsn = database_dsn(server_dsn, name)
     try:
         # One connection: every query shares one plan cache, as on one of the server's connections.
         database = await Database.connect(dsn, min_size=1, max_size=1)
@@ -506,7 +494,7 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
         if args.keep or args.database:
             print(f"database kept: {dsn}")
         else:
-            await _admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     failed = [r for r in results if r.keyset.ms > TARGET_MS]
     print(f"\nkeyset pages within {TARGET_MS:g} ms: {len(results) - len(failed)} of {len(results)}")
 

@@ -20,6 +20,11 @@ async def admin(server_dsn: str, *statements: str) -> None:
         await conn.close()
 
 
+def database_dsn(server_dsn: str, name: str) -> str:
+    """The DSN of database ``name`` on ``server_dsn``'s server."""
+    return urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
+
+
 @asynccontextmanager
 async def throwaway_database(server_dsn: str, label: str) -> AsyncIterator[str]:
     """A new database on ``server_dsn``'s server, named for ``label``; its DSN. Dropped at the end,
@@ -27,7 +32,7 @@ async def throwaway_database(server_dsn: str, label: str) -> AsyncIterator[str]:
     name = f"callbutton_bench_{label}_{uuid.uuid4().hex[:8]}"
     await admin(server_dsn, f'CREATE DATABASE "{name}"')
     try:
-        yield urlunsplit(urlsplit(server_dsn)._replace(path="/" + name))
+        yield database_dsn(server_dsn, name)
     finally:
         await admin(
             server_dsn,
