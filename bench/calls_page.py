@@ -494,7 +494,11 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
         if args.keep or args.database:
             print(f"database kept: {dsn}")
         else:
-            await admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin(
+                server_dsn,
+                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                f'DROP DATABASE IF EXISTS "{name}_keys" WITH (FORCE)',  # the key store made beside it
+            )
     failed = [r for r in results if r.keyset.ms > TARGET_MS]
     print(f"\nkeyset pages within {TARGET_MS:g} ms: {len(results) - len(failed)} of {len(results)}")
 
