@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -239,15 +241,37 @@ COLLECT_SECONDS = 30.0
 
 
 async def collect_garbage(interval: float = COLLECT_SECONDS) -> None:
-    """Every ``interval`` seconds, a full collection. Each ended call leaves about 450 objects in
-    reference cycles (aiortc's peer connections with their ICE, DTLS and SRTP objects and sockets,
-    PyAV's codec contexts) that only a full collection frees, and Python makes one only every few
-    minutes at this rate: the 10-minute soak (docs/benchmarks.md) grew 30% in RSS waiting for them,
-    and +3.7% with a collection every 30 s, which takes 12-49 ms (with the libraries frozen by
-    :func:`settle_heap`)."""
+    """Every ``interval`` seconds, a full collection, then the freed memory given back to the system.
+
+    Each ended call leaves about 450 objects in reference cycles (aiortc's peer connections with
+    their ICE, DTLS and SRTP objects and sockets, PyAV's codec contexts) that only a full collection
+    frees, and Python makes one only every few minutes at this rate: the 10-minute soak
+    (docs/benchmarks.md) grew 30% in RSS waiting for them, and +3.7% with a collection every 30 s,
+    which takes 12-49 ms (with the libraries frozen by :func:`settle_heap`). What is freed stays in
+    the C allocator's heaps, in pages among pages still used, which it does not return by itself:
+    :func:`trim_heap` does."""
     while True:
         await asyncio.sleep(interval)
         gc.collect()
+        trim_heap()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc (musl, macOS): nothing to do
+    return trim
+
+
+_trim = _malloc_trim()
+
+
+def trim_heap() -> None:
+    """Give the whole free pages inside the C allocator's heaps back to the system (glibc's
+    ``malloc_trim(0)``, every arena; a no-op elsewhere)."""
+    if _trim is not None:
+        _trim(0)
 
 
 class PurgeSchedule:
