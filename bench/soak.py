@@ -38,6 +38,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -51,6 +52,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from common import throwaway_database
+from memory_trace import compare
 from prometheus_client.parser import text_string_to_metric_families
 
 from server import auth
@@ -95,8 +97,11 @@ class Tenant:
 class Server:
     """``callbutton serve`` in a subprocess; keeps count of the warnings and errors it logs."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], traced: Path | None = None) -> None:
         self.env = env
+        #: Where snapshots of its memory go, when it runs under tracemalloc (bench/memory_trace.py).
+        self.traced = traced
+        self.snapshots = 0
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
         self.problems: collections.Counter[str] = collections.Counter()
@@ -109,8 +114,11 @@ class Server:
         return self.process.pid
 
     async def start(self) -> None:
+        command = ["-m", "server", "serve"]
+        if self.traced is not None:
+            command = [str(ROOT / "bench" / "memory_trace.py"), str(self.traced)]
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server", "serve", env=self.env, cwd=ROOT,
+            sys.executable, *command, env=self.env, cwd=ROOT,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert self.process.stderr is not None
@@ -124,6 +132,18 @@ class Server:
         if urlsplit(self.url).hostname != LOOPBACK:
             raise SystemExit(f"the server listens on {self.url}, not on loopback")
         self._reader = asyncio.create_task(self._collect(self.process.stderr))
+
+    async def snapshot(self) -> int:
+        """Have the traced server write its next memory snapshot; its number."""
+        assert self.traced is not None
+        self.snapshots += 1
+        os.kill(self.pid, signal.SIGUSR1)
+        written = self.traced / f"snapshot-{self.snapshots}.json"
+        for _ in range(600):
+            if written.exists():
+                return self.snapshots
+            await asyncio.sleep(0.1)
+        raise SystemExit(f"the server wrote no {written.name} within 60 s")
 
     def _event(self, line: bytes) -> dict[str, Any]:
         try:
@@ -358,7 +378,10 @@ async def run(args: argparse.Namespace, server_dsn: str) -> int:
 
 
 async def soak(args: argparse.Namespace, dsn: str, folder: Path, tenant: Tenant, database: Database) -> int:
-    server = Server(server_env(dsn, folder))
+    traced = folder / "memory" if args.trace_memory else None
+    if traced is not None:
+        traced.mkdir()
+    server = Server(server_env(dsn, folder), traced)
     try:
         await server.start()
     except BaseException:
@@ -372,18 +395,25 @@ async def soak(args: argparse.Namespace, dsn: str, folder: Path, tenant: Tenant,
         try:
             print(f"idle for {args.idle:g} s ...", flush=True)
             await asyncio.sleep(args.idle)
+            if traced is not None:
+                await server.snapshot()  # 1: idle
             command = loadtest_command(args, server, tenant, folder)
             print(f"load: {args.concurrency} calls at once, {args.talk:g} s of talk each, for {args.minutes:g} min")
             print("  " + " ".join(c if "@" not in c else "EMAIL:PASSWORD" for c in command[1:]), flush=True)
             monitor.begin("load")
             loadtest = await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
             limit = args.minutes * MINUTE + args.talk + CHECKS_TIMEOUT
+            under_load = asyncio.create_task(snapshot_under_load(args, server, monitor)) if traced else None
             output, _ = await asyncio.wait_for(loadtest.communicate(), limit)
+            calls_traced = await under_load if under_load is not None else 0
             code = loadtest.returncode
             monitor.begin("after")
             print(f"\nload tester exited {code}:\n  " + output.decode().strip().replace("\n", "\n  "), flush=True)
             print(f"idle again for {args.idle:g} s ...", flush=True)
             await asyncio.sleep(args.idle)
+            if traced is not None:
+                await server.snapshot()  # 3: idle again
+                print_memory(traced, calls_traced)
         finally:
             if loadtest is not None and loadtest.returncode is None:
                 loadtest.kill()
@@ -401,6 +431,28 @@ async def soak(args: argparse.Namespace, dsn: str, folder: Path, tenant: Tenant,
         (args.keep / "samples.json").write_text(json.dumps([asdict(s) for s in monitor.samples]) + "\n")
     await failed_calls(database, report)
     return verdict(args, monitor, server, report, code, {r["state"]: r["n"] for r in rows}, recordings_metric)
+
+
+async def snapshot_under_load(args: argparse.Namespace, server: Server, monitor: Monitor) -> int:
+    """Snapshot 2, a minute after the warm-up (every call up by then), taken when ``--concurrency``
+    calls are in progress (within 30 s); how many were."""
+    await asyncio.sleep((min(args.warmup, args.minutes / 2) + 1) * MINUTE)
+    for _ in range(60):
+        if int(monitor.metrics.get("callbutton_calls_active", 0)) >= args.concurrency:
+            break
+        await asyncio.sleep(0.5)
+    calls = int(monitor.metrics.get("callbutton_calls_active", 0))
+    await server.snapshot()
+    return calls
+
+
+def print_memory(folder: Path, calls: int) -> None:
+    """What tracemalloc and glibc say of the server's memory: under load against idle, per call (each
+    call's agent logged in with a standing leg, which idle had not), and idle again against idle."""
+    print(f"\nmemory, {calls} calls in progress against idle (before the agents logged in), per call:")
+    print("  " + "\n  ".join(compare(folder, 1, 2, max(calls, 1))))
+    print("\nmemory, idle again after the load against idle before it (in all, not per call):")
+    print("  " + "\n  ".join(compare(folder, 1, 3, 1, top=8)))
 
 
 async def failed_calls(database: Database, report: dict[str, Any]) -> None:
@@ -522,6 +574,11 @@ def main() -> None:
     parser.add_argument("--talk", type=float, default=20.0, help="seconds of talk per call (default 20)")
     parser.add_argument("--warmup", type=float, default=2.0, help="minutes of warm-up (default 2)")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds sampled idle before and after the load")
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="run the server under tracemalloc and say where its memory goes (slower: a run to explain, not to time)",
+    )
     parser.add_argument("--keep", type=Path, help="keep the load tester's JSON report and the samples in this folder")
     parser.add_argument(
         "--dsn",
