@@ -256,12 +256,14 @@ def setup_histogram(before: dict[str, float], after: dict[str, float]) -> dict[s
 
 
 async def one_run(server: Server, key: Tenant, calls: int, talk: float, report: Path,
-                  checks: bool, overlapping: bool) -> dict[str, Any]:  # fmt: skip
+                  checks: bool, overlapping: bool, profile_loadtest: Path | None = None) -> dict[str, Any]:  # fmt: skip
     button, agents, admin, _ = key
     before = await scrape(server.url)
     args = loadtest_args(server.url, button, agents, admin if checks else None, calls=calls, talk=talk, report=report)
     if not overlapping:
         args.remove("--overlapping-rings")
+    if profile_loadtest is not None:
+        args[1:1] = ["-m", "cProfile", "-o", str(profile_loadtest)]
     process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
     out, _ = await process.communicate()
     after = await scrape(server.url)
@@ -353,7 +355,10 @@ async def profiled_run(server: Server, key: Tenant, calls: int, talk: float, fol
                 loop.call_later(1.0, done.set)
 
     server.on_line = line
-    task = asyncio.create_task(one_run(server, key, calls, talk, folder / "profiled.json", False, overlapping))
+    loadtest = out.with_name(out.name + ".loadtest")
+    task = asyncio.create_task(
+        one_run(server, key, calls, talk, folder / "profiled.json", False, overlapping, profile_loadtest=loadtest)
+    )
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), 120)
     os.kill(server.pid, signal.SIGUSR2)  # stop and write the stats
@@ -366,6 +371,10 @@ async def profiled_run(server: Server, key: Tenant, calls: int, talk: float, fol
     print(f"\nprofile of the callbutton server during {calls} setups -> {out} "
           f"({state['created']} created, {state['answered']} answered while on)")  # fmt: skip
     stats = pstats.Stats(str(out))
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(40)
+    print(f"\nprofile of the load tester over the whole run (its own process) -> {loadtest}")
+    stats = pstats.Stats(str(loadtest))
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(40)
 
@@ -512,7 +521,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--servers", default="stock-relay,callbutton", help="which servers to measure")
     parser.add_argument("--no-checks", action="store_true", help="skip the admin checks (rows, recordings)")
-    parser.add_argument("--profile", type=Path, help="one more callbutton run under cProfile; stats here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="one more callbutton run with the server and the load tester under cProfile: stats here, and in "
+        "PATH.loadtest",
+    )
     parser.add_argument("--verbose", action="store_true", help="print the servers' warnings and errors in full")
     parser.add_argument("--keep", type=Path, help="keep every run's JSON report in this folder")
     parser.add_argument("--serve-profiled", type=Path, help=argparse.SUPPRESS)
