@@ -53,7 +53,10 @@ SETTLING = 2 * _CLOCK
 _MAX_SETTLING = 200  # packets of one party held while its anchor settles: 2 s of 10 ms packets
 # Ogg pages are closed every 200 ms, so a crash loses little; the I/O buffer is small for the same
 # reason: what PyAV muxes reaches the sink (and the encrypted file) within a fraction of a second.
-_MUX_OPTIONS = {"page_duration": "200000"}
+# FFmpeg interleaves the two tracks, holding one track's packets until the other has packets as late:
+# by default up to 10 s, so while one party sent nothing (DTX, a muted or stalled sender) the other's
+# audio stayed in memory and out of the file. ``max_interleave_delta`` bounds that wait at MAX_SKEW.
+_MUX_OPTIONS = {"page_duration": "200000", "max_interleave_delta": str(1_000_000 * MAX_SKEW // _CLOCK)}
 _IO_BUFFER = 1024
 
 

@@ -5,6 +5,7 @@ call), not in real time."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import numpy as np
@@ -179,6 +180,30 @@ async def test_silence_and_loss_keep_the_parties_aligned(worker: MuxWorker) -> N
     middle = np.frombuffer(b"".join(wav.chunks(44 + 4 * 96000, 44 + 4 * 120000 - 1)), dtype=np.int16).reshape(-1, 2)
     assert abs((dominant_frequency(middle[:, 0]) or 0) - 440) < 15  # visitor left
     assert abs((dominant_frequency(middle[:, 1]) or 0) - 880) < 15  # agent right
+
+
+async def test_one_party_talking_alone_reaches_the_file_within_a_second(worker: MuxWorker) -> None:
+    """FFmpeg's muxer interleaves the two tracks, holding one track's packets until the other's
+    catch up: by default for up to 10 s, so while one party sent nothing (DTX, a muted or stalled
+    sender) nothing of the other reached the file, and a crash would have lost it. The recorder
+    bounds that wait at MAX_SKEW (one second)."""
+    clock, sink, recorder = recording(worker)
+    packets = opus.encode(tone(440, 6.0))
+    for index, packet in enumerate(packets):
+        clock.now += PACKET
+        recorder.tap(VISITOR, index * FRAME, packet)
+    # 6 s of the visitor alone: 2 s wait for the anchor to settle, then all but the last second
+    # reach the file (the worker muxes in its own thread: give it a moment).
+    for _ in range(100):
+        written = bytes(sink.data)
+        heard = decode_tracks(written).visitor if written.count(b"OggS") > 2 else np.zeros(0)
+        if len(heard) >= 2.8 * opus.SAMPLE_RATE:
+            break
+        await asyncio.sleep(0.05)
+    assert len(heard) >= 2.8 * opus.SAMPLE_RATE, f"{len(heard) / opus.SAMPLE_RATE:.2f} s of 6 s in the file"
+    assert not sink.closed
+    result = await recorder.close()
+    assert result.packets == len(packets) and abs(result.duration_ms - 6000) < 50
 
 
 async def test_hostile_timestamps_cannot_stretch_the_recording(worker: MuxWorker) -> None:
