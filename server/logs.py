@@ -51,6 +51,9 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     ]
     structlog.configure(
         processors=[
+            # A line below the level is dropped before anything is done with it: the ring path logs
+            # at debug (every agent rung, every presence flip), thousands of lines a busy minute.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
