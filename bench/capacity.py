@@ -153,6 +153,7 @@ async def main(levels: list[int], talk: float, record: bool, kinds: list[str], k
             server = Server(kind, env)
             await server.start()
             reports = keep or folder
+            reports.mkdir(parents=True, exist_ok=True)
             results[kind] = []
             failures = 0
             try:

@@ -142,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for crossed in summary["thresholds_crossed"]:
         print(f"  {crossed}")
     for failure in calls["failed_calls"][:20]:
-        print(f"  call {failure['index']} ({failure['call_id']}): {', '.join(failure['reasons'])}")
+        details = failure.get("details", {})
+        reasons = [f"{r} ({details[r]})" if r in details else r for r in failure["reasons"]]
+        print(f"  call {failure['index']} ({failure['call_id']}): {', '.join(reasons)}")
     return 0 if summary["verdict"] == "pass" else 1
 
 

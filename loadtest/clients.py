@@ -22,6 +22,7 @@ class ProtocolFailure(Exception):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.detail = detail
 
 
 class Socket:
@@ -35,6 +36,7 @@ class Socket:
         self._reader: asyncio.Task[None] | None = None
         self.closed = False
         self.close_code: int | None = None
+        self.close_reason = ""
         self.on_message: Callable[[Message], None] | None = None
 
     async def open(self, url: str, *, origin: str, headers: dict[str, str] | None = None) -> None:
@@ -48,7 +50,15 @@ class Socket:
 
     async def _read(self) -> None:
         assert self._ws is not None
-        async for frame in self._ws:
+        while True:
+            frame = await self._ws.receive()
+            if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                if frame.type is aiohttp.WSMsgType.CLOSE:
+                    self.close_reason = str(frame.extra or "")
+                break
+            if frame.type is aiohttp.WSMsgType.ERROR:
+                self.close_reason = f"error: {frame.data}"
+                break
             if frame.type is not aiohttp.WSMsgType.TEXT:
                 continue
             message = json.loads(frame.data)
@@ -68,7 +78,13 @@ class Socket:
         try:
             await self._ws.send_str(json.dumps(message))
         except ConnectionError:
-            raise ProtocolFailure("socket_lost") from None
+            raise ProtocolFailure("socket_lost", self.how_closed()) from None
+
+    def how_closed(self) -> str:
+        """The server's close code and reason, as the report shows them."""
+        if not self.closed:
+            return "closed"
+        return f"closed {self.close_code}" + (f": {self.close_reason}" if self.close_reason else "")
 
     async def wait(self, predicate: Callable[[Message], bool], within: float, reason: str) -> Message:
         """The first message (already received or to come) matching ``predicate``."""
@@ -80,7 +96,7 @@ class Socket:
                         if predicate(message):
                             return message
                     if self.closed:
-                        raise ProtocolFailure(reason, f"socket closed ({self.close_code})")
+                        raise ProtocolFailure(reason, f"socket {self.how_closed()}")
                     await self._changed.wait()
 
         try:

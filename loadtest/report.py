@@ -74,7 +74,9 @@ def summarise(
             "ok": len(results) - len(failed),
             "failed": len(failed),
             "failures_by_reason": dict(by_reason.most_common()),
-            "failed_calls": [{"index": r.index, "call_id": r.call_id, "reasons": r.failures} for r in failed],
+            "failed_calls": [
+                {"index": r.index, "call_id": r.call_id, "reasons": r.failures, "details": r.details} for r in failed
+            ],
         },
         "phases_ms": phases,
         "first_audio_ms": percentiles(first_audio),

@@ -88,17 +88,26 @@ class CallResult:
     visitor: Side = field(default_factory=Side)
     agent_side: Side = field(default_factory=Side)
     failures: list[str] = field(default_factory=list)
+    #: What exactly, for failures that can say (a socket's close code and reason, the server's error)
+    details: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, detail: str = "") -> None:
         if reason not in self.failures:
             self.failures.append(reason)
+            if detail:
+                self.details[reason] = detail
 
 
 VISITOR_TONES, AGENT_TONES = 45, 75
+#: With one ringing call at a time, how many visitors may have their socket open and offer made,
+#: waiting for their turn. A browser requests its call within moments of opening its socket; the
+#: server closes a visitor socket that has not in 30 s ("no call was requested"), which at 192
+#: calls started at once, all opened at the start and queued for the ringing turn, most did.
+PREPARED_AHEAD = 4
 
 
 def tones(index: int) -> tuple[float, float]:
@@ -120,11 +129,14 @@ class Run:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.results: list[CallResult] = []
+        #: (seconds into the run, calls in conversation: answered and not yet ended), every 0.5 s
         self.concurrency_samples: list[tuple[float, int]] = []
-        self._active = 0
+        self._active = 0  # calls started and not finished (waiting for an agent or a turn included)
+        self._talking = 0
         self._rng = random.Random(options.seed)
         self._free: asyncio.Queue[SyntheticAgent] = asyncio.Queue()
         self._ringing = asyncio.Lock()
+        self._next_up = asyncio.Semaphore(PREPARED_AHEAD)
         self._began = 0.0
         self._bar: Any = None
         #: The button records its calls (the visitor socket's greeting says so).
@@ -178,7 +190,7 @@ class Run:
 
     async def _sample(self) -> None:
         while True:
-            self.concurrency_samples.append((round(time.monotonic() - self._began, 2), self._active))
+            self.concurrency_samples.append((round(time.monotonic() - self._began, 2), self._talking))
             await asyncio.sleep(0.5)
 
     async def _call(self, http: aiohttp.ClientSession, result: CallResult) -> None:
@@ -189,11 +201,13 @@ class Run:
         try:
             await self._talk(result, visitor, agent)
         except ProtocolFailure as failure:
-            result.fail(failure.reason)
+            result.fail(failure.reason, failure.detail)
         except Exception as exc:  # a bug or an unexpected server answer: counted, not fatal to the run
             result.fail(f"error:{type(exc).__name__}")
         finally:
             self._active -= 1
+            if result.answered_at is not None:
+                self._talking -= 1
             await visitor.close()
             if agent.peer is not None and agent.socket.closed:
                 result.fail("agent_socket_lost")
@@ -201,6 +215,49 @@ class Run:
             self._progress(result)
 
     async def _talk(self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent) -> None:
+        options = self.options
+        async with contextlib.nullcontext() if options.overlapping_rings else self._next_up:
+            peer, call_id, accepted = await self._answered_call(result, visitor, agent)
+        assert agent.peer is not None
+
+        window_at = accepted + min(1.0, options.talk_time / 2)
+        peer.capture_window(window_at)
+        agent.peer.capture_window(window_at)
+        first_visitor, first_agent = await asyncio.gather(
+            peer.wait_first_audio(_TIMEOUT), agent.peer.wait_first_audio(_TIMEOUT)
+        )
+        if first_visitor is None:
+            result.fail("no_audio_at_visitor")
+        else:
+            result.phases["accept_to_first_audio_visitor"] = _ms(first_visitor - accepted)
+        if first_agent is None:
+            result.fail("no_audio_at_agent")
+        else:
+            result.phases["accept_to_first_audio_agent"] = _ms(first_agent - accepted)
+        await asyncio.sleep(max(0.0, accepted + options.talk_time - time.monotonic()))
+        for side, listener in ((result.visitor, peer), (result.agent_side, agent.peer)):
+            if await listener.wait_window(1.0):
+                side.heard_share, side.heard_frequency = listener.heard()
+        if result.visitor.heard_share < HEARD_SHARE:
+            result.fail("visitor_heard_wrong_audio")
+        if result.agent_side.heard_share < HEARD_SHARE:
+            result.fail("agent_heard_wrong_audio")
+
+        await self._hang_up(result, visitor, agent, call_id)
+        result.talk_seconds = round((result.ended_at or 0) - (result.answered_at or 0), 3)
+        await self._quality(result.visitor, peer)
+        await self._quality(result.agent_side, agent.peer)
+        # An agent's socket lives for the whole run and hears every call's ring: keep only what is
+        # still to be waited for, or a long run slows down and grows.
+        agent.socket.forget(
+            lambda m: m.get("call_id") == call_id or m.get("type") in ("ring", "ring_stopped", "presence", "leg_state")
+        )
+
+    async def _answered_call(
+        self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent
+    ) -> tuple[LoadPeer, str, float]:
+        """From the visitor's socket to the call answered (one call ringing at a time unless
+        overlapping): the visitor's peer, the call's id, and when the agent accepted."""
         options = self.options
         began = time.monotonic()
         await visitor.connect()
@@ -249,39 +306,8 @@ class Run:
                 raise ProtocolFailure(f"{answered.get('reason')}:{answered.get('detail') or ''}".rstrip(":"))
         result.phases["accept_to_connected"] = _ms(answered["_at"] - accepted)
         result.answered_at = accepted - self._began
-
-        window_at = accepted + min(1.0, options.talk_time / 2)
-        peer.capture_window(window_at)
-        agent.peer.capture_window(window_at)
-        first_visitor, first_agent = await asyncio.gather(
-            peer.wait_first_audio(_TIMEOUT), agent.peer.wait_first_audio(_TIMEOUT)
-        )
-        if first_visitor is None:
-            result.fail("no_audio_at_visitor")
-        else:
-            result.phases["accept_to_first_audio_visitor"] = _ms(first_visitor - accepted)
-        if first_agent is None:
-            result.fail("no_audio_at_agent")
-        else:
-            result.phases["accept_to_first_audio_agent"] = _ms(first_agent - accepted)
-        await asyncio.sleep(max(0.0, accepted + options.talk_time - time.monotonic()))
-        for side, listener in ((result.visitor, peer), (result.agent_side, agent.peer)):
-            if await listener.wait_window(1.0):
-                side.heard_share, side.heard_frequency = listener.heard()
-        if result.visitor.heard_share < HEARD_SHARE:
-            result.fail("visitor_heard_wrong_audio")
-        if result.agent_side.heard_share < HEARD_SHARE:
-            result.fail("agent_heard_wrong_audio")
-
-        await self._hang_up(result, visitor, agent, call_id)
-        result.talk_seconds = round((result.ended_at or 0) - (result.answered_at or 0), 3)
-        await self._quality(result.visitor, peer)
-        await self._quality(result.agent_side, agent.peer)
-        # An agent's socket lives for the whole run and hears every call's ring: keep only what is
-        # still to be waited for, or a long run slows down and grows.
-        agent.socket.forget(
-            lambda m: m.get("call_id") == call_id or m.get("type") in ("ring", "ring_stopped", "presence", "leg_state")
-        )
+        self._talking += 1  # until the call is over (_call)
+        return peer, call_id, accepted
 
     async def _hang_up(
         self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent, call_id: str

@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from loadtest.clients import ProtocolFailure, Socket
 from server import recording as recording_module
 from server.app import Running, start
 from server.appkeys import SWITCHBOARD
@@ -175,3 +178,35 @@ async def test_fifty_concurrent_calls_each_hear_only_their_own_party(
     assert report["calls"]["ok"] == 50 and report["calls"]["failures_by_reason"] == {}, report["calls"]
     assert report["checks"]["calls_checked"] == 50
     assert max(c for _, c in report["concurrency"]) >= 40
+
+
+async def test_a_socket_the_server_closes_says_how_in_the_failure() -> None:
+    """A call that failed because the server closed its socket says with which code and reason (a
+    capacity run's "socket_lost" alone does not tell a limit from a crash)."""
+
+    async def close_at_once(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close(code=4008, message=b"too many messages")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", close_at_once)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            socket = Socket(http)
+            await socket.open(f"ws://127.0.0.1:{port}/ws", origin=VISITOR_ORIGIN)
+            with pytest.raises(ProtocolFailure) as waited:
+                await socket.wait(lambda m: m.get("type") == "hello", 5, "no_hello")
+            assert (waited.value.reason, waited.value.detail) == ("no_hello", "socket closed 4008: too many messages")
+            with pytest.raises(ProtocolFailure) as sent:
+                await socket.send({"type": "call"})
+            assert (sent.value.reason, sent.value.detail) == ("socket_lost", "closed 4008: too many messages")
+            await socket.close()
+    finally:
+        await runner.cleanup()
