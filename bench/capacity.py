@@ -2,9 +2,12 @@
 
 Both servers are the same program but for the media path (bench/stock_relay.py swaps it), on a
 throwaway Postgres, driven by the same load generator (``callbutton loadtest``) at rising
-concurrency. A level passes when every call verifies, accept -> first audio p95 is under 300 ms and
-the p95 of packet loss under 1%. Server CPU per concurrent call is read from /proc over the steady
-part of each level.
+concurrency. A level passes when every call verifies, accept -> first audio p95 is under 300 ms,
+the p95 of packet loss under 1%, and the level was really reached: at least 80% of its calls in
+conversation at once (answered, not yet ended) for ``MIN_STEADY_SAMPLES`` of the server samples (one
+a second). Server CPU per concurrent call is read from /proc over those samples, divided by the calls
+in conversation. A ring-all button rings one call at a time, so the load generator sets calls up one
+after another: a level of N needs ``--talk`` long enough for N setups (0.1-0.25 s each here).
 
     .venv/bin/python bench/capacity.py [--levels 2,4,8,12,16,24,32] [--talk 8] [--record]
 
@@ -116,7 +119,8 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
     per_call = [sample["cpu_percent"] / active for sample, active in steady]
     return {
         "concurrency": concurrency,
-        "passed": code == 0,
+        "passed": code == 0 and len(steady) >= MIN_STEADY_SAMPLES,
+        "steady_samples": len(steady),
         "failed_calls": data["calls"]["failed"],
         "failures": data["calls"]["failures_by_reason"],
         "first_audio_p95_ms": data["first_audio_ms"]["p95"],
@@ -125,6 +129,10 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         "rss_mib_steady": round(statistics.median(s["rss_mib"] for s, _ in steady), 1) if steady else None,
         "rss_mib_peak": max((s["rss_mib"] for s in data["server_resources"]), default=None),
     }
+
+
+#: Server samples (one a second) a level's calls must have been in conversation at once, at >= 80%.
+MIN_STEADY_SAMPLES = 3
 
 
 def _nearest(samples: list[list[float]], t: float) -> int:
