@@ -182,12 +182,13 @@ async def probes(
     """A short call every ``--probe-every`` seconds, checked end to end as ``callbutton loadtest`` does."""
     run = Run(Options(base_url=args.url, button_key=args.button, origin=ORIGIN, agents=[], talk_time=1.5))
     run._began = time.monotonic()
+    agent.on_ring = run.takers.heard  # the probe calls' agent: rung for each (no other is free)
     while True:
         began = time.monotonic()
         result = CallResult(args.live, *tones(args.live))  # tones no standing call uses
         visitor = SyntheticVisitor(http, args.url, args.button, ORIGIN)
         try:
-            await run._talk(result, visitor, agent)
+            await run.talk(result, visitor)
         except ProtocolFailure as failure:
             result.fail(failure.reason)
         except Exception as exc:

@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         type=_credentials,
         metavar="EMAIL:PASSWORD",
-        help="a synthetic agent's login (repeat; one call at a time each)",
+        help="a synthetic agent's login (repeat; one call at a time each, the calls the server rings it for)",
     )
     p.add_argument("--agents-file", type=Path, help="one EMAIL:PASSWORD per line")
     p.add_argument(
@@ -62,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overlapping-rings",
         action="store_true",
-        help="request calls while others still ring (they wait in the server's queue, which the timings then include)",
+        help="request calls while others still ring (a ring-all button queues them, which the timings then include; "
+        "a longest-idle button rings them in parallel)",
     )
     p.add_argument("--max-failures", type=int, default=0, help="failed calls allowed (default 0)")
     p.add_argument("--max-first-audio-p95", type=float, help="ms; accept -> first audio p95 limit")

@@ -136,8 +136,9 @@ class SyntheticAgent:
         self._rng = rng
         self.socket = Socket(http)
         self.peer: LoadPeer | None = None
-        self.busy = False
         self.rings: dict[str, float] = {}  # call id -> when the ring arrived
+        #: Told of every ``ring`` and ``ring_stopped`` message, as it arrives.
+        self.on_ring: Callable[[SyntheticAgent, Message], None] | None = None
 
     async def start(self, listen_tone: float) -> None:
         async with self._http.post(
@@ -173,11 +174,14 @@ class SyntheticAgent:
         await self.peer.answer(answer["sdp"])
 
     def _on_message(self, message: Message) -> None:
-        if message.get("type") == "ring":
+        kind = message.get("type")
+        if kind == "ring":
             now = time.monotonic()
             self.rings[str(message.get("call_id"))] = now
             if len(self.rings) > 1000:  # rings of calls other agents took
                 self.rings = {k: v for k, v in self.rings.items() if now - v < 60}
+        if kind in ("ring", "ring_stopped") and self.on_ring is not None:
+            self.on_ring(self, message)
 
     async def close(self) -> None:
         if self.peer is not None:

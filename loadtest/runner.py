@@ -4,10 +4,15 @@ Every call gets its own pair of tones (visitor low, agent high), so each party's
 exactly its own partner: no silence, no cross-talk, no swapped legs. Phases are timed on this
 process's clock from the messages each side sends and receives.
 
+Which agent takes a call is the server's choice, as with real agents: each call is answered by the
+first agent the server rings for it who is not taking another (:class:`Takers`), so a longest-idle or
+round-robin button is driven as well as a ring-all one.
+
 One call at a time is ringing: the next call is requested once the previous one is answered (or has
 failed). A ring-all button rings every available agent for each call, so a call that arrives while
 every agent is ringing waits in the queue; without that gate the test would measure the queue (the
-routing policy), not the deployment. ``--overlapping-rings`` removes it.
+routing policy), not the deployment. ``--overlapping-rings`` removes it (with a button that rings one
+agent a call, calls then ring and are answered in parallel).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
-from loadtest.clients import ProtocolFailure, SyntheticAgent, SyntheticVisitor
+from loadtest.clients import Message, ProtocolFailure, SyntheticAgent, SyntheticVisitor
 from loadtest.peer import Impairment, LoadPeer
 from loadtest.quality import mos, percentiles
 from media.synthetic import tone_loop
@@ -125,6 +130,58 @@ def encode_tones(calls: int) -> None:
             tone_loop(frequency)
 
 
+class Takers:
+    """Which agent takes which call: the first the server rings for it who is not taking another call.
+
+    Rings are heard on the agents' sockets, and may arrive before the visitor has learnt its call's id:
+    they are kept by call until taken, stopped (``ring_stopped``) or forgotten."""
+
+    def __init__(self) -> None:
+        self._rung: dict[str, dict[SyntheticAgent, float]] = {}  # call id -> agents ringing, since when
+        self._taken: dict[str, SyntheticAgent] = {}  # call id -> the agent taking it
+        self._changed = asyncio.Event()
+
+    def heard(self, agent: SyntheticAgent, message: Message) -> None:
+        call_id = str(message.get("call_id"))
+        if message.get("type") == "ring":
+            self._rung.setdefault(call_id, {})[agent] = time.monotonic()
+        else:
+            rung = self._rung.get(call_id, {})
+            rung.pop(agent, None)
+            if not rung:
+                self._rung.pop(call_id, None)
+        self._wake()
+
+    async def take(self, call_id: str, within: float) -> tuple[SyntheticAgent, float]:
+        """An agent rung for ``call_id`` and free to take it (now taken), and when its ring arrived."""
+        deadline = time.monotonic() + within
+        while True:
+            taking = set(self._taken.values())
+            for agent, rung_at in self._rung.get(call_id, {}).items():
+                if agent not in taking:
+                    self._taken[call_id] = agent
+                    del self._rung[call_id][agent]
+                    return agent, rung_at
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                raise ProtocolFailure("agent_not_rung") from None
+
+    def done(self, call_id: str | None) -> SyntheticAgent | None:
+        """``call_id`` is over: its agent (if one took it) is free for another, and rings still kept
+        for it (a failed call's) are not wanted. The agent who took it, if any."""
+        self._rung.pop(str(call_id), None)
+        agent = self._taken.pop(str(call_id), None)
+        if agent is not None:
+            self._wake()
+        return agent
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
 class Run:
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -134,7 +191,7 @@ class Run:
         self._active = 0  # calls started and not finished (waiting for an agent or a turn included)
         self._talking = 0
         self._rng = random.Random(options.seed)
-        self._free: asyncio.Queue[SyntheticAgent] = asyncio.Queue()
+        self.takers = Takers()
         self._ringing = asyncio.Lock()
         self._next_up = asyncio.Semaphore(PREPARED_AHEAD)
         self._began = 0.0
@@ -152,10 +209,10 @@ class Run:
                 SyntheticAgent(http, options.base_url, email, password, impairment=options.impairment, rng=self._rng)
                 for email, password in options.agents
             ]
+            for agent in agents:
+                agent.on_ring = self.takers.heard
             try:
                 await asyncio.gather(*(agent.start(listen_tone=1000.0) for agent in agents))
-                for agent in agents:
-                    self._free.put_nowait(agent)
                 await self._calls(http, min(options.concurrency, len(agents)))
             finally:
                 for agent in agents:
@@ -195,11 +252,9 @@ class Run:
 
     async def _call(self, http: aiohttp.ClientSession, result: CallResult) -> None:
         self._active += 1
-        agent = await self._free.get()
-        result.agent = agent.email
         visitor = SyntheticVisitor(http, self.options.base_url, self.options.button_key, self.options.origin)
         try:
-            await self._talk(result, visitor, agent)
+            await self.talk(result, visitor)
         except ProtocolFailure as failure:
             result.fail(failure.reason, failure.detail)
         except Exception as exc:  # a bug or an unexpected server answer: counted, not fatal to the run
@@ -209,15 +264,25 @@ class Run:
             if result.answered_at is not None:
                 self._talking -= 1
             await visitor.close()
-            if agent.peer is not None and agent.socket.closed:
-                result.fail("agent_socket_lost")
-            self._free.put_nowait(agent)
             self._progress(result)
 
-    async def _talk(self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent) -> None:
+    async def talk(self, result: CallResult, visitor: SyntheticVisitor) -> None:
+        """One call, from the visitor's socket to both parties' checks after the hang-up, answered by
+        an agent the server rang for it (see :class:`Takers`: every agent must be enlisted there)."""
+        try:
+            async with contextlib.nullcontext() if self.options.overlapping_rings else self._next_up:
+                peer, agent, call_id, accepted = await self._answered_call(result, visitor)
+            await self._talk(result, visitor, peer, agent, call_id, accepted)
+        finally:
+            taker = self.takers.done(result.call_id)
+            if taker is not None and taker.socket.closed:
+                result.fail("agent_socket_lost")
+
+    async def _talk(
+        self, result: CallResult, visitor: SyntheticVisitor, peer: LoadPeer, agent: SyntheticAgent, call_id: str,
+        accepted: float,
+    ) -> None:  # fmt: skip
         options = self.options
-        async with contextlib.nullcontext() if options.overlapping_rings else self._next_up:
-            peer, call_id, accepted = await self._answered_call(result, visitor, agent)
         assert agent.peer is not None
 
         window_at = accepted + min(1.0, options.talk_time / 2)
@@ -254,10 +319,10 @@ class Run:
         )
 
     async def _answered_call(
-        self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent
-    ) -> tuple[LoadPeer, str, float]:
+        self, result: CallResult, visitor: SyntheticVisitor
+    ) -> tuple[LoadPeer, SyntheticAgent, str, float]:
         """From the visitor's socket to the call answered (one call ringing at a time unless
-        overlapping): the visitor's peer, the call's id, and when the agent accepted."""
+        overlapping): the visitor's peer, the agent who took it, the call's id, and when it accepted."""
         options = self.options
         began = time.monotonic()
         await visitor.connect()
@@ -267,8 +332,6 @@ class Run:
             send_tone=result.visitor_tone, expect_tone=result.agent_tone,
             ice_servers=visitor.hello.get("ice_servers") or [], impairment=options.impairment, rng=self._rng,
         )  # fmt: skip
-        assert agent.peer is not None
-        agent.peer.next_call(send_tone=result.agent_tone, expect_tone=result.visitor_tone)
         offer = await peer.offer()
 
         async with contextlib.nullcontext() if options.overlapping_rings else self._ringing:
@@ -285,13 +348,11 @@ class Run:
                 raise ProtocolFailure(f"{state.get('reason')}:{state.get('detail') or ''}".rstrip(":"))
             answer = await visitor.socket.wait(lambda m: m.get("type") == "answer", _TIMEOUT, "no_answer_sdp")
             await peer.answer(answer["sdp"])
-            for _ in range(int(_TIMEOUT / 0.01)):
-                if call_id in agent.rings:
-                    break
-                await asyncio.sleep(0.01)
-            else:
-                raise ProtocolFailure("agent_not_rung")
-            result.phases["request_to_ringing"] = _ms(agent.rings.pop(call_id) - requested)
+            agent, rung_at = await self.takers.take(call_id, _TIMEOUT)
+            result.agent = agent.email
+            result.phases["request_to_ringing"] = _ms(rung_at - requested)
+            assert agent.peer is not None
+            agent.peer.next_call(send_tone=result.agent_tone, expect_tone=result.visitor_tone)
             await asyncio.sleep(options.answer_delay)
             accepted = time.monotonic()
             peer.listen_for_partner(accepted)
@@ -307,7 +368,7 @@ class Run:
         result.phases["accept_to_connected"] = _ms(answered["_at"] - accepted)
         result.answered_at = accepted - self._began
         self._talking += 1  # until the call is over (_call)
-        return peer, call_id, accepted
+        return peer, agent, call_id, accepted
 
     async def _hang_up(
         self, result: CallResult, visitor: SyntheticVisitor, agent: SyntheticAgent, call_id: str

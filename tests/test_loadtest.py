@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,37 @@ async def test_fifty_concurrent_calls_each_hear_only_their_own_party(
     assert report["calls"]["ok"] == 50 and report["calls"]["failures_by_reason"] == {}, report["calls"]
     assert report["checks"]["calls_checked"] == 50
     assert max(c for _, c in report["concurrency"]) >= 40
+
+
+@pytest.mark.timeout(180)
+async def test_calls_are_taken_by_the_agents_the_server_rings(
+    loaded_server: Running, database: Database, tmp_path: Path
+) -> None:
+    """A longest-idle button rings one agent a call, the server's choice: requested together, the calls
+    ring different agents at once, and each is answered by the agent it rang, never another."""
+    tenants = await make_tenant(database, agents=12, strategy="longest_idle")
+    code, report, output = await loadtest(
+        loaded_server, tenants, None, tmp_path,
+        "--calls", "12", "--concurrency", "12", "--rate", "1000", "--talk-time", "3", "--overlapping-rings",
+    )  # fmt: skip
+    assert code == 0, output
+    assert report["calls"]["ok"] == 12 and report["calls"]["failures_by_reason"] == {}, report["calls"]
+    assert sorted(call["agent"] for call in report["per_call"]) == sorted(t.agent_email for t in tenants)
+    # Each call was answered by the agent the server rang for it (accepting another's call is refused).
+    taken = {(c["call_id"], c["agent"]) for c in report["per_call"]}
+    calls = [uuid.UUID(call_id) for call_id, _ in taken]
+    rung: set[tuple[str, str]] = set()
+    for _ in range(50):  # the events are written just after the calls end
+        rows = await database.pool.fetch(
+            "SELECT e.call_id, u.email FROM call_events e JOIN users u ON u.id = e.agent_id"
+            " WHERE e.call_id = ANY($1) AND e.kind = 'agent_rung'",
+            calls,
+        )
+        rung = {(str(row["call_id"]), row["email"]) for row in rows}
+        if len(rung) >= len(taken):
+            break
+        await asyncio.sleep(0.1)
+    assert rung == taken
 
 
 async def test_a_socket_the_server_closes_says_how_in_the_failure() -> None:
