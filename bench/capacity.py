@@ -6,10 +6,15 @@ concurrency. A level passes when every call verifies, accept -> first audio p95 
 the p95 of packet loss under 1%, and the level was really reached: at least 80% of its calls in
 conversation at once (answered, not yet ended) for ``MIN_STEADY_SAMPLES`` of the server samples (one
 a second). Server CPU per concurrent call is read from /proc over those samples, divided by the calls
-in conversation. A ring-all button rings one call at a time, so the load generator sets calls up one
-after another: a level of N needs ``--talk`` long enough for N setups (0.1-0.25 s each here).
+in conversation.
 
-    .venv/bin/python bench/capacity.py [--levels 2,4,8,12,16,24,32] [--talk 8] [--record]
+The button rings its agents by ``--strategy``. ``longest_idle`` (the default) rings one agent a call,
+so calls are requested, rung and answered in parallel (``--overlapping-rings``), as a team's would.
+``ring_all`` rings every free agent for each call, one call at a time, so the load generator sets
+calls up one after another: a level of N needs ``--talk`` long enough for N setups (0.1-0.25 s each
+here), and each setup costs in proportion to the agents free.
+
+    .venv/bin/python bench/capacity.py [--levels 2,4,8,12,16,24,32] [--talk 8] [--record] [--strategy ring_all]
 
 The load generator runs on the same machine (2 cores here): at high levels it competes with the
 server, which the figures include. Results go in docs/benchmarks.md.
@@ -39,10 +44,10 @@ ORIGIN = "http://bench.example.test"
 PASSWORD = "bench password 123"
 
 
-async def tenant(database: Database, agents: int, record: bool) -> tuple[str, list[str], str]:
+async def tenant(database: Database, agents: int, record: bool, strategy: str) -> tuple[str, list[str], str]:
     organisation = await database.accounts.create_organisation(f"Bench {uuid.uuid4().hex[:6]}")
     button = await database.buttons.create(
-        organisation.id, name="Bench", allowed_origins=[ORIGIN], recording_enabled=record
+        organisation.id, name="Bench", allowed_origins=[ORIGIN], recording_enabled=record, strategy=strategy
     )
     password_hash = await auth.hash_password(PASSWORD)
     emails = []
@@ -95,7 +100,7 @@ class Server:
 
 
 async def level(server: Server, button: str, agents: list[str], admin: str, concurrency: int, talk: float,
-                folder: Path) -> dict[str, Any]:  # fmt: skip
+                folder: Path, overlapping: bool) -> dict[str, Any]:  # fmt: skip
     report = folder / f"{server.kind}-{concurrency}.json"
     assert server.process is not None
     args = [
@@ -107,6 +112,8 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
     ]  # fmt: skip
     for email in agents[:concurrency]:
         args += ["--agent", f"{email}:{PASSWORD}"]
+    if overlapping:
+        args.append("--overlapping-rings")
     process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT)
     code = await process.wait()
     data = json.loads(report.read_text())
@@ -139,7 +146,9 @@ def _nearest(samples: list[list[float]], t: float) -> int:
     return int(min(samples, key=lambda s: abs(s[0] - t))[1]) if samples else 0
 
 
-async def main(levels: list[int], talk: float, record: bool, kinds: list[str], keep: Path | None) -> None:
+async def main(
+    levels: list[int], talk: float, record: bool, kinds: list[str], keep: Path | None, strategy: str
+) -> None:
     folder = Path(tempfile.mkdtemp(prefix="callbutton-capacity-"))
     folder.chmod(0o755)
     cluster = LocalPostgres(folder / "pg")
@@ -149,8 +158,8 @@ async def main(levels: list[int], talk: float, record: bool, kinds: list[str], k
     results: dict[str, list[dict[str, Any]]] = {}
     try:
         tenants = {
-            "stock-relay": await tenant(database, max(levels), False),  # the baseline records nothing
-            "callbutton": await tenant(database, max(levels), record),
+            "stock-relay": await tenant(database, max(levels), False, strategy),  # the baseline records nothing
+            "callbutton": await tenant(database, max(levels), record, strategy),
         }
         # The same environment as the other server benchmarks: loopback ICE, JSON logs, and every
         # per-address limit lifted (one machine plays every visitor and agent; logging 64 agents in
@@ -166,7 +175,9 @@ async def main(levels: list[int], talk: float, record: bool, kinds: list[str], k
             failures = 0
             try:
                 for concurrency in levels:
-                    outcome = await level(server, button, agents, admin, concurrency, talk, reports)
+                    outcome = await level(
+                        server, button, agents, admin, concurrency, talk, reports, strategy != "ring_all"
+                    )
                     results[kind].append(outcome)
                     print(kind, outcome, flush=True)
                     for problem in server.problems[:5]:
@@ -182,7 +193,7 @@ async def main(levels: list[int], talk: float, record: bool, kinds: list[str], k
         cluster.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
-    print(f"\nrecording {'on' if record else 'off'}, talk {talk:g} s, levels {levels}")
+    print(f"\nrecording {'on' if record else 'off'}, {strategy} button, talk {talk:g} s, levels {levels}")
     best: dict[str, dict[str, Any] | None] = {}
     for kind, outcomes in results.items():
         passing = [o for o in outcomes if o["passed"]]
@@ -204,7 +215,10 @@ if __name__ == "__main__":
     parser.add_argument("--record", action="store_true", help="record every call on the callbutton server")
     parser.add_argument("--servers", default="stock-relay,callbutton", help="which servers to measure")
     parser.add_argument("--keep", type=Path, help="keep every level's JSON report in this folder")
+    parser.add_argument(
+        "--strategy", choices=("longest_idle", "round_robin", "ring_all"), default="longest_idle",
+        help="how the button rings its agents (default longest_idle: calls set up in parallel)",
+    )  # fmt: skip
     args = parser.parse_args()
-    asyncio.run(
-        main([int(x) for x in args.levels.split(",")], args.talk, args.record, args.servers.split(","), args.keep)
-    )
+    levels = [int(x) for x in args.levels.split(",")]
+    asyncio.run(main(levels, args.talk, args.record, args.servers.split(","), args.keep, args.strategy))

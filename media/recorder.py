@@ -8,9 +8,12 @@ the burst after a stall, would otherwise shift the whole party). Silence (no pac
 (missing packets) become gaps on that party's stream, so the two parties stay aligned however either
 one is received.
 
-Threads: the bridge's tap only puts ``(recorder, party, payload, pts)`` on a bounded queue (a full
-queue drops the packet and counts it: recording never slows the call); one worker thread per process
-does all PyAV muxing and writing, for every recording, so the event loop never blocks on it.
+Threads: the bridge's tap only appends ``(recorder, party, payload, pts)`` to a batch, which goes to the
+worker every ``BATCH_SECONDS`` (one thread hand-off per batch, not per packet: per packet, waking the
+worker and handing the GIL back and forth cost more than the muxing). A backlog of ``QUEUE_SIZE``
+packets not yet muxed drops the next and counts them: recording never slows the call. One worker
+thread per process does all PyAV muxing and writing, for every recording, so the event loop never
+blocks on it.
 
 The sink is a byte sink handed in by the caller (storage's encrypting writer): this module never
 sees a key or a path.
@@ -42,7 +45,9 @@ _TIME_BASE = fractions.Fraction(1, _CLOCK)
 #: How far (in samples) a party's RTP clock may disagree with arrival times before it is re-anchored.
 MAX_SKEW = _CLOCK  # one second: more than any jitter buffer a browser runs
 _PRE_SKIP = 312  # the encoder delay WebRTC's Opus uses (RFC 7845 section 4.2 suggests 80 ms max)
-QUEUE_SIZE = 20_000  # about 100 calls' worth of one second of packets
+QUEUE_SIZE = 20_000  # packets handed over and not yet muxed: about 100 calls' worth of one second
+#: How long a tapped packet may wait to be handed to the worker, with every other packet tapped meanwhile.
+BATCH_SECONDS = 0.05
 _MAX_PENDING = 500  # packets held until the sink is attached: 2.5 s of both parties
 #: How long (in samples of arrival time from a party's first packet) its anchor settles. A first packet
 #: that waited (a stall of up to MAX_SKEW: longer is a re-anchor) arrives in a burst with the packets
@@ -325,47 +330,70 @@ class _WriteOnly:
 
 
 class MuxWorker:
-    """The one thread that muxes and writes every recording of the process."""
+    """The one thread that muxes and writes every recording of the process. The event loop's side
+    (:meth:`put`, :meth:`finish`) batches what it hands over; the worker takes a batch at a time."""
 
     def __init__(self, size: int = QUEUE_SIZE) -> None:
-        self._queue: queue.Queue[tuple[Recorder, int, bytes, int, asyncio.Future[None] | None] | None] = queue.Queue(
-            size
-        )
+        self._size = size
+        self._queue: queue.SimpleQueue[_Batch | _Finish | None] = queue.SimpleQueue()
+        self._batch: _Batch = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._backlog = 0  # packets handed over and not yet muxed
+        self._backlog_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="recorder-mux", daemon=True)
         self._thread.start()
 
     def put(self, item: tuple[Recorder, int, bytes, int]) -> bool:
-        try:
-            self._queue.put_nowait((*item, None))
-        except queue.Full:
+        """Queue one packet (from the event loop); False if the backlog is full and it was dropped."""
+        if self._backlog + len(self._batch) >= self._size:
             return False
+        self._batch.append(item)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(BATCH_SECONDS, self._flush)
         return True
 
     async def finish(self, recorder: Recorder, done: asyncio.Future[None]) -> None:
-        """Queue a recording's end, which must not be dropped: wait (off the loop) for room."""
-        item = (recorder, -1, b"", 0, done)
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            await asyncio.to_thread(self._queue.put, item)
+        """Queue a recording's end, after every packet queued before it."""
+        self._flush()
+        self._queue.put((recorder, done))
 
     def close(self) -> None:
+        self._flush()
         self._queue.put(None)
         self._thread.join()
 
+    def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        batch, self._batch = self._batch, []
+        if batch:
+            with self._backlog_lock:
+                self._backlog += len(batch)
+            self._queue.put(batch)
+
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            recorder, party, payload, pts, done = item
+        while (work := self._queue.get()) is not None:
+            if isinstance(work, list):
+                for recorder, party, payload, pts in work:
+                    try:
+                        recorder._mux(party, payload, pts)
+                    except Exception:  # never let one recording stop the thread that serves them all
+                        log.exception(RECORDING_FAILED)
+                with self._backlog_lock:
+                    self._backlog -= len(work)
+                continue
+            recorder, done = work
             try:
-                if done is None:
-                    recorder._mux(party, payload, pts)
-                else:
-                    recorder._finish()
-            except Exception:  # never let one recording stop the thread that serves them all
+                recorder._finish()
+            except Exception:
                 log.exception(RECORDING_FAILED)
             finally:
-                if done is not None:
-                    done.get_loop().call_soon_threadsafe(_resolve, done)
+                done.get_loop().call_soon_threadsafe(_resolve, done)
+
+
+_Batch = list[tuple[Recorder, int, bytes, int]]
+_Finish = tuple[Recorder, asyncio.Future[None]]
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

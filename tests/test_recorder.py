@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -244,6 +245,38 @@ async def test_a_failing_sink_ends_the_file_without_breaking_the_worker(worker: 
     other.start()
     other.tap(AGENT, 0, opus.encode(tone(880, 0.1))[0])
     assert (await other.close()).error is None and healthy.data.startswith(b"OggS")
+
+
+async def test_a_worker_that_falls_behind_costs_packets_not_the_call() -> None:
+    """A worker stalled on its disk: past its backlog, packets are dropped at once and counted (the
+    tap never waits), and once the disk is back the recording ends as a valid file."""
+    worker = MuxWorker(size=100)
+    disk_back = threading.Event()
+
+    class StalledDisk(Sink):
+        def write(self, data: bytes) -> None:
+            disk_back.wait(30)
+            super().write(data)
+
+    clock, sink = Clock(), StalledDisk()
+    recorder = Recorder(worker, clock=clock)
+    recorder.attach(sink)
+    recorder.start()
+    packets = opus.encode(tone(440, 6.0))
+    try:
+        for index, packet in enumerate(packets):
+            clock.now += PACKET
+            recorder.tap(VISITOR, index * FRAME, packet)
+            if index % 10 == 0:
+                await asyncio.sleep(0.001)  # the event loop runs: batches go to the worker
+        assert recorder.dropped >= len(packets) - 150, (recorder.packets, recorder.dropped)
+    finally:
+        disk_back.set()
+    result = await recorder.close()
+    worker.close()
+    assert result.packets + result.dropped == len(packets) and result.packets <= 150
+    assert result.error is None and sink.closed
+    assert decode_tracks(bytes(sink.data)).visitor.size > 0
 
 
 async def test_wav_ranges_join_into_exactly_the_whole_file(worker: MuxWorker) -> None:
