@@ -23,7 +23,7 @@ from aiortc.rtp import RtpPacket
 
 from loadtest.quality import tone_share
 from media import opus
-from media.aiortc_seam import impair_outgoing, intercept_rtp, shrink_receive_buffers
+from media.aiortc_seam import Drops, deliver_rtp_on_arrival, impair_outgoing, intercept_rtp, shrink_receive_buffers
 from media.synthetic import OpusLoopTrack, tone_loop
 
 FIRST_AUDIO_SHARE = 0.5  # a packet is "the partner's audio" when half its power is the partner's tone
@@ -128,6 +128,7 @@ class LoadPeer:
         """Our offer with every candidate (the server takes no trickled ones)."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         shrink_receive_buffers(self.pc)
+        deliver_rtp_on_arrival(self.pc, Drops())
         receiver = self.pc.getTransceivers()[0].receiver
         intercept_rtp(receiver, self._received, opus.SAMPLE_RATE)
         if self._impairment.active:

@@ -37,6 +37,7 @@ from media.aiortc_seam import (
     bound_ice_queues,
     bound_remote_ssrcs,
     check_version,
+    deliver_rtp_on_arrival,
     discard_queued_rtp,
     intercept_rtp,
     shrink_receive_buffers,
@@ -188,6 +189,7 @@ class Leg:
         await pc.setLocalDescription(await pc.createAnswer())
         shrink_receive_buffers(pc)
         bound_ice_queues(pc, self.drops)
+        deliver_rtp_on_arrival(pc, self.drops)  # before skip_idle_rtp, which must see datagrams first
         skip_idle_rtp(pc, transceiver.receiver, lambda: self.inbound is not None, self.drops)
         local = pc.localDescription
         answer = SessionDescription.parse(local.sdp)

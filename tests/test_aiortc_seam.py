@@ -54,6 +54,15 @@ def test_pinned_version_and_private_names() -> None:
     assert "_sock" in asyncio.selector_events._SelectorTransport.__init__.__code__.co_names
     assert "_sock.recvfrom" in inspect.getsource(asyncio.selector_events._SelectorDatagramTransport._read_ready)
     assert "datagram_received" in vars(aioice.ice.StunProtocol)
+    # deliver_rtp_on_arrival does for RTP what the DTLS transport's receive task does.
+    assert {"_rtp_header_extensions_map", "_RTCDtlsTransport__rx_bytes", "_RTCDtlsTransport__rx_packets"} <= set(
+        dtls_names
+    )
+    assert "self._rx_srtp.unprotect(data)" in inspect.getsource(RTCDtlsTransport._recv_next)
+    handle_rtp = inspect.getsource(RTCDtlsTransport._handle_rtp_data)
+    assert "RtpPacket.parse(data, self._rtp_header_extensions_map)" in handle_rtp
+    assert "self._rtp_router.route_rtp(packet)" in handle_rtp
+    assert "receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)" in handle_rtp
     # skip_idle_rtp counts what it drops in the receiver's statistics from the clear header.
     assert "max_seq" in StreamStatistics.__init__.__code__.co_names
     assert {"sequence_number", "timestamp"} <= set(StreamStatistics.add.__code__.co_names)
@@ -127,9 +136,11 @@ async def test_bridge_forwards_without_decoding_and_keeps_rtcp_true(
     assert abs((dominant_frequency(a.sink.samples()) or 0) - 880) < 15
     assert abs((dominant_frequency(b.sink.samples()) or 0) - 440) < 15
 
-    # Nothing went to aiortc's jitter buffer and decoder on the server side.
+    # Nothing went to aiortc's jitter buffer and decoder on the server side, and the packets were
+    # handled as they arrived, not queued for the DTLS transport's task.
     for leg in (leg_a, leg_b):
         assert leg.counters.packets_in > 100
+        assert leg.drops.direct >= 0.9 * leg.counters.packets_in, (leg.drops, leg.counters)
         assert leg._pc is not None
         receiver = leg._pc.getTransceivers()[0].receiver
         assert receiver.track._queue.qsize() == 0
@@ -210,3 +221,27 @@ async def test_an_idle_leg_drops_audio_on_arrival_reports_none_lost_and_forwards
     finally:
         await leg.close()
         await peer.pc.close()
+
+
+async def test_an_rtp_handler_that_waits_is_carried_on_as_its_futures_complete() -> None:
+    """Packets handled on arrival run their handler at once; one that waits (none does today) must
+    still finish, in order, and one that fails is logged without stopping the next."""
+    steps: list[str] = []
+    gate = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        steps.append("started")
+        await gate
+        await asyncio.sleep(0)
+        steps.append("finished")
+
+    async def fails() -> None:
+        raise ValueError("a broken handler")
+
+    aiortc_seam._run_now(waits())
+    assert steps == ["started"]
+    aiortc_seam._run_now(fails())
+    gate.set_result(None)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert steps == ["started", "finished"]
