@@ -15,6 +15,7 @@ import collections
 import contextlib
 import ipaddress
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ import aioice.ice
 import aiortc
 import pylibsrtp
 import structlog
-from aiortc import RTCPeerConnection, clock
+from aiortc import RTCPeerConnection
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, RtpPacket, is_rtcp
@@ -32,6 +33,23 @@ AIORTC_VERSION = "1.16.0"
 RTP_HANDLER_FAILED = "rtp.handler_failed"
 
 log = structlog.get_logger(__name__)
+
+#: Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+_NTP_TO_UNIX = 2_208_988_800
+
+
+def ntp_time() -> int:
+    """aiortc's ``clock.current_ntp_time()`` (64-bit NTP time), from ``time.time()``: aiortc builds a
+    timezone-aware datetime and subtracts another, a few microseconds per packet sent."""
+    now = time.time() + _NTP_TO_UNIX
+    seconds = int(now)
+    return (seconds << 32) | int((now - seconds) * (1 << 32))
+
+
+def ntp_ms() -> int:
+    """aiortc's ``clock.current_ms()`` (milliseconds since 1900), from ``time.time()``."""
+    return int((time.time() + _NTP_TO_UNIX) * 1000)
+
 
 RtpHandler = Callable[[RtpPacket], Awaitable[None]]
 
@@ -132,7 +150,7 @@ class RtpOutlet:
         data = packet.serialize(self._transport._rtp_header_extensions_map)
         await self._transport._send_rtp(data)
         sender: Any = self._sender
-        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
+        sender._RTCRtpSender__ntp_timestamp = ntp_time()
         sender._RTCRtpSender__rtp_timestamp = packet.timestamp
         sender._RTCRtpSender__octet_count += len(packet.payload)
         sender._RTCRtpSender__packet_count += 1
@@ -299,7 +317,7 @@ def deliver_rtp_on_arrival(pc: RTCPeerConnection, drops: Drops) -> None:
             drops.direct += 1
             dtls._RTCDtlsTransport__rx_bytes += len(data)
             dtls._RTCDtlsTransport__rx_packets += 1
-            arrival_time_ms = clock.current_ms()
+            arrival_time_ms = ntp_ms()
             try:
                 packet = RtpPacket.parse(srtp.unprotect(data), dtls._rtp_header_extensions_map)
             except (pylibsrtp.Error, ValueError):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aioice.ice
 import aiortc
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, clock
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -245,3 +245,12 @@ async def test_an_rtp_handler_that_waits_is_carried_on_as_its_futures_complete()
     for _ in range(10):
         await asyncio.sleep(0)
     assert steps == ["started", "finished"]
+
+
+def test_ntp_clock_agrees_with_aiortcs() -> None:
+    """The seam's cheaper NTP clock (sender reports pair it with RTP timestamps) reads as aiortc's."""
+    before = clock.current_ntp_time()
+    ours = aiortc_seam.ntp_time()
+    after = clock.current_ntp_time()
+    assert before <= ours <= after + (1 << 32) // 1000  # within a millisecond
+    assert abs(aiortc_seam.ntp_ms() - clock.current_ms()) <= 2
