@@ -25,6 +25,7 @@ import aiortc
 import pylibsrtp
 import structlog
 from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, RtpPacket, is_rtcp
@@ -148,7 +149,19 @@ class RtpOutlet:
         extensions.audio_level = packet.extensions.audio_level
         packet.extensions = extensions
         data = packet.serialize(self._transport._rtp_header_extensions_map)
-        await self._transport._send_rtp(data)
+        # What the DTLS transport's _send_rtp does (protect, then aioice's send on the nominated pair),
+        # without its four coroutines a packet, when the pair's socket has a direct send (host sockets,
+        # see _bound_send_buffer); otherwise, and when not connected (its ConnectionError), aiortc's.
+        dtls: Any = self._transport
+        pair = dtls.transport._connection._nominated.get(1)
+        send_now = getattr(pair.protocol, "send_now", None) if pair is not None else None
+        if send_now is None or dtls._state is not DtlsState.CONNECTED:
+            await dtls._send_rtp(data)
+        else:
+            protected = dtls._tx_srtp.protect(data)
+            send_now(protected, pair.remote_addr)
+            dtls._RTCDtlsTransport__tx_bytes += len(protected)
+            dtls._RTCDtlsTransport__tx_packets += 1
         sender: Any = self._sender
         sender._RTCRtpSender__ntp_timestamp = ntp_time()
         sender._RTCRtpSender__rtp_timestamp = packet.timestamp
@@ -479,7 +492,15 @@ def _bound_send_buffer(protocol: Any, transport: Any, drops: Drops) -> None:
             return
         await send_data(data, addr)
 
+    def send_now(data: bytes, addr: tuple[str, int]) -> None:
+        """bounded_send_data without a coroutine (aioice's send_data is the ``sendto`` alone)."""
+        if transport.get_write_buffer_size() >= SEND_BUFFER:
+            drops.sends += 1
+            return
+        transport.sendto(data, addr)
+
     protocol.send_data = bounded_send_data
+    protocol.send_now = send_now
 
 
 def bound_remote_ssrcs(receiver: RTCRtpReceiver, drops: Drops) -> None:

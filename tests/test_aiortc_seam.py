@@ -8,12 +8,14 @@ import asyncio.selector_events
 import inspect
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aioice.ice
 import aiortc
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, clock
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtpPacket
@@ -63,6 +65,16 @@ def test_pinned_version_and_private_names() -> None:
     assert "RtpPacket.parse(data, self._rtp_header_extensions_map)" in handle_rtp
     assert "self._rtp_router.route_rtp(packet)" in handle_rtp
     assert "receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)" in handle_rtp
+    # RtpOutlet sends as _send_rtp would: protect, then the nominated pair's protocol's sendto.
+    send_rtp = inspect.getsource(RTCDtlsTransport._send_rtp)
+    assert "self._tx_srtp.protect(data)" in send_rtp and "await self.transport._send(data)" in send_rtp
+    assert {"_RTCDtlsTransport__tx_bytes", "_RTCDtlsTransport__tx_packets", "_state"} <= set(dtls_names)
+    assert "self._send = self._connection.send" in inspect.getsource(RTCIceTransport)
+    assert "self._nominated.get(component)" in inspect.getsource(aioice.ice.Connection.sendto)
+    assert "active_pair.protocol.send_data(data, active_pair.remote_addr)" in inspect.getsource(
+        aioice.ice.Connection.sendto
+    )
+    assert inspect.getsource(aioice.ice.StunProtocol.send_data).strip().endswith("self.transport.sendto(data, addr)")
     # skip_idle_rtp counts what it drops in the receiver's statistics from the clear header.
     assert "max_seq" in StreamStatistics.__init__.__code__.co_names
     assert {"sequence_number", "timestamp"} <= set(StreamStatistics.add.__code__.co_names)
@@ -131,7 +143,25 @@ async def test_bridge_forwards_without_decoding_and_keeps_rtcp_true(
     bridged: tuple[Peer, Peer, Leg, Leg, Bridge],
 ) -> None:
     a, b, leg_a, leg_b, _ = bridged
+    # Count what still takes aiortc's own send path (RTCP does; forwarded RTP need not).
+    through_aiortc = {leg: 0 for leg in (leg_a, leg_b)}
+    for leg in (leg_a, leg_b):
+        assert leg._pc is not None
+        dtls: Any = leg._pc.getTransceivers()[0].sender.transport
+        send_rtp = dtls._send_rtp
+
+        async def counted(data: bytes, leg: Leg = leg, send_rtp: Any = send_rtp) -> None:
+            through_aiortc[leg] += 1
+            await send_rtp(data)
+
+        dtls._send_rtp = counted
+    sent_before = {leg: leg.counters.packets_out for leg in (leg_a, leg_b)}
     await asyncio.sleep(3)  # long enough for a few RTCP intervals (0.5 to 1.5 s each)
+    for leg in (leg_a, leg_b):
+        assert leg.counters.packets_out - sent_before[leg] > 100
+        assert through_aiortc[leg] < 10, "forwarded RTP went through aiortc's send coroutines"
+        (transport,) = await stats_of(leg._pc, "transport")  # type: ignore[arg-type]
+        assert transport.packetsSent >= leg.counters.packets_out  # type: ignore[attr-defined]
     assert a.sink is not None and b.sink is not None
     assert abs((dominant_frequency(a.sink.samples()) or 0) - 880) < 15
     assert abs((dominant_frequency(b.sink.samples()) or 0) - 440) < 15
