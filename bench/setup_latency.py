@@ -2,14 +2,15 @@
 
 Both servers (``callbutton serve`` with the button recording, and bench/stock_relay.py: the same
 server with the media path a stock aiortc server has) run side by side on a throwaway Postgres, each
-with a tenant of its own (one ring-all button, ``--calls`` agents, an admin). ``callbutton loadtest``
+with a tenant of its own (one ring-all button, or ``--strategy``, ``--calls`` agents, an admin). ``callbutton loadtest``
 then sets up ``--calls`` calls at once against each in turn, ``--repeat`` times, alternating which
 server goes first so that the machine's noise falls on both: concurrency = calls = agents, a rate of
 1000 calls a second, ``--talk`` seconds of talk, the admin checks (rows, recordings) after. Two
 ``--modes`` of requesting: ``overlapping`` (``--overlapping-rings``: each request is sent as soon as
 its offer is ready; a ring-all button rings one call at a time, since an agent who is ringing is not
-available, so the rest queue) and ``gated`` (the load tester's default: the next request once the
-previous call is answered, while the other calls' media still sets up).
+available, so the rest queue; a ``--strategy longest_idle`` button rings them in parallel) and
+``gated`` (the load tester's default: the next request once the previous call is answered, while the
+other calls' media still sets up).
 
 Printed per mode and server: p50/p95 of visitor request -> agent ringing and of accept -> first audio
 at both ends (a call's figure is the later of its two ends), over every run's calls, the p95 of each
@@ -75,11 +76,13 @@ class Tenant(NamedTuple):
     organisation_id: uuid.UUID
 
 
-async def tenant(database: Database, agents: int, record: bool, folder: Path, label: str = "bench") -> Tenant:
-    """An organisation with one button, ``agents`` agents and an admin."""
+async def tenant(
+    database: Database, agents: int, record: bool, folder: Path, label: str = "bench", strategy: str = "ring_all"
+) -> Tenant:
+    """An organisation with one button (ringing its agents by ``strategy``), ``agents`` agents and an admin."""
     organisation = await database.accounts.create_organisation(f"Bench {label} {uuid.uuid4().hex[:6]}")
     button = await database.buttons.create(
-        organisation.id, name="Bench", allowed_origins=[ORIGIN], recording_enabled=record
+        organisation.id, name="Bench", allowed_origins=[ORIGIN], recording_enabled=record, strategy=strategy
     )
     password_hash = await auth.hash_password(PASSWORD)
     lines = []
@@ -392,8 +395,9 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await database.migrate()
         tenants = {
-            "stock-relay": await tenant(database, args.calls, False, folder, "stock"),  # the baseline records nothing
-            "callbutton": await tenant(database, args.calls, True, folder, "callbutton"),
+            # the baseline records nothing
+            "stock-relay": await tenant(database, args.calls, False, folder, "stock", args.strategy),
+            "callbutton": await tenant(database, args.calls, True, folder, "callbutton", args.strategy),
         }
         env = server_env(dsn, folder)
         this = str(Path(__file__).resolve())
@@ -520,6 +524,11 @@ if __name__ == "__main__":
         "time, the rest queue); gated: the load tester's default, the next call requested once one is answered",
     )
     parser.add_argument("--servers", default="stock-relay,callbutton", help="which servers to measure")
+    parser.add_argument(
+        "--strategy", choices=("ring_all", "longest_idle", "round_robin"), default="ring_all",
+        help="how the buttons ring their agents (longest_idle rings one agent a call: overlapping requests "
+        "then ring in parallel)",
+    )  # fmt: skip
     parser.add_argument("--no-checks", action="store_true", help="skip the admin checks (rows, recordings)")
     parser.add_argument(
         "--profile",
