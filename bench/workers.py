@@ -3,7 +3,8 @@
 Both configurations run the same server on the same throwaway Postgres and a throwaway Redis
 (``redis-server`` on 127.0.0.1, no persistence), one after the other. Each organisation's calls are
 carried by its home worker (docs/scaling.md), so the load is ``--tenants`` organisations (one button
-each, its own agents): at each level of total concurrency C, one ``callbutton loadtest`` process per
+each, ringing its own agents by ``--strategy``: longest-idle by default, whose calls set up in
+parallel): at each level of total concurrency C, one ``callbutton loadtest`` process per
 tenant runs C / tenants calls at once (2 x that many calls in all, ``--talk`` seconds of talk each),
 all in parallel (each process imports first, then all start together). A level passes, over all its
 calls, as bench/capacity.py's do: every call verified (each party hears its partner's tone), the
@@ -222,7 +223,9 @@ async def homes(redis_url: str, tenants: list[Tenant], seen: dict[str, str]) -> 
             await asyncio.wait_for(client.aclose(), 5)
 
 
-async def one_loadtest(url: str, t: Tenant, per_tenant: int, talk: float, report: Path, gate: Gate) -> dict[str, Any]:
+async def one_loadtest(
+    url: str, t: Tenant, per_tenant: int, talk: float, report: Path, gate: Gate, overlapping: bool
+) -> dict[str, Any]:
     """One tenant's load test, in a process of its own that imports everything, says so, and waits
     for ``go`` before it starts (eight processes importing aiortc at once would otherwise load the
     machine while the first tenants' calls set up)."""
@@ -234,7 +237,7 @@ async def one_loadtest(url: str, t: Tenant, per_tenant: int, talk: float, report
         sys.executable, str(Path(__file__).resolve()), "--loadtest", url, "--button", t.button, "--origin", ORIGIN,
         "--agents-file", str(agents), "--calls", str(2 * per_tenant), "--concurrency", str(per_tenant),
         "--rate", str(max(0.5, per_tenant / talk)), "--talk-time", str(talk), "--ice-host", "127.0.0.1",
-        "--json", str(report), "--no-progress",
+        "--json", str(report), "--no-progress", *(["--overlapping-rings"] if overlapping else []),
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT
@@ -291,7 +294,8 @@ def active_at(runs: list[dict[str, Any]], t: float) -> tuple[int, int]:
 
 
 async def level(server: Workers, tenants: list[Tenant], redis_url: str, total: int, talk: float,
-                folder: Path, first_audio_limit: float = FIRST_AUDIO_LIMIT_MS) -> dict[str, Any]:  # fmt: skip
+                folder: Path, first_audio_limit: float = FIRST_AUDIO_LIMIT_MS,
+                overlapping: bool = False) -> dict[str, Any]:  # fmt: skip
     per_tenant = total // len(tenants)
     samples: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
@@ -301,7 +305,9 @@ async def level(server: Workers, tenants: list[Tenant], redis_url: str, total: i
     try:
         started = [
             asyncio.create_task(
-                one_loadtest(server.url, t, per_tenant, talk, folder / f"{server.kind}-{total}-{i}.json", gate)
+                one_loadtest(
+                    server.url, t, per_tenant, talk, folder / f"{server.kind}-{total}-{i}.json", gate, overlapping
+                )
             )
             for i, t in enumerate(tenants)
         ]
@@ -386,7 +392,8 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
                 await database.migrate()
                 per_tenant = max(levels) // args.tenants
                 tenants = [
-                    await tenant(database, per_tenant, args.record, folder, f"t{i}") for i in range(args.tenants)
+                    await tenant(database, per_tenant, args.record, folder, f"t{i}", args.strategy)
+                    for i in range(args.tenants)
                 ]
             finally:
                 await database.close()
@@ -407,8 +414,9 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
                             break
                         await settle(list(server.pids().values()))
                         outcome = await level(
-                            server, tenants, redis_url, total, args.talk, args.keep or folder, args.first_audio_limit
-                        )
+                            server, tenants, redis_url, total, args.talk, args.keep or folder, args.first_audio_limit,
+                            args.strategy != "ring_all",
+                        )  # fmt: skip
                         results[count].append(outcome)
                         print(" ", json.dumps(outcome), flush=True)
                         for problem in server.problems[:3]:
@@ -424,8 +432,8 @@ async def run(args: argparse.Namespace, server_dsn: str) -> None:
 
     quota = f", each worker limited to {args.cpu_quota:g} of a core" if args.cpu_quota else ""
     print(
-        f"\n{args.tenants} tenants, talk {args.talk:g} s, levels {levels} (total concurrency), recording "
-        f"{'on' if args.record else 'off'}{quota}; {time.monotonic() - began:.0f} s"
+        f"\n{args.tenants} tenants ({args.strategy}), talk {args.talk:g} s, levels {levels} (total concurrency), "
+        f"recording {'on' if args.record else 'off'}{quota}; {time.monotonic() - began:.0f} s"
     )
     print("  workers | highest passed | CPU per call there | server CPU there | per worker | homes | loop waited")
     best: dict[int, dict[str, Any] | None] = {}
@@ -474,6 +482,11 @@ def main() -> None:
     parser.add_argument("--talk", type=float, default=6.0, help="seconds of talk per call")
     parser.add_argument("--workers", default="1,2", help="the --workers values to measure")
     parser.add_argument("--record", action="store_true", help="every button records its calls")
+    parser.add_argument(
+        "--strategy", choices=("longest_idle", "round_robin", "ring_all"), default="longest_idle",
+        help="how each tenant's button rings its agents (default longest_idle: a tenant's calls set up in "
+        "parallel; ring_all sets them up one after another)",
+    )  # fmt: skip
     parser.add_argument(
         "--first-audio-limit",
         type=float,
