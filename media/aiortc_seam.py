@@ -325,7 +325,7 @@ def deliver_rtp_on_arrival(pc: RTCPeerConnection, drops: Drops) -> None:
 
         def on_arrival(data: bytes, dtls: Any = dtls, queue: asyncio.Queue[Any] = queue) -> bool:
             srtp = dtls._rx_srtp
-            if srtp is None or dtls.state != "connected" or not _is_rtp(data) or not queue.empty():
+            if srtp is None or dtls._state is not DtlsState.CONNECTED or not _is_rtp(data) or not queue.empty():
                 return False
             drops.direct += 1
             dtls._RTCDtlsTransport__rx_bytes += len(data)
