@@ -346,22 +346,30 @@ def deliver_rtp_on_arrival(pc: RTCPeerConnection, drops: Drops) -> None:
 
 def _run_now(coroutine: Coroutine[Any, Any, None]) -> None:
     """Run ``coroutine`` up to its first wait now; if it waits, go on as each future it awaits is done."""
+    try:
+        awaited = coroutine.send(None)
+    except StopIteration:
+        return  # (every packet so far: nothing below the handler waits)
+    except Exception:
+        log.exception(RTP_HANDLER_FAILED)
+        return
 
     def step(_: object = None) -> None:
         try:
-            awaited = coroutine.send(None)
+            resume_after(coroutine.send(None))
         except StopIteration:
             return
         except Exception:
             log.exception(RTP_HANDLER_FAILED)
-            return
+
+    def resume_after(awaited: Any) -> None:
         if awaited is None:  # a bare yield (asyncio.sleep(0)): the next turn of the loop
             asyncio.get_running_loop().call_soon(step)
         else:
             awaited._asyncio_future_blocking = False
             awaited.add_done_callback(step)
 
-    step()
+    resume_after(awaited)
 
 
 def _unless(skipped: Callable[[bytes], bool], receive: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
