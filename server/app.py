@@ -8,7 +8,6 @@ import ctypes
 import gc
 import json
 import socket
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +56,7 @@ from server.cliptokens import ClipTokens
 from server.cluster import Cluster
 from server.config import Settings
 from server.demo import DemoTenant, ensure_demo_tenant
+from server.directory import Directory
 from server.errors import error_middleware
 from server.homing import home_middleware
 from server.limits import Limits
@@ -117,12 +117,13 @@ def create_app(
     app[api.OPENAPI] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
     if demo_button_key is not None:
         app[DEMO_PAGE] = pages.render_demo_page(demo_button_key)
+    directory = Directory(database)
     app[SWITCHBOARD] = Switchboard(
         roster=app[ROSTER],
         events=database.calls,
         ice=IceSettings(servers=settings.ice_servers),
         ring_timeout=settings.ring_timeout,
-        directory=Directory(database),
+        directory=directory,
         recordings=recordings,
         mux=mux,
         node=node,
@@ -141,6 +142,15 @@ def create_app(
         await asyncio.to_thread(mux.close)
 
     app.on_cleanup.append(stop_mux)
+
+    async def start_directory(app: web.Application) -> None:
+        await directory.start()
+
+    async def stop_directory(app: web.Application) -> None:
+        await directory.stop()
+
+    app.on_startup.append(start_directory)
+    app.on_cleanup.append(stop_directory)
     sender = webhooks.Sender(database.webhooks, retry_seconds=settings.webhook_retry_seconds)
 
     async def start_sender(app: web.Application) -> None:
@@ -303,21 +313,6 @@ class PurgeSchedule:
             except Exception:
                 log.exception(logs.TASK_FAILED, task="retention purge")
             await asyncio.sleep(self._interval)
-
-
-class Directory:
-    """What routing reads from the database: whom a button rings, a visitor's earlier calls."""
-
-    def __init__(self, database: Database) -> None:
-        self._database = database
-
-    async def eligible_agents(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> frozenset[uuid.UUID] | None:
-        return await self._database.buttons.eligible_agents(organisation_id, button_id)
-
-    async def earlier_calls(
-        self, organisation_id: uuid.UUID, call_id: uuid.UUID, email: str | None, phone: str | None
-    ) -> int:
-        return await self._database.calls.earlier_calls(organisation_id, call_id, email, phone)
 
 
 async def _end_calls(app: web.Application) -> None:

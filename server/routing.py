@@ -263,18 +263,7 @@ class Switchboard:
             try:
                 closed = not hours.is_open(button.opening_hours, button.time_zone, self.clock())
                 if not closed and self._directory is not None:
-                    # Both at once: each is a database round trip, and the ring waits for them.
-                    eligible, earlier = await asyncio.gather(
-                        self._directory.eligible_agents(button.organisation_id, button.id),
-                        self._directory.earlier_calls(
-                            button.organisation_id, call.id, answers.get("email"), answers.get("phone")
-                        ),
-                        return_exceptions=True,  # (both awaited, when the first fails too)
-                    )
-                    for result in (eligible, earlier):
-                        if isinstance(result, BaseException):
-                            raise result
-                    live.eligible, live.earlier_calls = eligible, earlier  # type: ignore[assignment]
+                    live.eligible, live.earlier_calls = await self._look_up(button, call.id, answers)
             except Exception:
                 # The database is out, say: this call fails, and says so, rather than hang.
                 log.exception(logs.TASK_FAILED, call_id=str(call.id))
@@ -315,6 +304,31 @@ class Switchboard:
         else:
             live.bridge.start_ringback()
         return live
+
+    async def _look_up(
+        self, button: Button, call_id: uuid.UUID, answers: dict[str, str]
+    ) -> tuple[frozenset[uuid.UUID] | None, int]:
+        """Whom the call may ring, and how many earlier calls its visitor made.
+
+        Whom a button rings is mostly known already (``server.directory``), and earlier calls are
+        looked up only for a visitor who gave an email or phone: then this returns without a turn
+        of the event loop, which a burst of calls keeps busy (each turn cost up to 20 ms in a
+        50-call burst). Two database reads are made at once, and both awaited when the first fails.
+        """
+        assert self._directory is not None
+        organisation_id = button.organisation_id
+        email, phone = answers.get("email"), answers.get("phone")
+        if not email and not phone:
+            return await self._directory.eligible_agents(organisation_id, button.id), 0
+        eligible, earlier = await asyncio.gather(
+            self._directory.eligible_agents(organisation_id, button.id),
+            self._directory.earlier_calls(organisation_id, call_id, email, phone),
+            return_exceptions=True,
+        )
+        for result in (eligible, earlier):
+            if isinstance(result, BaseException):
+                raise result
+        return eligible, earlier  # type: ignore[return-value]
 
     async def _attach_link(self, link: LinkClaim, call: Call) -> None:
         await call.flush()

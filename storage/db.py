@@ -41,8 +41,10 @@ class Database:
     """One asyncpg pool and a repository per concern, and a pool to the key store (a database of its
     own, see ``storage/keys.py``). Every tenant query takes an organisation id."""
 
-    def __init__(self, pool: Any, keystore_pool: Any) -> None:
+    def __init__(self, pool: Any, keystore_pool: Any, *, dsn: str | None = None) -> None:
         self.pool = pool
+        #: The main database's address, for a connection of one's own (``server.directory`` listens).
+        self.dsn = dsn
         self.keystore_pool = keystore_pool
         self.accounts = Accounts(pool)
         self.buttons = Buttons(pool)
@@ -68,7 +70,7 @@ class Database:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, keystore)
+        return cls(pool, keystore, dsn=dsn)
 
     async def migrate(self) -> int:
         async with self.keystore_pool.acquire() as conn:
