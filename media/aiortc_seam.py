@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import ipaddress
 import random
 import time
@@ -25,10 +26,13 @@ import aiortc
 import pylibsrtp
 import structlog
 from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, RtpPacket, is_rtcp
+from OpenSSL import SSL
 
 AIORTC_VERSION = "1.16.0"
 RTP_HANDLER_FAILED = "rtp.handler_failed"
@@ -85,6 +89,51 @@ def pin_host_addresses(addresses: Sequence[str]) -> None:
     aioice.ice.get_host_addresses = get_host_addresses
 
 
+#: How long the server's legs share one DTLS certificate (aiortc makes them valid for 30 days).
+CERTIFICATE_SECONDS = 24 * 3600.0
+
+
+class _SharedCertificate(RTCCertificate):
+    """A certificate for many connections: its fingerprints computed once, and one OpenSSL context
+    for each list of SRTP profiles (an ``SSL_CTX`` is meant to be shared by connections; its session
+    cache is off, as each connection's own context made it irrelevant before)."""
+
+    def __init__(self, key: Any, cert: Any) -> None:
+        super().__init__(key, cert)
+        self.made = time.monotonic()
+        self._fingerprints = super().getFingerprints()
+        self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        return list(self._fingerprints)
+
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> SSL.Context:
+        key = tuple(profile.openssl_profile for profile in srtp_profiles)
+        context = self._contexts.get(key)
+        if context is None:
+            context = self._contexts[key] = super()._create_ssl_context(srtp_profiles)
+            context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        return context
+
+
+_shared: list[_SharedCertificate] = []
+
+
+def share_certificate(pc: RTCPeerConnection) -> None:
+    """Give ``pc`` this process's certificate for the day instead of the one it made itself.
+
+    Per connection, aiortc makes a key and a certificate, computes three fingerprints of it twice,
+    and builds an OpenSSL context for its handshake: 0.6 ms of a leg's ~3 ms answer, spent again for
+    every leg (a 50-call burst answers 50 at once). Each handshake still agrees its own keys
+    (ephemeral ECDHE); the certificate only names this server, which every visitor sees alike.
+    Call before the connection makes its transports (``addTransceiver``, ``setRemoteDescription``).
+    """
+    if not _shared or time.monotonic() - _shared[0].made > CERTIFICATE_SECONDS:
+        made = RTCCertificate.generateCertificate()
+        _shared[:] = [_SharedCertificate(made._key, made._cert)]
+    pc._RTCPeerConnection__certificates = [_shared[0]]  # type: ignore[attr-defined]
+
+
 @dataclass
 class Drops:
     """What the bounded paths below aiortc dropped on one peer connection (for the leg's counters)."""
@@ -106,7 +155,7 @@ def intercept_rtp(receiver: RTCRtpReceiver, handler: RtpHandler, clock_rate: int
 
     The packet is still counted in the receiver's per-SSRC statistics, from which aiortc's RTCP task
     builds receiver reports (RFC 3550 section 6.4.2), so the remote end keeps seeing loss and jitter.
-    Nothing reaches the decoder: its thread idles and the track's queue stays empty.
+    Nothing reaches a decoder: the receiver starts no decoder thread, and the track's queue stays empty.
     """
     streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
 
@@ -118,6 +167,28 @@ def intercept_rtp(receiver: RTCRtpReceiver, handler: RtpHandler, clock_rate: int
         await handler(packet)
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+    receiver.receive = functools.partial(_receive_without_decoder, receiver)  # type: ignore[method-assign]
+
+
+async def _receive_without_decoder(receiver: RTCRtpReceiver, parameters: RTCRtpReceiveParameters) -> None:
+    """``RTCRtpReceiver.receive`` without the decoder thread, which :func:`intercept_rtp` leaves unfed.
+
+    aiortc starts a thread a receiver, when its connection connects, and joins it when it closes.
+    Starting one made the event loop wait for the new thread to be scheduled and take the GIL: up
+    to 40-50 ms on a busy core (a 50-call burst, docs/benchmarks.md), and each thread holds a stack.
+    The rest is aiortc's: the codecs and RTX map, registration with the transport, the RTCP task.
+    """
+    mangled: Any = receiver
+    if mangled._RTCRtpReceiver__started:
+        return
+    for codec in parameters.codecs:
+        mangled._RTCRtpReceiver__codecs[codec.payloadType] = codec
+    for encoding in parameters.encodings:
+        if encoding.rtx:
+            mangled._RTCRtpReceiver__rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
+    mangled._RTCRtpReceiver__transport._register_rtp_receiver(receiver, parameters)
+    mangled._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(receiver._run_rtcp())
+    mangled._RTCRtpReceiver__started = True
 
 
 class RtpOutlet:

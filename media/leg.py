@@ -40,6 +40,7 @@ from media.aiortc_seam import (
     deliver_rtp_on_arrival,
     discard_queued_rtp,
     intercept_rtp,
+    share_certificate,
     shrink_receive_buffers,
     skip_idle_rtp,
 )
@@ -169,6 +170,7 @@ class Leg:
     async def _answer(self, offer_sdp: str) -> str:
         check_offer(offer_sdp)
         pc = self._pc = RTCPeerConnection(self._ice.rtc_configuration())
+        share_certificate(pc)
         pc.on("connectionstatechange", self._connection_state_changed)
         # The transceiver exists before the offer is applied so that its codec preferences take part
         # in the negotiation: Opus only, whatever order the offer lists codecs in, because the

@@ -75,6 +75,26 @@ def test_pinned_version_and_private_names() -> None:
         aioice.ice.Connection.sendto
     )
     assert inspect.getsource(aioice.ice.StunProtocol.send_data).strip().endswith("self.transport.sendto(data, addr)")
+    # intercept_rtp's receive() is aiortc's without the decoder thread: every statement of aiortc's.
+    receive = inspect.getsource(RTCRtpReceiver.receive)
+    assert [line.strip() for line in receive.splitlines() if line.strip().startswith("self.")] == [
+        "self.__codecs[codec.payloadType] = codec",
+        "self.__rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc",
+        "self.__decoder_thread = threading.Thread(",
+        "self.__decoder_queue,",
+        "self._track._queue,",
+        "self.__decoder_error,",
+        "self.__decoder_thread.start()",
+        "self.__transport._register_rtp_receiver(self, parameters)",
+        "self.__rtcp_task = asyncio.ensure_future(self._run_rtcp())",
+        "self.__started = True",
+    ]
+    # share_certificate replaces the certificate list that the connection gives its DTLS transports,
+    # whose handshakes take their context and fingerprints from it.
+    assert "_RTCPeerConnection__certificates" in RTCPeerConnection.__init__.__code__.co_names
+    assert "self.__certificates" in inspect.getsource(RTCPeerConnection._RTCPeerConnection__createDtlsTransport)  # type: ignore[attr-defined]
+    assert "self.__local_certificate._create_ssl_context(" in inspect.getsource(RTCDtlsTransport.start)
+    assert "self.__local_certificate.getFingerprints()" in inspect.getsource(RTCDtlsTransport.getLocalParameters)
     # skip_idle_rtp counts what it drops in the receiver's statistics from the clear header.
     assert "max_seq" in StreamStatistics.__init__.__code__.co_names
     assert {"sequence_number", "timestamp"} <= set(StreamStatistics.add.__code__.co_names)
@@ -143,6 +163,10 @@ async def test_bridge_forwards_without_decoding_and_keeps_rtcp_true(
     bridged: tuple[Peer, Peer, Leg, Leg, Bridge],
 ) -> None:
     a, b, leg_a, leg_b, _ = bridged
+    # Both legs have the process's certificate (share_certificate) and one OpenSSL context.
+    transports = [leg._pc.getTransceivers()[0].sender.transport for leg in (leg_a, leg_b) if leg._pc is not None]
+    assert len({t.getLocalParameters().fingerprints[0].value for t in transports}) == 1
+    assert transports[0]._ssl.get_context() is transports[1]._ssl.get_context()
     # Count what still takes aiortc's own send path (RTCP does; forwarded RTP need not).
     through_aiortc = {leg: 0 for leg in (leg_a, leg_b)}
     for leg in (leg_a, leg_b):
@@ -174,6 +198,7 @@ async def test_bridge_forwards_without_decoding_and_keeps_rtcp_true(
         assert leg._pc is not None
         receiver = leg._pc.getTransceivers()[0].receiver
         assert receiver.track._queue.qsize() == 0
+        assert receiver._RTCRtpReceiver__decoder_thread is None  # type: ignore[attr-defined]
 
     # Receiver reports from the server reach each peer's sender (remote-inbound-rtp) ...
     for peer in (a, b):
