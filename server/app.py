@@ -19,6 +19,7 @@ from aiohttp import web
 from media.aiortc_seam import pin_host_addresses
 from media.leg import IceSettings
 from media.recorder import MuxWorker
+from media.ringback import ringback_packets
 from server import (
     admin_api,
     agent_api,
@@ -145,6 +146,9 @@ def create_app(
 
     async def start_directory(app: web.Application) -> None:
         await directory.start()
+        # Encoded once (~150 ms of Opus), in a thread: made by the first call, it held up every
+        # other call's audio and signalling for as long.
+        await asyncio.to_thread(ringback_packets)
 
     async def stop_directory(app: web.Application) -> None:
         await directory.stop()
