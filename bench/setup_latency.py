@@ -19,7 +19,15 @@ run (the spread), the ratio callbutton / stock and where the targets (issue 10: 
 (``callbutton_setup_seconds`` on its /metrics) and the calls whose recording's length was off.
 
     .venv/bin/python bench/setup_latency.py [--calls 50] [--repeat 2] [--talk 3] [--modes overlapping,gated]
-                                            [--servers stock-relay,callbutton] [--profile FILE]
+                                            [--servers stock-relay,callbutton] [--strategy ring_all]
+                                            [--answer-delay 0] [--no-pin] [--profile FILE]
+
+The servers run on the first CPU and the load tester on the others (``--no-pin``: anywhere): the
+load tester sets up both ends of every call, and its bursts must not take the server's CPU. Postgres
+runs anywhere. Agents accept as soon as they are rung unless ``--answer-delay`` says how long they
+let a call ring: at once, accept -> first audio holds the whole of the visitor's leg's setup, which
+a person's second of answering otherwise hides (the standing agent leg and the visitor's leg connect
+while it rings, DESIGN.md).
 
 ``--profile FILE`` runs one more callbutton run, not counted, with the server under cProfile from
 its first call created to every call answered (plus a second), and writes the stats to FILE
@@ -121,10 +129,12 @@ class Server:
     """A server subprocess; ``url`` once it logged ``server.started``. Its warnings and errors are
     kept in ``problems``; ``on_line`` sees every log line (as bytes)."""
 
-    def __init__(self, kind: str, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, kind: str, argv: list[str], env: dict[str, str], cpus: set[int] | None = None) -> None:
         self.kind = kind
         self.argv = argv
         self.env = env
+        #: The CPUs the process may run on (None: any).
+        self.cpus = cpus
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
         self.problems: list[str] = []
@@ -140,7 +150,12 @@ class Server:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv, env=self.env, cwd=ROOT, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+            *self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            preexec_fn=pinned(self.cpus),
         )
         assert self.process.stderr is not None
         async with asyncio.timeout(90):
@@ -180,6 +195,14 @@ class Server:
         if self._drain is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._drain, 5)
+
+
+def pinned(cpus: set[int] | None) -> Any:
+    """A ``preexec_fn`` that keeps the child on ``cpus`` (None: no such function)."""
+    if cpus is None:
+        return None
+    chosen = set(cpus)
+    return lambda: os.sched_setaffinity(0, chosen)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -225,7 +248,7 @@ async def scrape(url: str) -> dict[str, float]:
 
 
 def loadtest_args(url: str, button: str, agents: Path, admin: str | None, *, calls: int, talk: float,
-                  report: Path, server_pid: int | None = None) -> list[str]:  # fmt: skip
+                  report: Path, server_pid: int | None = None, answer_delay: float = 0.0) -> list[str]:  # fmt: skip
     args = [
         sys.executable, "-m", "server", "loadtest", url, "--button", button, "--origin", ORIGIN,
         "--agents-file", str(agents), "--calls", str(calls), "--concurrency", str(calls),
@@ -234,6 +257,8 @@ def loadtest_args(url: str, button: str, agents: Path, admin: str | None, *, cal
     ]  # fmt: skip
     if admin:
         args += ["--admin", f"{admin}:{PASSWORD}"]
+    if answer_delay:
+        args += ["--answer-delay", str(answer_delay)]
     if server_pid:
         args += ["--server-pid", str(server_pid)]
     return args
@@ -259,15 +284,22 @@ def setup_histogram(before: dict[str, float], after: dict[str, float]) -> dict[s
 
 
 async def one_run(server: Server, key: Tenant, calls: int, talk: float, report: Path,
-                  checks: bool, overlapping: bool, profile_loadtest: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                  checks: bool, overlapping: bool, profile_loadtest: Path | None = None, *,
+                  answer_delay: float = 0.0, cpus: set[int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One load test run against ``server``; ``cpus``: where the load tester runs."""
     button, agents, admin, _ = key
     before = await scrape(server.url)
-    args = loadtest_args(server.url, button, agents, admin if checks else None, calls=calls, talk=talk, report=report)
+    args = loadtest_args(
+        server.url, button, agents, admin if checks else None, calls=calls, talk=talk, report=report,
+        answer_delay=answer_delay,
+    )  # fmt: skip
     if not overlapping:
         args.remove("--overlapping-rings")
     if profile_loadtest is not None:
         args[1:1] = ["-m", "cProfile", "-o", str(profile_loadtest)]
-    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, cwd=ROOT, preexec_fn=pinned(cpus)
+    )
     out, _ = await process.communicate()
     after = await scrape(server.url)
     data = json.loads(report.read_text())
@@ -340,7 +372,8 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 async def profiled_run(server: Server, key: Tenant, calls: int, talk: float, folder: Path,
-                       out: Path, overlapping: bool) -> None:  # fmt: skip
+                       out: Path, overlapping: bool, *, answer_delay: float = 0.0,
+                       cpus: set[int] | None = None) -> None:  # fmt: skip
     """One more run with the server's profiler on from its first call created to every call answered."""
     state = {"created": 0, "answered": 0, "on": False}
     done = asyncio.Event()
@@ -359,9 +392,11 @@ async def profiled_run(server: Server, key: Tenant, calls: int, talk: float, fol
 
     server.on_line = line
     loadtest = out.with_name(out.name + ".loadtest")
-    task = asyncio.create_task(
-        one_run(server, key, calls, talk, folder / "profiled.json", False, overlapping, profile_loadtest=loadtest)
-    )
+    run = one_run(
+        server, key, calls, talk, folder / "profiled.json", False, overlapping, profile_loadtest=loadtest,
+        answer_delay=answer_delay, cpus=cpus,
+    )  # fmt: skip
+    task = asyncio.create_task(run)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), 120)
     os.kill(server.pid, signal.SIGUSR2)  # stop and write the stats
@@ -404,9 +439,10 @@ async def main(args: argparse.Namespace) -> None:
         ours = [sys.executable, "-m", "server", "serve"]
         if args.profile:
             ours = [sys.executable, this, "--serve-profiled", str(args.profile.resolve())]
+        server_cpus, loadtest_cpus = placement(args.pin)
         servers = {
-            "stock-relay": Server("stock-relay", [sys.executable, this, "--serve-stock"], env),
-            "callbutton": Server("callbutton", ours, env),
+            "stock-relay": Server("stock-relay", [sys.executable, this, "--serve-stock"], env, server_cpus),
+            "callbutton": Server("callbutton", ours, env, server_cpus),
         }
         servers = {kind: server for kind, server in servers.items() if kind in order}
         await asyncio.gather(*(s.start() for s in servers.values()))
@@ -417,8 +453,9 @@ async def main(args: argparse.Namespace) -> None:
                     await settle([s.pid for s in servers.values()])
                     report = folder / f"{kind}-{mode}-{repeat}.json"
                     outcome = await one_run(
-                        server, tenants[kind], args.calls, args.talk, report, not args.no_checks, mode == "overlapping"
-                    )
+                        server, tenants[kind], args.calls, args.talk, report, not args.no_checks,
+                        mode == "overlapping", answer_delay=args.answer_delay, cpus=loadtest_cpus,
+                    )  # fmt: skip
                     results.setdefault((mode, kind), []).append(outcome)
                     s = summary_line(kind, [outcome])
                     print(
@@ -436,7 +473,8 @@ async def main(args: argparse.Namespace) -> None:
                     server.problems.clear()
         if args.profile:
             await profiled_run(servers["callbutton"], tenants["callbutton"], args.calls, args.talk, folder,
-                               args.profile.resolve(), "overlapping" in modes)  # fmt: skip
+                               args.profile.resolve(), "overlapping" in modes, answer_delay=args.answer_delay,
+                               cpus=loadtest_cpus)  # fmt: skip
     finally:
         for server in servers.values():
             await server.stop()
@@ -448,7 +486,9 @@ async def main(args: argparse.Namespace) -> None:
                 shutil.copy(report, args.keep / report.name)
         shutil.rmtree(folder, ignore_errors=True)
 
-    print(f"\n{args.calls} calls set up at once, talk {args.talk:g} s, {args.repeat} run(s) of each")
+    where = f"servers on CPU {server_cpus}, load tester on {loadtest_cpus}" if server_cpus else "not pinned"
+    print(f"\n{args.calls} calls set up at once, talk {args.talk:g} s, agents answer after {args.answer_delay:g} s, "
+          f"{args.repeat} run(s) of each ({where})")  # fmt: skip
     for mode in modes:
         lines = {kind: summary_line(kind, results[(mode, kind)]) for kind in order if results.get((mode, kind))}
         print(f" {mode} rings:")
@@ -472,6 +512,16 @@ async def main(args: argparse.Namespace) -> None:
                   f"{'met' if fa is not None and fa <= FIRST_AUDIO_TARGET_MS else 'missed'} ({fa} ms)")  # fmt: skip
             print(f"  target request -> ringing p95 <= {RING_TARGET_MS:g} ms: "
                   f"{'met' if ring is not None and ring <= RING_TARGET_MS else 'missed'} ({ring} ms)")  # fmt: skip
+
+
+def placement(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """Where the servers and the load tester run: with ``pin`` and two CPUs or more, the servers
+    on the first and the load tester on the rest, so that the load tester's own bursts (it sets up
+    both ends of every call) never take the server's CPU; Postgres runs anywhere."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
 
 
 def serve_stock() -> int:
@@ -530,6 +580,15 @@ if __name__ == "__main__":
         "then ring in parallel)",
     )  # fmt: skip
     parser.add_argument("--no-checks", action="store_true", help="skip the admin checks (rows, recordings)")
+    parser.add_argument(
+        "--answer-delay", type=float, default=0.0,
+        help="seconds each agent lets a call ring before accepting (default 0: at once, so that accept -> first "
+        "audio includes the whole of the visitor's leg's setup; a person takes a second or more)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=True,
+        help="servers on the first CPU, the load tester on the others (default; --no-pin: anywhere)",
+    )  # fmt: skip
     parser.add_argument(
         "--profile",
         type=Path,
