@@ -45,6 +45,7 @@ from server.appkeys import (
     CLUSTER_HTTP,
     DATABASE,
     DEMO_PAGE,
+    DIRECTORY,
     LIMITS,
     RECORDINGS,
     ROSTER,
@@ -118,7 +119,7 @@ def create_app(
     app[api.OPENAPI] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
     if demo_button_key is not None:
         app[DEMO_PAGE] = pages.render_demo_page(demo_button_key)
-    directory = Directory(database)
+    directory = app[DIRECTORY] = Directory(database)
     app[SWITCHBOARD] = Switchboard(
         roster=app[ROSTER],
         events=database.calls,

@@ -1,12 +1,13 @@
 """What routing reads from the database, kept in memory for as long as the database says it holds.
 
-Ringing an agent waits for whom the button may ring. Read from the database for every call, that
-read queued behind every other write of a burst: 50 requests at once through a longest-idle button
-waited up to 1.1 s for it (p95 of request -> ringing 0.8-1.1 s, docs/benchmarks.md), with the
-pool's connections all busy storing the same calls' events. Whom a button rings changes only when
-an admin changes the button, its targets or a team's members; migration 0012's triggers
-``NOTIFY callbutton_routing`` when such a change commits, and every server process (each worker,
-each node) LISTENs on a connection of its own and forgets what it held.
+Opening a visitor's socket waits for the button of its key, and ringing an agent for whom the
+button may ring. Read from the database every time, those reads queued behind every write of a
+burst: 50 requests at once through a longest-idle button waited up to 1.1 s to ring (p95 0.8-1.1
+s, docs/benchmarks.md), and their sockets up to 0.4 s for their button, with the pool's connections
+busy storing the same calls' events. Both change only when an admin changes a button, its targets
+or a team's members; migration 0012's triggers ``NOTIFY callbutton_routing`` when such a change
+commits, and every server process (each worker, each node) LISTENs on a connection of its own and
+forgets what it held.
 
 While that connection is down nothing is kept: each call reads the database, as before, and a
 change made meanwhile is seen. The connection is made again with a growing pause; what is read
@@ -26,6 +27,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from storage.buttons import Button
 from storage.db import Database
 
 log = structlog.get_logger(__name__)
@@ -37,14 +39,15 @@ LISTENING = "directory.listening"
 NOT_LISTENING = "directory.not_listening"
 #: Pauses between tries to make the listening connection again, the last repeated.
 RECONNECT_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
-#: Buttons whose routing is kept at most; past it everything is forgotten and read again.
+#: Answers kept at most; past it everything is forgotten and read again.
 MAX_KEPT = 10_000
 
 Eligible = frozenset[uuid.UUID] | None
 
 
 class Directory:
-    """Whom a button rings (kept while listening) and a visitor's earlier calls (always read)."""
+    """A button by its public key and whom a button rings (kept while listening), and a visitor's
+    earlier calls (always read)."""
 
     def __init__(self, database: Database, *, connect: Callable[[], Awaitable[Any]] | None = None) -> None:
         self._database = database
@@ -52,7 +55,8 @@ class Directory:
         self._connect = connect or (
             None if dsn is None else (lambda: asyncpg.connect(dsn, server_settings={"application_name": APPLICATION}))
         )
-        self._eligible: dict[tuple[uuid.UUID, uuid.UUID], asyncio.Task[Eligible]] = {}
+        #: What was read, by what it answers: ("eligible", org, button) or ("key", public key).
+        self._kept: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
         self._connection: Any = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -86,19 +90,33 @@ class Directory:
 
     async def eligible_agents(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> Eligible:
         """The users the button may ring, None for everyone (``Buttons.eligible_agents``)."""
+        eligible: Eligible = await self._read(
+            ("eligible", organisation_id, button_id),
+            lambda: self._database.buttons.eligible_agents(organisation_id, button_id),
+        )
+        return eligible
+
+    async def button_by_key(self, public_key: str) -> Button | None:
+        """The button with this public key (``Buttons.by_public_key``). A key no button has is read
+        each time: only buttons are kept, so made-up keys cannot crowd them out."""
+        button: Button | None = await self._read(
+            ("key", public_key), lambda: self._database.buttons.by_public_key(public_key), keep_none=False
+        )
+        return button
+
+    async def _read(self, key: tuple[Any, ...], read: Callable[[], Awaitable[Any]], *, keep_none: bool = True) -> Any:
         if not self.listening:
             self.reads += 1
-            return await self._database.buttons.eligible_agents(organisation_id, button_id)
-        key = (organisation_id, button_id)
-        found = self._eligible.get(key)
+            return await read()
+        found = self._kept.get(key)
         if found is None:
-            if len(self._eligible) >= MAX_KEPT:
-                self._eligible.clear()
-            # One read for every call that asks meanwhile (a burst on one button reads once).
+            if len(self._kept) >= MAX_KEPT:
+                self._kept.clear()
+            # One read for every caller that asks meanwhile (a burst on one button reads once).
             self.reads += 1
-            found = asyncio.ensure_future(self._database.buttons.eligible_agents(organisation_id, button_id))
-            found.add_done_callback(lambda done: self._failed(key, done))
-            self._eligible[key] = found
+            found = asyncio.ensure_future(read())
+            found.add_done_callback(lambda done: self._unkeep(key, done, keep_none))
+            self._kept[key] = found
         return await asyncio.shield(found)
 
     async def earlier_calls(
@@ -107,11 +125,13 @@ class Directory:
         return await self._database.calls.earlier_calls(organisation_id, call_id, email, phone)
 
     def forget(self) -> None:
-        self._eligible.clear()
+        self._kept.clear()
 
-    def _failed(self, key: tuple[uuid.UUID, uuid.UUID], done: asyncio.Task[Eligible]) -> None:
-        if (done.cancelled() or done.exception() is not None) and self._eligible.get(key) is done:
-            del self._eligible[key]  # a failed read is not kept: the next call reads again
+    def _unkeep(self, key: tuple[Any, ...], done: asyncio.Future[Any], keep_none: bool) -> None:
+        # A failed read is not kept (the next caller reads again), nor, where asked, a None.
+        failed = done.cancelled() or done.exception() is not None
+        if (failed or (not keep_none and done.result() is None)) and self._kept.get(key) is done:
+            del self._kept[key]
 
     async def _listen(self) -> None:
         assert self._connect is not None

@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from server.api import current_session, token_session
-from server.appkeys import CLUSTER, CLUSTER_HTTP, DATABASE
+from server.appkeys import CLUSTER, CLUSTER_HTTP, DIRECTORY
 from server.clients import RELAYED_CLIENT, client_address
 from server.clips_api import CHUNK_BYTES
 from server.cluster import Home, NoHome
@@ -109,7 +109,7 @@ async def _organisation(request: web.Request) -> uuid.UUID | None:
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else ""
     if route.startswith(_BY_BUTTON):
-        button = await request.app[DATABASE].buttons.by_public_key(request.match_info.get("key", ""))
+        button = await request.app[DIRECTORY].button_by_key(request.match_info.get("key", ""))
         return None if button is None else button.organisation_id
     if (request.method, route) in _BY_SESSION:
         authorization = request.headers.get("Authorization")

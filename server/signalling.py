@@ -28,6 +28,7 @@ from server.appkeys import (
     CLUSTER,
     CLUSTER_HTTP,
     DATABASE,
+    DIRECTORY,
     LIMITS,
     ROSTER,
     SESSIONS,
@@ -203,7 +204,7 @@ async def visitor_socket(request: web.Request) -> web.StreamResponse:
         button, link = found
     else:
         key = request.query.get("key", "")
-        found_button = await request.app[DATABASE].buttons.by_public_key(key) if _BUTTON_KEY.match(key) else None
+        found_button = await request.app[DIRECTORY].button_by_key(key) if _BUTTON_KEY.match(key) else None
         if found_button is None:
             return json_error(404, "unknown_button", "no call button has this key")
         button = found_button

@@ -17,7 +17,7 @@ from aiohttp import web
 from server import body, hours, links
 from server.agent_api import tell_agents
 from server.api import button_json
-from server.appkeys import CLIP_TOKENS, DATABASE, LIMITS, ROSTER, SETTINGS, SWITCHBOARD
+from server.appkeys import CLIP_TOKENS, DATABASE, DIRECTORY, LIMITS, ROSTER, SETTINGS, SWITCHBOARD
 from server.clients import client_address
 from server.errors import ApiError
 from storage.buttons import Button
@@ -43,7 +43,7 @@ def _error(error: ApiError, headers: dict[str, str]) -> web.Response:
 async def _button_for(request: web.Request) -> Button:
     """The button of the path's key, if the request's Origin may use it; else ApiError."""
     key = request.match_info["key"]
-    button = await request.app[DATABASE].buttons.by_public_key(key) if _BUTTON_KEY.match(key) else None
+    button = await request.app[DIRECTORY].button_by_key(key) if _BUTTON_KEY.match(key) else None
     if button is None:
         raise ApiError(404, "unknown_button", "no call button has this key")
     origin = request.headers.get("Origin")

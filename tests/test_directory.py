@@ -128,3 +128,34 @@ async def test_a_failed_read_is_not_kept(database: Database, monkeypatch: pytest
         assert directory.reads == 2
     finally:
         await directory.stop()
+
+
+async def test_a_button_by_its_key_is_kept_until_it_changes_and_an_unknown_key_never(database: Database) -> None:
+    (tenant,) = await make_tenant(database)
+    org, key = tenant.organisation_id, tenant.button_key
+    directory = Directory(database)
+    await directory.start()
+    try:
+        found = await asyncio.gather(*(directory.button_by_key(key) for _ in range(20)))
+        assert {b.id for b in found if b is not None} == {tenant.button_id} and directory.reads == 1
+
+        def origins() -> Awaitable[Any]:
+            async def read() -> Any:
+                button = await directory.button_by_key(key)
+                return None if button is None else tuple(button.allowed_origins)
+
+            return read()
+
+        before = await origins()
+        await database.buttons.allow_origin(org, tenant.button_id, "https://shop.example.test")
+        await eventually(origins, (*before, "https://shop.example.test"))
+
+        reads = directory.reads
+        for _ in range(3):
+            assert await directory.button_by_key("k" * len(key)) is None
+        assert directory.reads == reads + 3, "a key no button has is read each time, never kept"
+
+        assert await database.buttons.delete(org, tenant.button_id)
+        await eventually(lambda: directory.button_by_key(key), None)
+    finally:
+        await directory.stop()
