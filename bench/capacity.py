@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from setup_latency import server_env
+from setup_latency import scrape, server_env
 
 from server import auth
 from storage.db import Database
@@ -114,9 +114,11 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         args += ["--agent", f"{email}:{PASSWORD}"]
     if overlapping:
         args.append("--overlapping-rings")
+    before = await metrics(server.url)
     process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT)
     code = await process.wait()
     data = json.loads(report.read_text())
+    pauses = full_collections(before, await metrics(server.url))
     # CPU per concurrent call over the samples taken while the level was at (nearly) full concurrency.
     steady = [
         (sample, active)
@@ -135,7 +137,33 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         "cpu_per_call": round(statistics.median(per_call), 2) if per_call else None,
         "rss_mib_steady": round(statistics.median(s["rss_mib"] for s, _ in steady), 1) if steady else None,
         "rss_mib_peak": max((s["rss_mib"] for s in data["server_resources"]), default=None),
+        "gc_full": pauses,
     }
+
+
+async def metrics(url: str) -> dict[str, float]:
+    try:
+        return await scrape(url)
+    except Exception:
+        return {}  # a server without /metrics
+
+
+def full_collections(before: dict[str, float], after: dict[str, float]) -> dict[str, Any] | None:
+    """The server's full garbage collections during a level (``callbutton_gc_pause_seconds``,
+    generation 2): how many, their mean, and the histogram bound under which the longest fell."""
+    prefix = "callbutton_gc_pause_seconds"
+    label = "generation=2"
+    count = after.get(f"{prefix}_count{{{label}}}", 0.0) - before.get(f"{prefix}_count{{{label}}}", 0.0)
+    if not after or count <= 0:
+        return None
+    total = after[f"{prefix}_sum{{{label}}}"] - before.get(f"{prefix}_sum{{{label}}}", 0.0)
+    bounds = sorted(
+        (float(key.split("le=", 1)[1].split(",", 1)[0].rstrip("}")), value - before.get(key, 0.0))
+        for key, value in after.items()
+        if key.startswith(f"{prefix}_bucket{{") and label in key
+    )
+    longest = next((bound for bound, seen in bounds if seen >= count), None)
+    return {"count": int(count), "mean_ms": round(1000 * total / count, 1), "max_le_ms": longest and 1000 * longest}
 
 
 #: Server samples (one a second) a level's calls must have been in conversation at once, at >= 80%.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import ipaddress
 import time
@@ -143,6 +144,16 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
+        self.gc_pause = Histogram(
+            "callbutton_gc_pause_seconds",
+            "How long each garbage collection of generation 1 or 2 held the interpreter (every call's audio "
+            "waits as long; 2 is a full collection)",
+            ["generation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self._gc_pauses = {generation: self.gc_pause.labels(str(generation)) for generation in (1, 2)}
+        self._gc_began = 0.0
         self.registry.register(_Live(app, self))
         self._lag_task: asyncio.Task[None] | None = None
 
@@ -164,10 +175,24 @@ class Metrics:
             await asyncio.sleep(0.5)
             self.loop_lag.observe(max(0.0, loop.time() - due))
 
+    def _collecting(self, phase: str, info: dict[str, int]) -> None:
+        # Called by the interpreter around every collection (gc.callbacks): cheap for generation 0,
+        # the frequent and short ones, which are not measured.
+        pause = self._gc_pauses.get(info["generation"])
+        if pause is None:
+            return
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            pause.observe(time.perf_counter() - self._gc_began)
+
     def start(self) -> None:
         self._lag_task = asyncio.create_task(self._watch_loop())
+        gc.callbacks.append(self._collecting)
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._collecting)
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

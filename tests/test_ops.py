@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import re
 import uuid
 
@@ -59,6 +60,11 @@ async def test_metrics_follow_a_call(server: Running, database: Database, tenant
     assert sample(after, "callbutton_call_answer_seconds_count") == 1
     assert sample(after, "callbutton_packets_forwarded_total") >= sample(during, "callbutton_packets_forwarded_total")
     assert sample(after, "callbutton_event_loop_lag_seconds_count") > 0  # the watcher runs every 0.5 s
+    full = sample(after, "callbutton_gc_pause_seconds_count", '{generation="2"}')
+    gc.collect()  # as collect_garbage does every 30 s
+    status, collected = await scrape(server.url)
+    assert sample(collected, "callbutton_gc_pause_seconds_count", '{generation="2"}') >= full + 1
+    assert sample(collected, "callbutton_gc_pause_seconds_sum", '{generation="2"}') > 0
     assert sample(after, "callbutton_webhook_backlog") >= 0
     assert sample(after, "callbutton_outbox_pending") == 0 and sample(after, "callbutton_outbox_failed_total") == 0
     assert sample(after, "callbutton_packets_dropped_total", '{reason="over_rate"}') == 0
