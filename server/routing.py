@@ -197,8 +197,10 @@ class Switchboard:
         self._dispatching: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._legs: set[Leg] = set()
-        #: Legs being answered at once (see ANSWERS_AT_ONCE).
-        self._answering = asyncio.Semaphore(ANSWERS_AT_ONCE)
+        #: Legs being answered at once (see ANSWERS_AT_ONCE). With STUN or TURN servers of its own an
+        #: answer waits on the network while it gathers: turns would queue each call behind the round
+        #: trips of those before it, so then there are none.
+        self._answering = asyncio.Semaphore(ANSWERS_AT_ONCE if not ice.servers else 1 << 30)
         #: Told when a call ends (to close the visitor's socket, say).
         self.on_call_ended: Callable[[LiveCall], None] | None = None
         #: Told how long a phase of setting up a call or a leg took: ``(phase, seconds)``.
