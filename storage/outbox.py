@@ -30,6 +30,10 @@ WRITE_ABANDONED = "outbox.write_abandoned"
 FIRST_RETRY_SECONDS = 0.25
 MAX_RETRY_SECONDS = 4.0
 SHUTDOWN_GRACE_SECONDS = 15.0
+#: Writes made at once, at most: half the main pool's connections (storage/db.py, 10), so that a
+#: burst of calls' events leaves the rest to the reads someone waits for (a visitor's earlier calls
+#: before a ring, a login, an admin's page). 50 calls set up at once had all 10 busy with their events.
+WRITES_AT_ONCE = 5
 
 # Errors that say the database could not be reached or is not taking work right now (connection
 # refused or reset, the server shutting down or starting up, out of connections or disk), as
@@ -66,6 +70,7 @@ class Outbox:
         #: Writes refused by the database or given up at shutdown, since start (each logged).
         self.failed = 0
         self._deadline: float | None = None
+        self._writing = asyncio.Semaphore(WRITES_AT_ONCE)
 
     async def write(self, what: str, write: Callable[[], Awaitable[Any]], **detail: Any) -> bool:
         """Store with ``write()``, retrying through an outage; True once stored. ``what`` and
@@ -76,7 +81,8 @@ class Outbox:
         try:
             while True:
                 try:
-                    await write()
+                    async with self._writing:
+                        await write()
                 except Exception as exc:
                     if not transient(exc):
                         self.failed += 1
