@@ -147,14 +147,16 @@ def create_app(
 
     async def start_directory(app: web.Application) -> None:
         await directory.start()
-        # Encoded once (~150 ms of Opus), in a thread: made by the first call, it held up every
-        # other call's audio and signalling for as long.
-        await asyncio.to_thread(ringback_packets)
 
     async def stop_directory(app: web.Application) -> None:
         await directory.stop()
 
-    app.on_startup.append(start_directory)
+    async def encode_ringback(app: web.Application) -> None:
+        # Once (~150 ms of Opus), in a thread: made by the first call, it held up every other
+        # call's audio and signalling for as long.
+        await asyncio.to_thread(ringback_packets)
+
+    app.on_startup.extend((start_directory, encode_ringback))
     app.on_cleanup.append(stop_directory)
     sender = webhooks.Sender(database.webhooks, retry_seconds=settings.webhook_retry_seconds)
 
