@@ -129,6 +129,7 @@ def create_app(
         recordings=recordings,
         mux=mux,
         node=node,
+        max_calls=settings.max_calls,
     )
     app[LIMITS] = Limits(
         calls_per_address=settings.call_rate_per_address,

@@ -209,6 +209,14 @@ VARIABLES: tuple[Variable, ...] = (
         "Calls a minute one button may take (bursts of half that); more are refused.",
     ),
     Variable(
+        "CALLBUTTON_MAX_CALLS",
+        "0",
+        "Calls one server process carries at once (ringing, queued or answered); a visitor's call past "
+        "it is refused, saying the service is at capacity, rather than every call's audio degrading. "
+        "Set it to what `bench/capacity.py` finds a process carries on your machine (80 recorded calls "
+        "on the project's, each worker its own). 0: no limit.",
+    ),
+    Variable(
         "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS",
         "10",
         "Visitor sockets one address may have open at once; more are refused with 429.",
@@ -284,6 +292,7 @@ class Settings:
     session_max_age: float = 43200.0
     call_rate_per_address: float = 6.0
     call_rate_per_button: float = 120.0
+    max_calls: int = 0
     visitor_sockets_per_address: int = 10
     login_rate_per_address: float = 30.0
     login_rate_per_account: float = 5.0
@@ -347,6 +356,7 @@ class Settings:
             call_rate_per_button=_float(
                 get("CALLBUTTON_CALL_RATE_PER_BUTTON"), "CALLBUTTON_CALL_RATE_PER_BUTTON", "calls a minute"
             ),
+            max_calls=_int(get("CALLBUTTON_MAX_CALLS"), "CALLBUTTON_MAX_CALLS", 0, 10**6),
             visitor_sockets_per_address=_int(
                 get("CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS"), "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS", 1, 10**6
             ),

@@ -105,6 +105,11 @@ class _Live(Collector):
             "Writes the database refused, or given up at shutdown while it was away (each logged)",
             outbox.failed,
         )
+        yield CounterMetricFamily(
+            "callbutton_calls_refused_at_capacity",
+            "Visitors' calls refused because CALLBUTTON_MAX_CALLS calls were in progress",
+            self._app[SWITCHBOARD].refused_at_capacity,
+        )
         yield CounterMetricFamily("callbutton_recording_bytes", "Encrypted bytes written to recordings", stats.bytes)
         yield CounterMetricFamily(
             "callbutton_recording_packets_dropped",

@@ -168,8 +168,13 @@ class Switchboard:
         mux: MuxWorker | None = None,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         node: str | None = None,
+        max_calls: int = 0,
     ) -> None:
         self.roster = roster
+        #: Calls carried at once at most (0: no limit); past it a visitor's call is refused.
+        self.max_calls = max_calls
+        #: Visitors' calls refused so far because :attr:`max_calls` were in progress.
+        self.refused_at_capacity = 0
         #: This server process's name in a cluster, written with each call it carries.
         self.node = node
         self.calls: dict[uuid.UUID, LiveCall] = {}
@@ -232,6 +237,9 @@ class Switchboard:
         check_offer(offer_sdp)  # a malformed offer is a bad request, not a call attempt
         answers = check_visitor_form(button.form_fields, visitor) if link is None else {}
         admit()
+        if self.max_calls and len(self.calls) >= self.max_calls:
+            self.refused_at_capacity += 1
+            raise ProtocolError("unavailable", "every line is busy just now; try again in a minute", "call")
         if link is not None and not self._link_agent_online(link.agent_id):
             # Checked before the link is claimed: a customer who tries while the agent reloads its
             # page keeps the link for another try.

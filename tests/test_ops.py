@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import re
 import uuid
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,6 +29,18 @@ def sample(text: str, name: str, labels: str = "") -> float:
     match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
     assert match is not None, f"no {name}{labels} in:\n{text}"
     return float(match[1])
+
+
+async def refused_call(url: str, tenant: Tenant) -> dict[str, Any]:
+    """A new visitor's call request on ``tenant``'s button, and the error the server answered."""
+    late = Visitor(url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await late.connect()
+        await late.send({"type": "call", "sdp": await late.offer(440.0)})
+        error: dict[str, Any] = await late.expect("error")
+        return error
+    finally:
+        await late.close()
 
 
 async def scrape(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -120,14 +133,8 @@ async def test_a_draining_server_lets_calls_finish_and_takes_no_new_ones(
             await asyncio.sleep(0.2)
             async with aiohttp.ClientSession() as http, http.get(f"{running.url}/readyz") as response:
                 assert response.status == 503
-            late = Visitor(running.url, tenant.button_key, VISITOR_ORIGIN)
-            try:
-                await late.connect()
-                await late.send({"type": "call", "sdp": await late.offer(440.0)})
-                error = await late.expect("error")
-                assert error["code"] == "unavailable" and "shutting down" in error["message"]
-            finally:
-                await late.close()
+            error = await refused_call(running.url, tenant)
+            assert error["code"] == "unavailable" and "shutting down" in error["message"]
             await visitor.hears(880.0)  # the call in progress goes on
             assert not draining.done()
             await visitor.send({"type": "hangup"})
@@ -176,3 +183,31 @@ async def test_metrics_count_recordings(server: Running, database: Database) -> 
     assert sample(text, "callbutton_recordings_total", '{outcome="complete"}') == 1
     assert sample(text, "callbutton_recordings_total", '{outcome="unavailable"}') == 0
     assert sample(text, "callbutton_recording_bytes_total") == record.byte_size
+
+
+async def test_a_process_at_its_call_limit_refuses_the_next_call_and_keeps_the_one_it_carries(
+    settings: Settings, database: Database
+) -> None:
+    (tenant,) = await make_tenant(database)
+    running = await start(dataclasses.replace(settings, max_calls=1), database)
+    try:
+        visitor, agent, call_id = await answered_call_for(running.url, tenant)
+        try:
+            error = await refused_call(running.url, tenant)
+            assert error["code"] == "unavailable" and "every line is busy" in error["message"]
+            await visitor.hears(880.0)  # the call in progress goes on
+            _, text = await scrape(running.url)
+            assert sample(text, "callbutton_calls_refused_at_capacity_total") == 1
+            assert sample(text, "callbutton_calls_active") == 1, "the refused call was never a call"
+            await visitor.send({"type": "hangup"})
+            await wait_for_row(database, tenant, call_id, "ended")
+        finally:
+            await visitor.close()
+            await agent.close()
+
+        # Below the limit again: the next call is taken.
+        visitor, agent, call_id = await answered_call_for(running.url, tenant)
+        await visitor.close()
+        await agent.close()
+    finally:
+        await running.stop()
