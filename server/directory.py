@@ -9,6 +9,7 @@ or a team's members; migration 0012's triggers ``NOTIFY callbutton_routing`` whe
 commits, and every server process (each worker, each node) LISTENs on a connection of its own and
 forgets what it held.
 
+An answer is kept 60 s at most, notified or not, in case notifications stop arriving unnoticed.
 While that connection is down nothing is kept: each call reads the database, as before, and a
 change made meanwhile is seen. The connection is made again with a growing pause; what is read
 once it is back is kept again. A change reaches a process as soon as Postgres delivers the
@@ -41,6 +42,10 @@ NOT_LISTENING = "directory.not_listening"
 RECONNECT_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 #: Answers kept at most; past it everything is forgotten and read again.
 MAX_KEPT = 10_000
+#: Seconds an answer is kept at most, notified or not: the bound on a stale answer should
+#: notifications stop arriving unnoticed (a pooler in transaction mode between the server and
+#: Postgres takes LISTEN and never delivers, PgBouncer for one).
+KEEP_SECONDS = 60.0
 
 Eligible = frozenset[uuid.UUID] | None
 
@@ -56,11 +61,11 @@ class Directory:
             None if dsn is None else (lambda: asyncpg.connect(dsn, server_settings={"application_name": APPLICATION}))
         )
         #: What was read, by what it answers: ("eligible", org, button) or ("key", public key).
-        self._kept: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+        self._kept: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
         self._connection: Any = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
-        #: Reads from the database so far (what was not found kept); for tests and /metrics.
+        #: Reads from the database so far (what was not found kept).
         self.reads = 0
 
     @property
@@ -108,15 +113,18 @@ class Directory:
         if not self.listening:
             self.reads += 1
             return await read()
-        found = self._kept.get(key)
-        if found is None:
+        now = asyncio.get_running_loop().time()
+        kept = self._kept.get(key)
+        if kept is not None and now - kept[0] < KEEP_SECONDS:
+            found = kept[1]
+        else:
             if len(self._kept) >= MAX_KEPT:
                 self._kept.clear()
             # One read for every caller that asks meanwhile (a burst on one button reads once).
             self.reads += 1
             found = asyncio.ensure_future(read())
             found.add_done_callback(lambda done: self._unkeep(key, done, keep_none))
-            self._kept[key] = found
+            self._kept[key] = (now, found)
         return await asyncio.shield(found)
 
     async def earlier_calls(
@@ -130,7 +138,8 @@ class Directory:
     def _unkeep(self, key: tuple[Any, ...], done: asyncio.Future[Any], keep_none: bool) -> None:
         # A failed read is not kept (the next caller reads again), nor, where asked, a None.
         failed = done.cancelled() or done.exception() is not None
-        if (failed or (not keep_none and done.result() is None)) and self._kept.get(key) is done:
+        kept = self._kept.get(key)
+        if (failed or (not keep_none and done.result() is None)) and kept is not None and kept[1] is done:
             del self._kept[key]
 
     async def _listen(self) -> None:

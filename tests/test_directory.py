@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from server import directory as directory_module
 from server.directory import APPLICATION, Directory
 from storage.db import Database
 from tests.conftest import make_tenant
@@ -157,5 +158,25 @@ async def test_a_button_by_its_key_is_kept_until_it_changes_and_an_unknown_key_n
 
         assert await database.buttons.delete(org, tenant.button_id)
         await eventually(lambda: directory.button_by_key(key), None)
+    finally:
+        await directory.stop()
+
+
+async def test_an_answer_is_read_again_once_it_is_older_than_the_bound(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Should notifications stop arriving unnoticed (a pooler that swallows LISTEN), an answer is
+    # still at most KEEP_SECONDS old.
+    monkeypatch.setattr(directory_module, "KEEP_SECONDS", 0.3)
+    (tenant,) = await make_tenant(database)
+    directory = Directory(database)
+    await directory.start()
+    try:
+        for _ in range(3):
+            assert await directory.eligible_agents(tenant.organisation_id, tenant.button_id) is None
+        assert directory.reads == 1
+        await asyncio.sleep(0.35)
+        assert await directory.eligible_agents(tenant.organisation_id, tenant.button_id) is None
+        assert directory.reads == 2
     finally:
         await directory.stop()
