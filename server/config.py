@@ -212,9 +212,9 @@ VARIABLES: tuple[Variable, ...] = (
         "CALLBUTTON_MAX_CALLS",
         "0",
         "Calls one server process carries at once (ringing, queued or answered); a visitor's call past "
-        "it is refused, saying the service is at capacity, rather than every call's audio degrading. "
-        "Set it to what `bench/capacity.py` finds a process carries on your machine (80 recorded calls "
-        "on the project's, each worker its own). 0: no limit.",
+        'it is refused ("every line is busy just now") rather than every call\'s audio degrading. '
+        "Set it to what `bench/capacity.py` finds a process carries on your machine (64-80 recorded "
+        "calls on the project's 2-core one; each worker has its own). 0: no limit.",
     ),
     Variable(
         "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS",
