@@ -150,7 +150,8 @@ async def metrics(url: str) -> dict[str, float]:
 
 def full_collections(before: dict[str, float], after: dict[str, float]) -> dict[str, Any] | None:
     """The server's full garbage collections during a level (``callbutton_gc_pause_seconds``,
-    generation 2): how many, their mean, and the histogram bound under which the longest fell."""
+    generation 2): how many, their mean, the histogram bound under which the longest fell, the objects
+    they found in reference cycles, and the objects frozen out of their way at the level's end."""
     prefix = "callbutton_gc_pause_seconds"
     label = "generation=2"
     count = after.get(f"{prefix}_count{{{label}}}", 0.0) - before.get(f"{prefix}_count{{{label}}}", 0.0)
@@ -163,7 +164,14 @@ def full_collections(before: dict[str, float], after: dict[str, float]) -> dict[
         if key.startswith(f"{prefix}_bucket{{") and label in key
     )
     longest = next((bound for bound, seen in bounds if seen >= count), None)
-    return {"count": int(count), "mean_ms": round(1000 * total / count, 1), "max_le_ms": longest and 1000 * longest}
+    collected = "callbutton_gc_collected_objects_total{}"
+    return {
+        "count": int(count),
+        "mean_ms": round(1000 * total / count, 1),
+        "max_le_ms": longest and 1000 * longest,
+        "collected": int(after.get(collected, 0.0) - before.get(collected, 0.0)),
+        "frozen": int(after.get("callbutton_gc_frozen_objects{}", 0.0)),
+    }
 
 
 #: Server samples (one a second) a level's calls must have been in conversation at once, at >= 80%.

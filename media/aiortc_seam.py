@@ -1,4 +1,5 @@
-"""Every place callbutton reaches below aiortc's public API, in one module.
+"""Every place callbutton reaches below aiortc's public API, in one module (and, for freeing a closed
+connection, media/aiortc_release.py).
 
 aiortc's receive path always decodes (a jitter buffer and a decoder thread per receiver) and its send
 path wants a track to pull frames or packets from (one task wake-up per packet). The bridge works a

@@ -78,4 +78,5 @@ class Bridge:
         self.visitor.inbound = None
         if self.agent is not None and self.agent.inbound is self._agent_handler:
             self.agent.inbound = None
+        self._agent_handler = None  # (a closure over this bridge: a cycle)
         self.agent = None

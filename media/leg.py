@@ -31,6 +31,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.frame import Frame
 
+from media.aiortc_release import connection_objects, release_later
 from media.aiortc_seam import (
     Drops,
     RtpOutlet,
@@ -230,8 +231,13 @@ class Leg:
         self.inbound = None
         self._set_state(LegState.CLOSED)
         self._placeholder.stop()
+        # The other leg of the call is a source of this one's stream: the two would hold each other.
+        self._outgoing = None
         if self._pc is not None:
+            # Taken before closing, release_later frees the connection's objects without the collector.
+            owned = connection_objects(self._pc)
             await self._pc.close()
+            release_later(owned)
 
     async def _received(self, packet: RtpPacket) -> None:
         self.counters.packets_in += 1

@@ -254,24 +254,35 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-#: Seconds between the full collections a server process makes (:func:`collect_garbage`).
-COLLECT_SECONDS = 30.0
+#: Seconds between the collections a server process makes (:func:`collect_garbage`).
+COLLECT_SECONDS = 5.0
+#: Seconds between two returns of freed memory to the system (:func:`trim_heap`).
+TRIM_SECONDS = 30.0
 
 
-async def collect_garbage(interval: float = COLLECT_SECONDS) -> None:
-    """Every ``interval`` seconds, a full collection, then the freed memory given back to the system.
+async def collect_garbage(interval: float = COLLECT_SECONDS, trim_interval: float = TRIM_SECONDS) -> None:
+    """Every ``interval`` seconds, a full collection of what is not frozen, then everything still alive
+    frozen (moved where no collection walks it again); every ``trim_interval`` seconds, the freed
+    memory given back to the system.
 
-    Each ended call leaves about 450 objects in reference cycles (aiortc's peer connections with
-    their ICE, DTLS and SRTP objects and sockets, PyAV's codec contexts) that only a full collection
-    frees, and Python makes one only every few minutes at this rate: the 10-minute soak
-    (docs/benchmarks.md) grew 30% in RSS waiting for them, and +3.7% with a collection every 30 s,
-    which takes 12-49 ms (with the libraries frozen by :func:`settle_heap`). What is freed stays in
-    the C allocator's heaps, in pages among pages still used, which it does not return by itself:
-    :func:`trim_heap` does."""
+    A full collection walks every object it does not find frozen, and every call waits meanwhile:
+    with everything alive in its way, 46 ms at 80 calls in progress and 98 ms at 128, up to 250 ms,
+    every 10-15 s (Python's own collections, as calls set up, and this one; docs/benchmarks.md).
+    Frozen each time, what it walks is what was made in the last ``interval``. Frozen objects are
+    still freed when their last reference goes, but not if they end up in a reference cycle: an ended
+    call's legs do not (:mod:`media.aiortc_release` breaks their cycles), and the frozen count
+    (``callbutton_gc_frozen_objects``) returning to its level when calls end shows that nothing else
+    does. What is freed stays in the C allocator's heaps, in pages among pages still used, which it
+    does not return by itself: :func:`trim_heap` does."""
+    loop = asyncio.get_running_loop()
+    trimmed = loop.time()
     while True:
         await asyncio.sleep(interval)
         gc.collect()
-        trim_heap()
+        gc.freeze()
+        if loop.time() - trimmed >= trim_interval:
+            trim_heap()
+            trimmed = loop.time()
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

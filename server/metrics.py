@@ -68,6 +68,12 @@ class _Live(Collector):
             self._metrics.forwarded_ended + sum(live.bridge.forwarded for live in calls),
         )
         yield GaugeMetricFamily(
+            "callbutton_gc_frozen_objects",
+            "Objects alive at the last periodic collection, frozen out of the collector's way since (they "
+            "come and go with calls; a count that keeps growing at a steady load is a leak)",
+            gc.get_freeze_count(),
+        )
+        yield GaugeMetricFamily(
             "callbutton_webhook_backlog", "Webhook events not yet delivered", self._metrics.webhook_backlog
         )
         stats = switchboard.recording_stats
@@ -158,6 +164,12 @@ class Metrics:
             registry=self.registry,
         )
         self._gc_pauses = {generation: self.gc_pause.labels(str(generation)) for generation in (1, 2)}
+        self.gc_collected = Counter(
+            "callbutton_gc_collected_objects",
+            "Objects the full garbage collections found in reference cycles and freed (what reference "
+            "counting could not free: a steady count per call ended means each call leaves cycles)",
+            registry=self.registry,
+        )
         self._gc_began = 0.0
         self.registry.register(_Live(app, self))
         self._lag_task: asyncio.Task[None] | None = None
@@ -188,8 +200,10 @@ class Metrics:
             return
         if phase == "start":
             self._gc_began = time.perf_counter()
-        else:
-            pause.observe(time.perf_counter() - self._gc_began)
+            return
+        pause.observe(time.perf_counter() - self._gc_began)
+        if info["generation"] == 2:
+            self.gc_collected.inc(info["collected"])
 
     def start(self) -> None:
         self._lag_task = asyncio.create_task(self._watch_loop())

@@ -7,12 +7,13 @@ import dataclasses
 import gc
 import re
 import uuid
+import weakref
 from typing import Any
 
 import aiohttp
 import pytest
 
-from server.app import Running, start
+from server.app import Running, collect_garbage, start
 from server.appkeys import RECORDINGS
 from server.config import Settings
 from server.metrics import DRAINING
@@ -74,10 +75,16 @@ async def test_metrics_follow_a_call(server: Running, database: Database, tenant
     assert sample(after, "callbutton_packets_forwarded_total") >= sample(during, "callbutton_packets_forwarded_total")
     assert sample(after, "callbutton_event_loop_lag_seconds_count") > 0  # the watcher runs every 0.5 s
     full = sample(after, "callbutton_gc_pause_seconds_count", '{generation="2"}')
-    gc.collect()  # as collect_garbage does every 30 s
+    found = sample(after, "callbutton_gc_collected_objects_total")
+    assert sample(after, "callbutton_gc_frozen_objects") == gc.get_freeze_count()
+    cycle: list[object] = []
+    cycle.append(cycle)
+    del cycle
+    gc.collect()  # as collect_garbage does every 5 s
     status, collected = await scrape(server.url)
     assert sample(collected, "callbutton_gc_pause_seconds_count", '{generation="2"}') >= full + 1
     assert sample(collected, "callbutton_gc_pause_seconds_sum", '{generation="2"}') > 0
+    assert sample(collected, "callbutton_gc_collected_objects_total") >= found + 1
     assert sample(after, "callbutton_webhook_backlog") >= 0
     assert sample(after, "callbutton_outbox_pending") == 0 and sample(after, "callbutton_outbox_failed_total") == 0
     assert sample(after, "callbutton_packets_dropped_total", '{reason="over_rate"}') == 0
@@ -211,3 +218,36 @@ async def test_a_process_at_its_call_limit_refuses_the_next_call_and_keeps_the_o
         await agent.close()
     finally:
         await running.stop()
+
+
+class _Node:
+    """An object the collector tracks, that can refer to itself."""
+
+    other: object = None
+
+
+async def test_collect_garbage_freezes_what_lives_and_collects_what_was_made_since() -> None:
+    lives = _Node()
+    lives_ref = weakref.ref(lives)
+    gc.disable()  # only collect_garbage collects
+    collector = asyncio.create_task(collect_garbage(interval=0.05, trim_interval=0.05))
+    try:
+        await asyncio.sleep(0.2)
+        assert gc.get_freeze_count() > 0  # what lived at the collection is out of the collector's way
+        # A frozen object still goes with its last reference,
+        del lives
+        assert lives_ref() is None
+        # and a cycle made since is collected at the next collection.
+        cycle = _Node()
+        cycle.other = cycle
+        cycle_ref = weakref.ref(cycle)
+        del cycle
+        for _ in range(20):
+            if cycle_ref() is None:
+                break
+            await asyncio.sleep(0.05)
+        assert cycle_ref() is None
+    finally:
+        collector.cancel()
+        gc.enable()
+        gc.unfreeze()
