@@ -81,6 +81,8 @@ class Sample:
     calls: int  # calls in progress, from the server's /metrics
     legs: int
     sockets: int
+    frozen: int  # objects the server froze out of the collector's way (callbutton_gc_frozen_objects)
+    collected: int  # objects its full collections found in cycles, since it started
     kinds: dict[str, int]  # the open file descriptors by kind (tcp, udp, unix, file, pipe, anon_inode:...)
 
 
@@ -260,6 +262,7 @@ class Monitor:
                 self.phase, round(now - self._began, 2), round(rss, 1), fds, threads,
                 round(cpu_percent, 1), int(gauge("callbutton_calls_active", -1)),
                 int(gauge("callbutton_legs_active", -1)), int(gauge("callbutton_websockets", -1)),
+                int(gauge("callbutton_gc_frozen_objects", -1)), int(gauge("callbutton_gc_collected_objects_total", -1)),
                 fd_kinds(self.server.pid),
             )  # fmt: skip
             cpu_before, at_before = cpu, now
@@ -277,7 +280,7 @@ class Monitor:
     def _print_minute(self, minute: int) -> None:
         if minute == 1:
             print(f"\n{'minute':>8s} {'RSS MiB':>9s} {'(max)':>7s} {'FDs':>5s} {'threads':>8s} {'CPU %':>6s} "
-                  f"{'calls in progress (min-max)':>28s}", flush=True)  # fmt: skip
+                  f"{'calls in progress (min-max)':>28s} {'frozen':>9s}", flush=True)  # fmt: skip
         samples = self.window("load", (minute - 1) * MINUTE, minute * MINUTE)
         if samples:
             note = "" if minute <= self.minutes else "  (calls ending, then the checks)"
@@ -295,7 +298,7 @@ def row(samples: list[Sample]) -> str:
         f"{median(s.rss_mib for s in samples):9.1f} {max(s.rss_mib for s in samples):7.1f} "
         f"{median(s.fds for s in samples):5.0f} {median(s.threads for s in samples):8.0f} "
         f"{median(s.cpu_percent for s in samples):6.1f} "
-        f"{median(calls):18.0f} ({min(calls)}-{max(calls)})"
+        f"{median(calls):18.0f} ({min(calls)}-{max(calls)}) {median(s.frozen for s in samples):9.0f}"
     )
 
 
@@ -493,7 +496,7 @@ def verdict(
     last = monitor.window("load", end - MINUTE, end)
     steady = monitor.window("load", warmup, end)
     print(f"\n{'':8s} {'RSS MiB':>9s} {'(max)':>7s} {'FDs':>5s} {'threads':>8s} {'CPU %':>6s} "
-          f"{'calls in progress (min-max)':>28s}")  # fmt: skip
+          f"{'calls in progress (min-max)':>28s} {'frozen':>9s}")  # fmt: skip
     monitor.print_phase("idle", "idle")
     print(f"{'warm-up':>8s} {row(warm)}   (minute {warmup / MINUTE:g} of the load)")
     print(f"{'end':>8s} {row(last)}   (minute {args.minutes:g} of the load)")
@@ -515,6 +518,7 @@ def verdict(
     rss_idle, rss_warm, rss_end = (metric(w, lambda s: s.rss_mib) for w in (idle, warm, last))
     fds_idle, fds_warm, fds_end = (metric(w, lambda s: s.fds) for w in (idle, warm, last))
     rss_steady, calls_steady = metric(steady, lambda s: s.rss_mib), metric(steady, lambda s: s.calls)
+    frozen_warm, frozen_end = (metric(w, lambda s: s.frozen) for w in (warm, last))
     rss_growth, fds_growth = growth(rss_warm, rss_end), growth(fds_warm, fds_end)
     calls = report["calls"]
     per_call = report["per_call"]
@@ -537,6 +541,12 @@ def verdict(
         f"FDs {fds_warm:.0f} after the warm-up -> {fds_end:.0f} at the end: {fds_growth:+.1f}% "
         f"(target < {TARGET_GROWTH:g}%)",
     )
+    target(
+        growth(frozen_warm, frozen_end) < TARGET_GROWTH,
+        f"objects frozen out of the collector's way {frozen_warm:.0f} after the warm-up -> {frozen_end:.0f} "
+        f"at the end: {growth(frozen_warm, frozen_end):+.1f}% (target < {TARGET_GROWTH:g}%; what a frozen "
+        "cycle keeps stays)",
+    )
     target(calls["failed"] == 0 and calls["started"] > 0, f"{calls['failed']} failed calls of {calls['started']}")
     if calls["failures_by_reason"]:
         print(f"         failures: {calls['failures_by_reason']}")
@@ -549,6 +559,12 @@ def verdict(
         f"\n  idle RSS {rss_idle:.1f} MiB, {fds_idle:.0f} FDs; idle again after the load "
         f"{metric(after, lambda s: s.rss_mib):.1f} MiB, {metric(after, lambda s: s.fds):.0f} FDs"
     )
+    if idle and after:
+        print(
+            f"  frozen objects idle {idle[-1].frozen}, idle again after the load {after[-1].frozen}; objects "
+            f"the full collections found in cycles during the load: {after[-1].collected - idle[-1].collected} "
+            f"({(after[-1].collected - idle[-1].collected) / max(1, calls['started']):.0f} a call)"
+        )
     print(
         f"  memory per call: (steady RSS {rss_steady:.1f} - idle {rss_idle:.1f}) / {args.concurrency} = "
         f"{(rss_steady - rss_idle) / args.concurrency:.2f} MiB (calls in progress after the warm-up, median "

@@ -140,6 +140,10 @@ class Leg:
         self._pc: RTCPeerConnection | None = None
         self._outgoing: OutgoingStream | None = None
         self._placeholder = _Placeholder()
+        #: the connection's own aiortc and aioice objects, taken once its sockets exist (closing it
+        #: forgets them): what Leg.close releases
+        self._owned: list[object] = []
+        self._closing = False
         self._log = log.bind(leg=role)
         self.connected = asyncio.Event()
 
@@ -194,6 +198,7 @@ class Leg:
         bound_ice_queues(pc, self.drops)
         deliver_rtp_on_arrival(pc, self.drops)  # before skip_idle_rtp, which must see datagrams first
         skip_idle_rtp(pc, transceiver.receiver, lambda: self.inbound is not None, self.drops)
+        self._owned = connection_objects(pc)
         local = pc.localDescription
         answer = SessionDescription.parse(local.sdp)
         codecs = answer.media[0].rtp.codecs
@@ -226,16 +231,20 @@ class Leg:
             self.counters.packets_stale += discard_queued_rtp(self._pc)
 
     async def close(self) -> None:
-        if self.state is LegState.CLOSED:
+        """Close the leg (its state may already say CLOSED: aiortc closes a connection whose peer
+        closed it), then free its connection's objects (:func:`media.aiortc_release.release_later`)."""
+        if self._closing:
             return
+        self._closing = True
         self.inbound = None
         self._set_state(LegState.CLOSED)
-        self._placeholder.stop()
-        # The other leg of the call is a source of this one's stream: the two would hold each other.
+        # What was told of the state (closures over the call or the agent) and the other leg of the
+        # call (a source of this one's stream) would hold this leg in reference cycles.
+        self.on_state = None
         self._outgoing = None
+        self._placeholder.stop()
         if self._pc is not None:
-            # Taken before closing, release_later frees the connection's objects without the collector.
-            owned = connection_objects(self._pc)
+            owned = self._owned or connection_objects(self._pc)
             await self._pc.close()
             release_later(owned)
 

@@ -374,15 +374,19 @@ class MuxWorker:
 
     def _run(self) -> None:
         while (work := self._queue.get()) is not None:
-            if isinstance(work, list):
-                for recorder, party, payload, pts in work:
-                    try:
-                        recorder._mux(party, payload, pts)
-                    except Exception:  # never let one recording stop the thread that serves them all
-                        log.exception(RECORDING_FAILED)
-                with self._backlog_lock:
-                    self._backlog -= len(work)
-                continue
+            self._do(work)
+            del work  # not held while waiting for the next: an ended recording would stay alive meanwhile
+
+    def _do(self, work: _Batch | _Finish) -> None:
+        if isinstance(work, list):
+            for recorder, party, payload, pts in work:
+                try:
+                    recorder._mux(party, payload, pts)
+                except Exception:  # never let one recording stop the thread that serves them all
+                    log.exception(RECORDING_FAILED)
+            with self._backlog_lock:
+                self._backlog -= len(work)
+        else:
             recorder, done = work
             try:
                 recorder._finish()

@@ -8,6 +8,7 @@ import ctypes
 import gc
 import json
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -99,7 +100,13 @@ def create_app(
     """
     pin_host_addresses(settings.ice_host_addresses)
     app = web.Application(
-        middlewares=[error_middleware, pages.security_headers, pages.csrf_guard, home_middleware],
+        middlewares=[
+            error_middleware,
+            pages.security_headers,
+            pages.csrf_guard,
+            home_middleware,
+            signalling.release_websockets,
+        ],
         client_max_size=64 * 1024,
     )
     app[SETTINGS] = settings
@@ -258,9 +265,14 @@ def settle_heap() -> None:
 COLLECT_SECONDS = 5.0
 #: Seconds between two returns of freed memory to the system (:func:`trim_heap`).
 TRIM_SECONDS = 30.0
+#: How much the frozen objects may grow, as a share of what was frozen after the last collection of
+#: everything, before the next collection of everything (:func:`collect_garbage`).
+AUDIT_GROWTH = 0.25
 
 
-async def collect_garbage(interval: float = COLLECT_SECONDS, trim_interval: float = TRIM_SECONDS) -> None:
+async def collect_garbage(
+    interval: float = COLLECT_SECONDS, trim_interval: float = TRIM_SECONDS, audit_growth: float = AUDIT_GROWTH
+) -> None:
     """Every ``interval`` seconds, a full collection of what is not frozen, then everything still alive
     frozen (moved where no collection walks it again); every ``trim_interval`` seconds, the freed
     memory given back to the system.
@@ -268,18 +280,33 @@ async def collect_garbage(interval: float = COLLECT_SECONDS, trim_interval: floa
     A full collection walks every object it does not find frozen, and every call waits meanwhile:
     with everything alive in its way, 46 ms at 80 calls in progress and 98 ms at 128, up to 250 ms,
     every 10-15 s (Python's own collections, as calls set up, and this one; docs/benchmarks.md).
-    Frozen each time, what it walks is what was made in the last ``interval``. Frozen objects are
-    still freed when their last reference goes, but not if they end up in a reference cycle: an ended
-    call's legs do not (:mod:`media.aiortc_release` breaks their cycles), and the frozen count
-    (``callbutton_gc_frozen_objects``) returning to its level when calls end shows that nothing else
-    does. What is freed stays in the C allocator's heaps, in pages among pages still used, which it
-    does not return by itself: :func:`trim_heap` does."""
+    Frozen each time, what it walks is what was made in the last ``interval``: 3-5 ms.
+
+    Frozen objects are still freed when their last reference goes, but not if they end up in a
+    reference cycle. Ended calls' do not (:mod:`media.aiortc_release`, and the cycles broken where
+    calls and sockets end); whatever else does (an exception's traceback, say, or a cycle in a
+    library nobody found) stays until the frozen objects have grown by ``audit_growth`` since the last
+    collection of everything, which then makes another: one long pause (the libraries' objects too)
+    for a great deal of growth, logged as ``gc.audit``. What is freed stays in the C allocator's
+    heaps, in pages among pages still used, which it does not return by itself: :func:`trim_heap`
+    does."""
     loop = asyncio.get_running_loop()
     trimmed = loop.time()
+    audited = gc.get_freeze_count()
     while True:
         await asyncio.sleep(interval)
-        gc.collect()
-        gc.freeze()
+        if gc.get_freeze_count() > audited * (1 + audit_growth):
+            frozen = gc.get_freeze_count()
+            began = time.perf_counter()
+            gc.unfreeze()
+            freed = gc.collect()
+            gc.freeze()
+            audited = gc.get_freeze_count()
+            pause_ms = round(1000 * (time.perf_counter() - began), 1)
+            log.info(logs.GC_AUDIT, frozen_before=frozen, frozen_after=audited, freed=freed, pause_ms=pause_ms)
+        else:
+            gc.collect()
+            gc.freeze()
         if loop.time() - trimmed >= trim_interval:
             trim_heap()
             trimmed = loop.time()

@@ -30,6 +30,7 @@ SESSION_CHECK_FAILED = "auth.session_check_failed"
 WEBHOOK_DELIVERED = "webhook.delivered"
 WEBHOOK_FAILED = "webhook.failed"
 WEBHOOK_CLAIM_FAILED = "webhook.outbox_failed"
+GC_AUDIT = "gc.audit"
 
 
 def configure(level: str = "info", fmt: str = "console") -> None:

@@ -190,6 +190,26 @@ def _prepare() -> web.WebSocketResponse:
     return web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_SECONDS, autoping=True)
 
 
+@web.middleware
+async def release_websockets(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Once a WebSocket's handler is done: break the reference cycles aiohttp (3.14, pinned) leaves
+    after it. The connection's request handler keeps the response's heartbeat callback after the
+    connection is lost, and data arriving during the close handshake starts the heartbeat again after
+    the close stopped it (a spent timer then holds the response's bound method). Each ended call's
+    socket, request and handler would otherwise wait for a full collection, while the server freezes
+    what is alive (``server.app.collect_garbage``)."""
+    response = await handler(request)
+    if isinstance(response, web.WebSocketResponse):
+        ws: Any = response
+        ws._cancel_heartbeat()
+        protocol: Any = request.protocol
+        if protocol is not None and hasattr(protocol, "_data_received_cb"):
+            protocol._data_received_cb = None
+    return response
+
+
 async def visitor_socket(request: web.Request) -> web.StreamResponse:
     """``GET /ws/v1/visitor?key=BUTTON_KEY``: a visitor's socket, authorised by key and Origin.
 

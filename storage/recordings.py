@@ -59,15 +59,13 @@ class EncryptedFile:
     def __init__(self, path: Path, ikm: bytes, associated_data: bytes) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
-        self.size = 0
         self.closed = False
-        self._digest = hashlib.sha256()
-        self._pending = bytearray()
+        self._out = _Ciphertext()
         self._flushed_at = time.monotonic()
         self._failed = False
         self._file = open(path, "xb", buffering=0)
         try:
-            self._writer = EncryptingWriter(_Ciphertext(self), ikm, associated_data)
+            self._writer = EncryptingWriter(self._out, ikm, associated_data)
         except BaseException:
             self._file.close()
             raise
@@ -77,7 +75,7 @@ class EncryptedFile:
         if self._failed:
             raise RecordingError(f"writing {self.path.name} failed earlier; the file ends there")
         self._writer.write(data)
-        if len(self._pending) >= FLUSH_BYTES or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+        if len(self._out.pending) >= FLUSH_BYTES or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
             self._flush()
         return len(data)
 
@@ -96,17 +94,17 @@ class EncryptedFile:
             self._file.close()
 
     @property
-    def sha256(self) -> bytes:
-        return self._digest.digest()
+    def size(self) -> int:
+        """Bytes of ciphertext so far."""
+        return self._out.size
 
-    def _emit(self, data: bytes) -> None:
-        self._pending += data
-        self._digest.update(data)
-        self.size += len(data)
+    @property
+    def sha256(self) -> bytes:
+        return self._out.digest.digest()
 
     def _flush(self) -> None:
         try:
-            with memoryview(self._pending) as view:
+            with memoryview(self._out.pending) as view:
                 written = 0
                 while written < len(view):
                     written += self._file.write(view[written:]) or 0
@@ -114,18 +112,24 @@ class EncryptedFile:
             # Part of it may be on disk: writing it again would corrupt the file. It ends here.
             self._failed = True
             raise
-        self._pending.clear()
+        self._out.pending.clear()
         self._flushed_at = time.monotonic()
 
 
 class _Ciphertext:
-    """The encrypting writer's sink inside an :class:`EncryptedFile`."""
+    """The encrypting writer's sink inside an :class:`EncryptedFile`: the ciphertext not yet written
+    to the file, the digest and the size of all of it. (It refers to nothing: were it to refer back to
+    its file, every recording would leave a reference cycle for the collector.)"""
 
-    def __init__(self, file: EncryptedFile) -> None:
-        self._file = file
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self.digest = hashlib.sha256()
+        self.size = 0
 
     def write(self, data: bytes) -> None:
-        self._file._emit(data)
+        self.pending += data
+        self.digest.update(data)
+        self.size += len(data)
 
 
 @dataclass(frozen=True)

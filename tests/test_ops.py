@@ -251,3 +251,29 @@ async def test_collect_garbage_freezes_what_lives_and_collects_what_was_made_sin
         collector.cancel()
         gc.enable()
         gc.unfreeze()
+
+
+async def test_collect_garbage_collects_everything_once_the_frozen_objects_grow() -> None:
+    gc.disable()
+    try:
+        for growth, freed in ((1000.0, False), (0.0, True)):
+            # A cycle alive when frozen, garbage since: no collection of what is not frozen finds it.
+            cycle = _Node()
+            cycle.other = cycle
+            cycle_ref = weakref.ref(cycle)
+            gc.freeze()
+            del cycle
+            collector = asyncio.create_task(collect_garbage(interval=0.02, trim_interval=10, audit_growth=growth))
+            try:
+                for _ in range(25):
+                    if cycle_ref() is None:
+                        break
+                    _ = [_Node() for _ in range(100)]  # what the server makes meanwhile
+                    await asyncio.sleep(0.02)
+                assert (cycle_ref() is None) is freed, growth
+            finally:
+                collector.cancel()
+                gc.unfreeze()
+                gc.collect()
+    finally:
+        gc.enable()
