@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from media import aiortc_release
 from media.aiortc_seam import pin_host_addresses
 from server import auth, logs
 from server.app import Running, start
@@ -233,3 +235,16 @@ async def answered_call_for(base_url: str, tenant: Tenant) -> tuple[Visitor, Age
         agent_email=tenant.agent_email,
         agent_password=tenant.agent_password,
     )
+
+
+@pytest.fixture
+def no_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The cycle collector off (what a test's objects free, reference counting frees), and closed legs
+    released soon (media/aiortc_release.py)."""
+    monkeypatch.setattr(aiortc_release, "RELEASE_DELAY", 0.2)
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -6,31 +6,16 @@ when aiortc or aioice gain a reference cycle these classes do not cover, the fir
 from __future__ import annotations
 
 import asyncio
-import gc
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from media import aiortc_release
 from media.aiortc_release import connection_objects, release
 from media.aiortc_seam import pin_host_addresses
 from media.bridge import Bridge
 from media.leg import IceSettings, Leg
 from media.synthetic import OpusLoopTrack
-
-
-@pytest.fixture
-def no_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(aiortc_release, "RELEASE_DELAY", 0.2)
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 async def connect(tone: float, leg: Leg) -> RTCPeerConnection:

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from media import aiortc_release
 from server.app import Running, start
 from server.appkeys import RECORDINGS, SWITCHBOARD
 from server.config import Settings
@@ -23,17 +21,6 @@ from server.signalling import SOCKETS, Socket
 from storage.db import Database
 from tests.conftest import answered_call_for, make_tenant
 from tests.test_recording import finished_recording
-
-
-@pytest.fixture
-def no_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(aiortc_release, "RELEASE_DELAY", 0.2)
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @pytest.fixture
