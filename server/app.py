@@ -25,6 +25,7 @@ from server import (
     admin_api,
     agent_api,
     api,
+    backports,
     calls_api,
     clips_api,
     integrations_api,
@@ -445,6 +446,7 @@ async def start(settings: Settings, database: Database, *, demo: bool = False, r
 
     With ``demo`` the demo tenant is created or refreshed and its button serves ``/demo``.
     """
+    backports.apply()
     ssl_context = tls.server_context(settings)
     relay = turn.load(settings)
     sock = _listen(settings.host, settings.port, reuse_port=reuse_port)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from server import backports
 from server.app import Running, start
 from server.appkeys import RECORDINGS, SWITCHBOARD
 from server.config import Settings
@@ -72,3 +73,32 @@ async def test_an_ended_recorded_call_is_freed_without_the_collector(
             break
         await asyncio.sleep(0.1)
     assert [name for name, ref in refs.items() if ref() is not None] == []
+
+
+async def test_a_closed_tcp_connection_is_freed_without_the_collector(no_collector: None) -> None:
+    backports.apply()
+    made: asyncio.Queue[asyncio.BaseTransport] = asyncio.Queue()
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.put_nowait(transport)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Server, "127.0.0.1", 0)
+    refs: list[weakref.ref[asyncio.BaseTransport]] = []
+    try:
+        port = server.sockets[0].getsockname()[1]
+        for closer in ("client", "server"):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            transport = await made.get()
+            refs.append(weakref.ref(transport))
+            if closer == "server":
+                transport.close()
+            del transport
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.sleep(0.1)
+        assert [ref() for ref in refs] == [None, None]
+    finally:
+        server.close()
+        await server.wait_closed()
