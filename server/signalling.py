@@ -202,8 +202,9 @@ async def release_websockets(
     what is alive (``server.app.collect_garbage``)."""
     response = await handler(request)
     if isinstance(response, web.WebSocketResponse):
-        ws: Any = response
-        ws._cancel_heartbeat()
+        cancel_heartbeat = getattr(response, "_cancel_heartbeat", None)
+        if cancel_heartbeat is not None:
+            cancel_heartbeat()
         protocol: Any = request.protocol
         if protocol is not None and hasattr(protocol, "_data_received_cb"):
             protocol._data_received_cb = None
