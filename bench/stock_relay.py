@@ -88,7 +88,7 @@ class StockLeg:
         self.inbound: Any = None
         self.on_state: Callable[[Any, LegState], None] | None = None
         self.counters = LegCounters()
-        self.drops = Drops()  # what the server reads of every leg (routing.leg_drops); nothing dropped here
+        self.drops = Drops()  # what the server reads of every leg (livecall.leg_drops); nothing dropped here
         self.connected = asyncio.Event()
         self.outgoing = SwitchableTrack()
         self.remote: MediaStreamTrack | None = None

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from server.appkeys import DATABASE, RECORDINGS, ROSTER, SETTINGS, SWITCHBOARD
 from server.clients import client_address
-from server.routing import LiveCall
+from server.livecall import LiveCall
 from server.signalling import SOCKETS
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
@@ -51,7 +51,7 @@ class _Live(Collector):
             "callbutton_legs_active", "WebRTC legs open (visitors' and agents' standing legs)", self._metrics.legs()
         )
         queued = GaugeMetricFamily("callbutton_queue_depth", "Calls waiting in a button's queue, in all", value=None)
-        queued.add_metric([], sum(len(q) for q in switchboard.queues.values()))
+        queued.add_metric([], switchboard.queues.depth())
         yield queued
         yield GaugeMetricFamily("callbutton_websockets", "WebSocket connections open", len(self._app[SOCKETS]))
         roster = self._app[ROSTER]

@@ -24,13 +24,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
-import re
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -40,8 +38,10 @@ from media.recorder import MuxWorker
 from media.sdp import SdpError, check_offer
 from server import hours, logs, messages
 from server.calls import Call, CallEvents, CallState, EndReason
+from server.livecall import Directory, LinkClaim, LiveCall, VisitorSend, check_visitor_form, leg_drops
 from server.messages import ProtocolError
 from server.presence import RELOAD_GRACE_SECONDS, Agent, AgentSocket, Presence, Roster
+from server.queues import CallQueues
 from server.recording import CallRecording, RecordingStats
 from storage.buttons import Button
 from storage.outbox import SHUTDOWN_GRACE_SECONDS, Outbox
@@ -49,110 +49,11 @@ from storage.recordings import RecordingStore
 
 log = structlog.get_logger(__name__)
 
-VisitorSend = Callable[[messages.Outgoing], None]
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PHONE = re.compile(r"^\+?[0-9 ().-]{3,30}$")
 LINK_WAIT_SECONDS = 120.0
 #: Legs answered at once (SDP, certificate, ICE gathering: ~3 ms of CPU each, over several turns of
 #: the event loop). The rest wait their turn, in order: with 50 answered at once, each turn of the
 #: loop ran a slice of every one, and a request arriving meanwhile waited tens of ms to ring.
 ANSWERS_AT_ONCE = 4
-
-
-class LinkClaim(Protocol):
-    """A call link a visitor calls through (``server.links``)."""
-
-    agent_id: uuid.UUID
-
-    async def claim(self) -> bool:
-        """Mark the link used; False when it was used already or has expired."""
-        ...
-
-    async def attach(self, call_id: uuid.UUID) -> None:
-        """Record which call used the link (once the call's row exists)."""
-        ...
-
-
-class Directory(Protocol):
-    """What routing reads from storage besides call events (``storage.db.Database`` parts)."""
-
-    async def eligible_agents(
-        self, organisation_id: uuid.UUID, button_id: uuid.UUID
-    ) -> frozenset[uuid.UUID] | None: ...
-
-    async def earlier_calls(
-        self, organisation_id: uuid.UUID, call_id: uuid.UUID, email: str | None, phone: str | None
-    ) -> int: ...
-
-
-def check_visitor_form(form_fields: dict[str, str], answers: dict[str, str] | None) -> dict[str, str]:
-    """The visitor's answers the button asks for, validated; raises ProtocolError naming the field."""
-    answers = answers or {}
-    kept = {}
-    for name in ("name", "email", "phone"):
-        mode = form_fields.get(name, "off")
-        value = answers.get(name)
-        if mode == "off" or not value:
-            if mode == "required":
-                raise ProtocolError("bad_message", f"this button's form requires the visitor's {name}", "call")
-            continue
-        if name == "email" and not _EMAIL.match(value):
-            raise ProtocolError("bad_message", "the email address is not valid", "call")
-        if name == "email":
-            value = value.lower()  # one caller, however they type it: earlier calls and search match
-        if name == "phone" and not _PHONE.match(value):
-            raise ProtocolError("bad_message", "the phone number is not valid", "call")
-        kept[name] = value
-    return kept
-
-
-@dataclass(eq=False)
-class LiveCall:
-    """A call in progress in this process, with everything that carries it."""
-
-    call: Call
-    button: Button
-    send_visitor: VisitorSend
-    leg: Leg
-    bridge: Bridge
-    ring_timeout: float
-    visitor: dict[str, str] = field(default_factory=dict)
-    #: Who may be rung: None for every agent of the organisation.
-    eligible: frozenset[uuid.UUID] | None = None
-    #: A call link's agent: the only one rung.
-    only_agent: uuid.UUID | None = None
-    earlier_calls: int = 0
-    rung: dict[uuid.UUID, tuple[Agent, asyncio.TimerHandle]] = field(default_factory=dict)
-    declined: set[uuid.UUID] = field(default_factory=set)
-    timed_out: set[uuid.UUID] = field(default_factory=set)
-    agent: Agent | None = None
-    wait_timer: asyncio.TimerHandle | None = None
-    #: The visitor has our SDP answer. Until then an answered state is held back, so that the
-    #: visitor always gets ``answer`` before ``call_state answered``.
-    visitor_has_answer: bool = False
-    recording: CallRecording | None = None
-    #: When the visitor asked for the call (event-loop time), for the setup-time metrics.
-    requested_at: float = 0.0
-    told: tuple[int, bool] | None = None  # the queue position and ringing flag last sent
-    ring_message: messages.Ring | None = None
-
-    def may_ring(self, agent: Agent) -> bool:
-        if self.only_agent is not None:
-            return agent.user_id == self.only_agent
-        return agent.organisation_id == self.call.organisation_id and (
-            self.eligible is None or agent.user_id in self.eligible
-        )
-
-
-def leg_drops(leg: Leg) -> dict[str, int]:
-    """What a leg dropped to stay bounded (docs/media.md, "Bounded"), by why."""
-    return {
-        "over_rate": leg.counters.packets_over_rate,
-        "receive_queue_full": leg.drops.datagrams,
-        "send_buffer_full": leg.drops.sends,
-        "send_failed": leg.counters.send_failures,
-        "stale": leg.counters.packets_stale,
-    }
 
 
 class Switchboard:
@@ -178,7 +79,7 @@ class Switchboard:
         #: This server process's name in a cluster, written with each call it carries.
         self.node = node
         self.calls: dict[uuid.UUID, LiveCall] = {}
-        self.queues: dict[uuid.UUID, list[LiveCall]] = {}
+        self.queues = CallQueues()
         self.clock = clock
         self.closing = False
         #: False while the server drains (shutdown begun): calls in progress go on, new ones are refused.
@@ -197,7 +98,6 @@ class Switchboard:
         self._ring_timeout = ring_timeout
         self._recordings = recordings
         self._mux = mux
-        self._round_robin: dict[uuid.UUID, uuid.UUID] = {}
         self._wrap_up_timers: dict[uuid.UUID, asyncio.TimerHandle] = {}
         self._dispatching: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -293,7 +193,7 @@ class Switchboard:
             return live
 
         call.queue()
-        self.queues.setdefault(button.id, []).append(live)
+        self.queues.add(live)
         wait = LINK_WAIT_SECONDS if link is not None else float(button.max_queue_wait_s)
         live.wait_timer = asyncio.get_running_loop().call_later(
             wait, lambda: self._spawn(self.end(live, EndReason.NO_ANSWER, detail="max_wait"))
@@ -301,7 +201,7 @@ class Switchboard:
         self.dispatch(button.organisation_id)
         if live.rung:  # an agent was free (a call that waits for one is not setting up)
             self._setup_took("ring", requested_at)
-        self._announce(button.id)
+        self.queues.announce(button.id)
 
         try:
             async with self._answering:
@@ -415,7 +315,7 @@ class Switchboard:
         agent.ringing.discard(call_id)
         call.answer(agent.user_id)
         self._stop_ringing(live, "answered_elsewhere")
-        self._dequeue(live)
+        self.queues.remove(live)
         live.agent = agent
         agent.call_id = call_id
         agent.call_socket = socket
@@ -438,7 +338,7 @@ class Switchboard:
         if live.visitor_has_answer:
             live.send_visitor(state)
         self.changed(agent)
-        self._announce(live.button.id)
+        self.queues.announce(live.button.id)
 
     async def decline(self, agent: Agent, call_id: uuid.UUID) -> None:
         live = self.calls.get(call_id)
@@ -452,7 +352,7 @@ class Switchboard:
         if not live.call.ended and not live.rung and self._all_declined(live):
             await self.end(live, EndReason.REJECTED, detail="declined")
         else:
-            self._announce(live.button.id)
+            self.queues.announce(live.button.id)
 
     async def agent_hangup(self, agent: Agent, call_id: uuid.UUID) -> None:
         live = self.calls.get(call_id)
@@ -497,7 +397,7 @@ class Switchboard:
 
     async def _end_unanswerable(self, organisation_id: uuid.UUID) -> None:
         """End the queued calls of the organisation that nobody online may answer any more."""
-        for live in self._queued(organisation_id):
+        for live in self.queues.waiting(organisation_id):
             if not live.call.ended and not self._anyone_online(live):
                 await self.end(live, EndReason.REJECTED, detail="agent_offline")
 
@@ -513,7 +413,7 @@ class Switchboard:
             return
         self._cancel(live.wait_timer)
         self._stop_ringing(live, "ended")
-        self._dequeue(live)
+        self.queues.remove(live)
         rating_token = None
         if answered:
             rating_token = secrets.token_urlsafe(18)
@@ -542,7 +442,7 @@ class Switchboard:
         self._spawn(call.flush())
         if self.on_call_ended is not None:
             self.on_call_ended(live)
-        self._announce(live.button.id)
+        self.queues.announce(live.button.id)
         await live.bridge.close()
         await live.leg.close()
         if live.recording is not None:
@@ -570,7 +470,7 @@ class Switchboard:
     def dispatch(self, organisation_id: uuid.UUID) -> None:
         """Ring agents for the organisation's queued calls, oldest first whatever their button: each
         call that rings nobody (or, ringing all, every agent free since) gets who its strategy picks."""
-        queued = self._queued(organisation_id)
+        queued = self.queues.waiting(organisation_id)
         # The organisation's available agents, worked out once: an agent rung here is no longer
         # available (they are ringing), and nothing else changes during a dispatch.
         available = self.roster.available(organisation_id) if queued else []
@@ -586,13 +486,13 @@ class Switchboard:
             if not fresh and not live.rung:
                 live.timed_out.clear()  # everyone was tried: start another round
                 fresh = candidates
-            chosen = self._choose(live.button, fresh)
+            chosen = self.queues.choose(live.button, fresh)
             for agent in chosen:
                 self._ring(live, agent)
             if chosen:
                 available = [agent for agent in available if agent.presence is Presence.AVAILABLE]
         for button_id in {live.button.id for live in queued}:
-            self._announce(button_id)
+            self.queues.announce(button_id)
 
     def _dispatch_soon(self, organisation_id: uuid.UUID) -> None:
         """Dispatch once the current step is done (coalesced): a presence change in the middle of
@@ -607,16 +507,6 @@ class Switchboard:
 
         asyncio.get_running_loop().call_soon(run)
 
-    def _queued(self, organisation_id: uuid.UUID) -> list[LiveCall]:
-        """The organisation's queued calls, oldest first."""
-        waiting = [
-            live
-            for queue in self.queues.values()
-            for live in queue
-            if live.call.organisation_id == organisation_id and not live.call.ended
-        ]
-        return sorted(waiting, key=lambda live: live.call.created_at)
-
     def _free(self, live: LiveCall, available: list[Agent]) -> list[Agent]:
         """The agents who could be rung for ``live`` now: the ``available`` ones the button routes to;
         for a call link, its agent, available or not, as long as its audio is connected and it is free."""
@@ -626,20 +516,6 @@ class Switchboard:
                 return []
             return [agent] if agent.presence in (Presence.AVAILABLE, Presence.AWAY) else []
         return [agent for agent in available if live.may_ring(agent)]
-
-    def _choose(self, button: Button, candidates: list[Agent]) -> list[Agent]:
-        if not candidates:
-            return []
-        if button.strategy == "longest_idle":
-            return [min(candidates, key=lambda a: a.idle_since)]
-        if button.strategy == "round_robin":
-            ordered = sorted(candidates, key=lambda a: str(a.user_id))
-            last = self._round_robin.get(button.id)
-            after = [a for a in ordered if last is not None and str(a.user_id) > str(last)]
-            chosen = (after or ordered)[0]
-            self._round_robin[button.id] = chosen.user_id
-            return [chosen]
-        return candidates
 
     def _ring(self, live: LiveCall, agent: Agent) -> None:
         call = live.call
@@ -702,25 +578,6 @@ class Switchboard:
             if live.may_ring(agent) and agent.presence not in (Presence.OFFLINE, Presence.AWAY)
         ]
         return all(agent.user_id in live.declined for agent in online)
-
-    def _dequeue(self, live: LiveCall) -> None:
-        queue = self.queues.get(live.button.id)
-        if queue is not None and live in queue:
-            queue.remove(live)
-            if not queue:
-                del self.queues[live.button.id]
-
-    def _announce(self, button_id: uuid.UUID) -> None:
-        """Tell each waiting visitor of the button its place, when it changed."""
-        for index, live in enumerate(self.queues.get(button_id, [])):
-            told = (index + 1, bool(live.rung))
-            if told != live.told and live.call.state is CallState.QUEUED:
-                live.told = told
-                live.send_visitor(
-                    messages.CallState(
-                        call_id=live.call.id, state=CallState.QUEUED.value, position=told[0], ringing=told[1]
-                    )
-                )
 
     def _wrap_up(self, agent: Agent, seconds: int) -> None:
         previous = self._wrap_up_timers.pop(agent.user_id, None)

@@ -42,10 +42,10 @@ from server.cluster import Home, NoHome
 from server.errors import json_error
 from server.limits import TokenBucket
 from server.links import CallLinkClaim
+from server.livecall import LiveCall
 from server.messages import ProtocolError
 from server.presence import SOCKETS_PER_AGENT, AgentSocket
 from server.relay import Relayed, relay, relayed_client
-from server.routing import LiveCall
 from server.turn import TURN
 from storage.accounts import User
 from storage.buttons import Button

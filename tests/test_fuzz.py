@@ -23,7 +23,7 @@ from media.sdp import SdpError, check_offer
 from media.synthetic import OpusLoopTrack
 from server import admin_api, body, hours, messages
 from server.errors import ApiError
-from server.routing import check_visitor_form
+from server.livecall import check_visitor_form
 from storage import buttons as storage_buttons
 
 REGRESSIONS = Path(__file__).parent / "regressions"
