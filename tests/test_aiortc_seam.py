@@ -7,7 +7,9 @@ import asyncio
 import asyncio.selector_events
 import inspect
 import itertools
+import random
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aioice.ice
@@ -16,9 +18,10 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, clock
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from media import aiortc_seam
 from media.aiortc_seam import AIORTC_VERSION, check_version, pin_host_addresses
@@ -309,3 +312,40 @@ def test_ntp_clock_agrees_with_aiortcs() -> None:
     after = clock.current_ntp_time()
     assert before <= ours <= after + (1 << 32) // 1000  # within a millisecond
     assert abs(aiortc_seam.ntp_ms() - clock.current_ms()) <= 2
+
+
+def test_outlet_serialises_as_aiortc_does() -> None:
+    """RtpOutlet writes the header itself: byte for byte what aiortc's serialize makes, for every MID and
+    audio-level id a negotiation can give (ids beyond a one-byte header's take aiortc's own path)."""
+    rng = random.Random(7)
+    mid_uri, level_uri = "urn:ietf:params:rtp-hdrext:sdes:mid", "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+    cases = itertools.product((None, 1, 9, 14, 15), (None, 1, 2, 14, 15), (None, "0", "audio", "a" * 16, "a" * 17))
+    for mid_id, level_id, mid in cases:
+        extensions_map = HeaderExtensionsMap()
+        extensions_map.configure(
+            RTCRtpParameters(
+                headerExtensions=[
+                    RTCRtpHeaderExtensionParameters(id=i, uri=uri)
+                    for i, uri in ((mid_id, mid_uri), (level_id, level_uri))
+                    if i is not None
+                ]
+            )
+        )
+        sender: Any = SimpleNamespace(
+            transport=SimpleNamespace(_rtp_header_extensions_map=extensions_map), _ssrc=rng.getrandbits(32)
+        )
+        outlet = aiortc_seam.RtpOutlet(sender, mid)
+        for level in (None, (True, 127), (False, 5), (True, 0)):
+            fields = {
+                "payload_type": rng.randrange(96, 128),
+                "marker": rng.randrange(2),
+                "sequence_number": rng.getrandbits(16),
+                "timestamp": rng.getrandbits(32),
+                "payload": rng.randbytes(rng.randrange(1, 200)),
+            }
+            ours, theirs = RtpPacket(**fields), RtpPacket(**fields)
+            ours.extensions.audio_level = level
+            theirs.ssrc = sender._ssrc
+            theirs.extensions.mid = mid
+            theirs.extensions.audio_level = level
+            assert outlet._serialize(ours) == theirs.serialize(extensions_map), (mid_id, level_id, mid, level)
