@@ -31,10 +31,10 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.frame import Frame
 
+from media.aiortc_outlet import RtpOutlet
 from media.aiortc_release import connection_objects, release_later
 from media.aiortc_seam import (
     Drops,
-    RtpOutlet,
     bound_ice_queues,
     bound_remote_ssrcs,
     check_version,

@@ -24,6 +24,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from media import aiortc_seam
+from media.aiortc_outlet import RtpOutlet
 from media.aiortc_seam import AIORTC_VERSION, check_version, pin_host_addresses
 from media.bridge import Bridge
 from media.leg import IceSettings, Leg, LegState
@@ -334,7 +335,7 @@ def test_outlet_serialises_as_aiortc_does() -> None:
         sender: Any = SimpleNamespace(
             transport=SimpleNamespace(_rtp_header_extensions_map=extensions_map), _ssrc=rng.getrandbits(32)
         )
-        outlet = aiortc_seam.RtpOutlet(sender, mid)
+        outlet = RtpOutlet(sender, mid)
         for level in (None, (True, 127), (False, 5), (True, 0)):
             fields = {
                 "payload_type": rng.randrange(96, 128),
