@@ -77,7 +77,7 @@ class RtpOutlet:
             extensions.mid = self._mid
             extensions.audio_level = level
             packet.extensions = extensions
-            return packet.serialize(self._transport._rtp_header_extensions_map)
+            return packet.serialize(extensions_map)
         elements = self._mid_element
         if level is not None and level_id:
             elements += bytes((level_id << 4, (0x80 if level[0] else 0) | (level[1] & 0x7F)))

@@ -296,18 +296,17 @@ async def collect_garbage(
     audited = gc.get_freeze_count()
     while True:
         await asyncio.sleep(interval)
-        if gc.get_freeze_count() > audited * (1 + audit_growth):
-            frozen = gc.get_freeze_count()
-            began = time.perf_counter()
+        frozen = gc.get_freeze_count()
+        audit = frozen > audited * (1 + audit_growth)
+        began = time.perf_counter()
+        if audit:
             gc.unfreeze()
-            freed = gc.collect()
-            gc.freeze()
+        freed = gc.collect()
+        gc.freeze()
+        if audit:
             audited = gc.get_freeze_count()
             pause_ms = round(1000 * (time.perf_counter() - began), 1)
             log.info(logs.GC_AUDIT, frozen_before=frozen, frozen_after=audited, freed=freed, pause_ms=pause_ms)
-        else:
-            gc.collect()
-            gc.freeze()
         if loop.time() - trimmed >= trim_interval:
             trim_heap()
             trimmed = loop.time()
