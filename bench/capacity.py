@@ -89,9 +89,17 @@ class Server:
     async def _collect(self, stream: asyncio.StreamReader) -> None:
         """Keep the server's warnings and errors: a failed level should say why."""
         self.problems: list[str] = []
+        #: What the recordings finished since the last level lost: packets dropped (the mux worker's
+        #: backlog full, or a sender faster than real time) and late.
+        self.recordings = {"finished": 0, "packets": 0, "dropped": 0, "late": 0}
         while line := await stream.readline():
             if b'"level": "warning"' in line or b'"level": "error"' in line:
                 self.problems.append(line.decode()[:600])
+            if b'"recording.finished"' in line:
+                event = json.loads(line)
+                self.recordings["finished"] += 1
+                for key in ("packets", "dropped", "late"):
+                    self.recordings[key] += event.get(key) or 0
 
     async def stop(self) -> None:
         assert self.process is not None
@@ -118,7 +126,8 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
     process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT)
     code = await process.wait()
     data = json.loads(report.read_text())
-    pauses = full_collections(before, await metrics(server.url))
+    after = await metrics(server.url)
+    pauses = full_collections(before, after)
     # CPU per concurrent call over the samples taken while the level was at (nearly) full concurrency.
     steady = [
         (sample, active)
@@ -132,12 +141,15 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         "steady_samples": len(steady),
         "failed_calls": data["calls"]["failed"],
         "failures": data["calls"]["failures_by_reason"],
+        "failed": [call["details"] | {"index": call["index"]} for call in data["per_call"] if call["failures"]][:5],
         "first_audio_p95_ms": data["first_audio_ms"]["p95"],
         "loss_p95": data["quality"]["loss_percent"]["p95"],
         "cpu_per_call": round(statistics.median(per_call), 2) if per_call else None,
         "rss_mib_steady": round(statistics.median(s["rss_mib"] for s, _ in steady), 1) if steady else None,
         "rss_mib_peak": max((s["rss_mib"] for s in data["server_resources"]), default=None),
         "gc_full": pauses,
+        "loop_lag": loop_lag(before, after),
+        "recordings": dict(server.recordings),
     }
 
 
@@ -172,6 +184,23 @@ def full_collections(before: dict[str, float], after: dict[str, float]) -> dict[
         "collected": int(after.get(collected, 0.0) - before.get(collected, 0.0)),
         "frozen": int(after.get("callbutton_gc_frozen_objects{}", 0.0)),
     }
+
+
+def loop_lag(before: dict[str, float], after: dict[str, float]) -> dict[str, Any] | None:
+    """How late the server's event loop ran its 0.5 s timer during a level
+    (``callbutton_event_loop_lag_seconds``): the mean, and the share of ticks later than 25 and 100 ms."""
+    prefix = "callbutton_event_loop_lag_seconds"
+    count = after.get(f"{prefix}_count{{}}", 0.0) - before.get(f"{prefix}_count{{}}", 0.0)
+    if not after or count <= 0:
+        return None
+    total = after[f"{prefix}_sum{{}}"] - before.get(f"{prefix}_sum{{}}", 0.0)
+
+    def later_than(bound: str) -> float:
+        key = f"{prefix}_bucket{{le={bound}}}"
+        return round(1 - (after.get(key, 0.0) - before.get(key, 0.0)) / count, 2)
+
+    return {"ticks": int(count), "mean_ms": round(1000 * total / count, 1),
+            "over_25ms": later_than("0.025"), "over_100ms": later_than("0.1")}  # fmt: skip
 
 
 #: Server samples (one a second) a level's calls must have been in conversation at once, at >= 80%.
@@ -219,6 +248,7 @@ async def main(
                     for problem in server.problems[:5]:
                         print("   server:", problem.strip(), flush=True)
                     server.problems.clear()
+                    server.recordings.update(dict.fromkeys(server.recordings, 0))
                     failures = 0 if outcome["passed"] else failures + 1
                     if failures == 2:
                         break

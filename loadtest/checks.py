@@ -11,6 +11,8 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import numpy as np
+import numpy.typing as npt
 
 from loadtest.clients import ProtocolFailure
 from loadtest.quality import dominant
@@ -20,6 +22,8 @@ from media.recording_file import RecordingFormatError, decode_tracks
 DURATION_TOLERANCE = 0.5  # seconds
 SETTLE_SECONDS = 10
 TONE_TOLERANCE = 15.0  # Hz
+RATE = 48000
+AUDIBLE = 300  # a sample's magnitude (of 32767) that is sound, not a codec's noise floor
 
 
 async def login(http: aiohttp.ClientSession, base_url: str, email: str, password: str) -> str:
@@ -61,7 +65,8 @@ async def check_calls(
                     result.fail("check:recording_unreadable")
                     continue
                 data = await response.read()
-            await asyncio.to_thread(_check_recording, result, data, stored[0])
+            talk_ms = body["call"].get("talk_ms")
+            await asyncio.to_thread(check_recording, result, data, talk_ms / 1000 if talk_ms is not None else None)
     return {"calls_checked": checked, "recordings_checked": recordings}
 
 
@@ -91,10 +96,13 @@ def _check_row(result: CallResult, call: dict[str, Any]) -> None:
         result.fail(f"check:row_end_reason_{call['end_reason']}")
     if result.talk_seconds is not None and call["talk_ms"] is not None:
         if abs(call["talk_ms"] / 1000 - result.talk_seconds) > DURATION_TOLERANCE:
-            result.fail("check:row_talk_time")
+            result.fail("check:row_talk_time", f"{call['talk_ms'] / 1000:.2f} s stored for {result.talk_seconds} s")
 
 
-def _check_recording(result: CallResult, data: bytes, recording: dict[str, Any]) -> None:
+def check_recording(result: CallResult, data: bytes, carried: float | None) -> None:
+    """Both parties' tones on their channels, and as long as the call the server says it carried
+    (``carried``: the row's talk time, answered to ended on the server's clock; the load tester's own
+    talk time, which also holds the server's delay in handling the accept, is checked against the row)."""
     try:
         tracks = decode_tracks(data)
     except RecordingFormatError:
@@ -103,8 +111,28 @@ def _check_recording(result: CallResult, data: bytes, recording: dict[str, Any])
     middle = slice(len(tracks.visitor) // 4, 3 * len(tracks.visitor) // 4)
     visitor, agent = dominant(tracks.visitor[middle]), dominant(tracks.agent[middle])
     if visitor is None or abs(visitor - result.visitor_tone) > TONE_TOLERANCE:
-        result.fail("check:recording_visitor_channel")
+        result.fail("check:recording_visitor_channel", f"{visitor} Hz where the visitor sent {result.visitor_tone} Hz")
     if agent is None or abs(agent - result.agent_tone) > TONE_TOLERANCE:
-        result.fail("check:recording_agent_channel")
-    if result.talk_seconds is not None and abs(tracks.duration_seconds - result.talk_seconds) > DURATION_TOLERANCE:
-        result.fail("check:recording_duration")
+        result.fail("check:recording_agent_channel", f"{agent} Hz where the agent sent {result.agent_tone} Hz")
+    talk = carried if carried is not None else result.talk_seconds
+    if talk is not None and abs(tracks.duration_seconds - talk) > DURATION_TOLERANCE:
+        result.fail(
+            "check:recording_duration",
+            f"{tracks.duration_seconds:.2f} s recorded for {talk:.2f} s of talk ({result.talk_seconds} s at the "
+            f"load tester); visitor heard {_audible(tracks.visitor)}, agent {_audible(tracks.agent)}",
+        )
+
+
+def _audible(track: npt.NDArray[np.int16]) -> str:
+    """Where a track has sound: "from 0.02 to 30.11 s", and the longest silence within."""
+    loud = np.flatnonzero(np.abs(track.astype(np.int32)) > AUDIBLE)
+    if not len(loud):
+        return "nothing"
+    gaps = np.diff(loud)
+    longest = int(gaps.argmax()) if len(gaps) else 0
+    silence = (
+        f", silent {loud[longest] / RATE:.2f}-{loud[longest + 1] / RATE:.2f} s"
+        if len(gaps) and gaps[longest] > RATE // 10
+        else ""
+    )
+    return f"from {loud[0] / RATE:.2f} to {loud[-1] / RATE:.2f} s{silence}"

@@ -12,6 +12,8 @@ import threading
 import numpy as np
 import pytest
 
+from loadtest.checks import check_recording
+from loadtest.runner import CallResult
 from media import opus
 from media.recorder import _MAX_SETTLING, AGENT, MAX_SKEW, SETTLING, VISITOR, MuxWorker, Recorder, _Party
 from media.recording_file import RecordingFormatError, StereoWav, decode_tracks
@@ -404,3 +406,24 @@ async def test_a_flood_from_the_first_packet_is_kept_to_real_time(worker: MuxWor
     assert result.duration_ms <= 5000 + 1000 * MAX_SKEW // opus.SAMPLE_RATE + 20
     assert result.packets <= 5 * 50 + MAX_SKEW // FRAME + 1 and result.dropped + result.late >= 0.8 * 10 * 50 * 5
     assert StereoWav(bytes(sink.data)).duration_seconds <= 6.02
+
+
+async def test_the_load_testers_check_holds_a_recording_to_the_talk_time_the_server_stored(worker: MuxWorker) -> None:
+    """2 s of both parties' tones: as long as a call the server says lasted 2.2 s, not one of 3 s, and
+    the failure says what was recorded and where each party is heard."""
+    clock, sink, recorder = recording(worker)
+    visitor, agent = opus.encode(tone(440, 2.0)), opus.encode(tone(880, 2.0))
+    for index in range(100):
+        clock.now += PACKET
+        recorder.tap(VISITOR, index * FRAME, visitor[index])
+        recorder.tap(AGENT, 5000 + index * FRAME, agent[index])
+    await recorder.close()
+    result = CallResult(index=0, visitor_tone=440.0, agent_tone=880.0)
+    result.talk_seconds = 2.9  # the load tester's clock: the server took its time with the accept
+    check_recording(result, bytes(sink.data), 2.2)
+    assert result.ok, result.details
+    check_recording(result, bytes(sink.data), 3.0)
+    assert result.failures == ["check:recording_duration"]
+    detail = result.details["check:recording_duration"]
+    assert detail.startswith("2.01 s recorded for 3.00 s of talk (2.9 s at the load tester)"), detail
+    assert "visitor heard from 0.01 to 2.01 s, agent from 0.01 to 2.01 s" in detail, detail
