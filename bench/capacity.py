@@ -124,7 +124,10 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         args.append("--overlapping-rings")
     before = await metrics(server.url)
     process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT)
+    busy: list[float] = []
+    watch = asyncio.create_task(watch_utilisation(server.url, busy))
     code = await process.wait()
+    watch.cancel()
     data = json.loads(report.read_text())
     after = await metrics(server.url)
     pauses = full_collections(before, after)
@@ -149,8 +152,22 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         "rss_mib_peak": max((s["rss_mib"] for s in data["server_resources"]), default=None),
         "gc_full": pauses,
         "loop_lag": loop_lag(before, after),
+        # The event loop's utilisation over 5 s, read every 2 s: its median and highest over the level.
+        "loop_busy": {"p50": round(statistics.median(busy), 2), "max": round(max(busy), 2)} if busy else None,
+        "refused_overloaded": int(
+            after.get("callbutton_calls_refused_overloaded_total{}", 0.0)
+            - before.get("callbutton_calls_refused_overloaded_total{}", 0.0)
+        ),
         "recordings": dict(server.recordings),
     }
+
+
+async def watch_utilisation(url: str, into: list[float]) -> None:
+    while True:
+        await asyncio.sleep(2)
+        value = (await metrics(url)).get("callbutton_event_loop_utilisation{}")
+        if value is not None:
+            into.append(value)
 
 
 async def metrics(url: str) -> dict[str, float]:

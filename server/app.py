@@ -64,6 +64,7 @@ from server.directory import Directory
 from server.errors import error_middleware
 from server.homing import home_middleware
 from server.limits import Limits
+from server.load import LoopLoad
 from server.masterkey import load_master_key
 from server.presence import Roster
 from server.relay import Relayed
@@ -138,6 +139,7 @@ def create_app(
         mux=mux,
         node=node,
         max_calls=settings.max_calls,
+        load=LoopLoad(settings.max_loop_busy),
     )
     app[LIMITS] = Limits(
         calls_per_address=settings.call_rate_per_address,
@@ -165,8 +167,14 @@ def create_app(
         # call's audio and signalling for as long.
         await asyncio.to_thread(ringback_packets)
 
-    app.on_startup.extend((start_directory, encode_ringback))
-    app.on_cleanup.append(stop_directory)
+    async def measure_load(app: web.Application) -> None:
+        app[SWITCHBOARD].load.start()
+
+    async def stop_measuring_load(app: web.Application) -> None:
+        await app[SWITCHBOARD].load.stop()
+
+    app.on_startup.extend((start_directory, encode_ringback, measure_load))
+    app.on_cleanup.extend((stop_directory, stop_measuring_load))
     sender = webhooks.Sender(database.webhooks, retry_seconds=settings.webhook_retry_seconds)
 
     async def start_sender(app: web.Application) -> None:

@@ -217,6 +217,14 @@ VARIABLES: tuple[Variable, ...] = (
         "calls on the project's 2-core one; each worker has its own). 0: no limit.",
     ),
     Variable(
+        "CALLBUTTON_MAX_LOOP_BUSY",
+        "0.9",
+        "The share of its time a server process's event loop may be busy (not waiting for the next "
+        "packet or message), averaged over 5 s, before a visitor's call is refused (\"every line is "
+        "busy just now\"): past it every call's audio would wait. Calls in progress, queued or ringing "
+        "are never touched. 0: never refuse for load.",
+    ),
+    Variable(
         "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS",
         "10",
         "Visitor sockets one address may have open at once; more are refused with 429.",
@@ -293,6 +301,7 @@ class Settings:
     call_rate_per_address: float = 6.0
     call_rate_per_button: float = 120.0
     max_calls: int = 0
+    max_loop_busy: float = 0.9
     visitor_sockets_per_address: int = 10
     login_rate_per_address: float = 30.0
     login_rate_per_account: float = 5.0
@@ -357,6 +366,7 @@ class Settings:
                 get("CALLBUTTON_CALL_RATE_PER_BUTTON"), "CALLBUTTON_CALL_RATE_PER_BUTTON", "calls a minute"
             ),
             max_calls=_int(get("CALLBUTTON_MAX_CALLS"), "CALLBUTTON_MAX_CALLS", 0, 10**6),
+            max_loop_busy=_share(get("CALLBUTTON_MAX_LOOP_BUSY"), "CALLBUTTON_MAX_LOOP_BUSY"),
             visitor_sockets_per_address=_int(
                 get("CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS"), "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS", 1, 10**6
             ),
@@ -557,6 +567,16 @@ def _float(value: str, name: str, unit: str = "seconds", *, zero: bool = False) 
         return 0.0
     if not 0 < number < 10**7:
         raise ConfigError(f"{name} must be a positive number of {unit}, got {value!r}")
+    return number
+
+
+def _share(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a share between 0 and 1, got {value!r}") from None
+    if not 0 <= number <= 1:
+        raise ConfigError(f"{name} must be a share between 0 and 1, got {value!r}")
     return number
 
 

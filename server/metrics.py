@@ -67,6 +67,19 @@ class _Live(Collector):
             "RTP packets forwarded between the legs of calls",
             self._metrics.forwarded_ended + sum(live.bridge.forwarded for live in calls),
         )
+        load = switchboard.load
+        yield CounterMetricFamily(
+            "callbutton_event_loop_idle_seconds",
+            "Seconds the event loop waited with nothing to do (rate() of it is the loop's idle share; "
+            "1 minus that, its utilisation)",
+            load.idle,
+        )
+        yield GaugeMetricFamily(
+            "callbutton_event_loop_utilisation",
+            "The share of the last 5 s the event loop was busy (not waiting for the next packet or "
+            "message); at CALLBUTTON_MAX_LOOP_BUSY visitors' calls are refused",
+            load.utilisation,
+        )
         yield GaugeMetricFamily(
             "callbutton_gc_frozen_objects",
             "Objects alive at the last periodic collection, frozen out of the collector's way since (they "
@@ -115,6 +128,11 @@ class _Live(Collector):
             "callbutton_calls_refused_at_capacity",
             "Visitors' calls refused because CALLBUTTON_MAX_CALLS calls were in progress",
             self._app[SWITCHBOARD].refused_at_capacity,
+        )
+        yield CounterMetricFamily(
+            "callbutton_calls_refused_overloaded",
+            "Visitors' calls refused because the event loop was busier than CALLBUTTON_MAX_LOOP_BUSY",
+            self._app[SWITCHBOARD].refused_overloaded,
         )
         yield CounterMetricFamily("callbutton_recording_bytes", "Encrypted bytes written to recordings", stats.bytes)
         yield CounterMetricFamily(

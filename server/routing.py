@@ -39,6 +39,7 @@ from media.sdp import SdpError, check_offer
 from server import hours, logs, messages
 from server.calls import Call, CallEvents, CallState, EndReason
 from server.livecall import Directory, LinkClaim, LiveCall, VisitorSend, check_visitor_form, leg_drops
+from server.load import LoopLoad
 from server.messages import ProtocolError
 from server.presence import RELOAD_GRACE_SECONDS, Agent, AgentSocket, Presence, Roster
 from server.queues import CallQueues
@@ -49,6 +50,8 @@ from storage.recordings import RecordingStore
 
 log = structlog.get_logger(__name__)
 
+REFUSED_OVERLOADED = "call.refused_overloaded"
+BUSY = "every line is busy just now; try again in a minute"
 LINK_WAIT_SECONDS = 120.0
 #: Legs answered at once (SDP, certificate, ICE gathering: ~3 ms of CPU each, over several turns of
 #: the event loop). The rest wait their turn, in order: with 50 answered at once, each turn of the
@@ -70,12 +73,17 @@ class Switchboard:
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         node: str | None = None,
         max_calls: int = 0,
+        load: LoopLoad | None = None,
     ) -> None:
         self.roster = roster
         #: Calls carried at once at most (0: no limit); past it a visitor's call is refused.
         self.max_calls = max_calls
         #: Visitors' calls refused so far because :attr:`max_calls` were in progress.
         self.refused_at_capacity = 0
+        #: How busy the event loop is; past its limit a visitor's call is refused.
+        self.load = load or LoopLoad()
+        #: Visitors' calls refused so far because the event loop was past :attr:`load`'s limit.
+        self.refused_overloaded = 0
         #: This server process's name in a cluster, written with each call it carries.
         self.node = node
         self.calls: dict[uuid.UUID, LiveCall] = {}
@@ -139,7 +147,11 @@ class Switchboard:
         admit()
         if self.max_calls and len(self.calls) >= self.max_calls:
             self.refused_at_capacity += 1
-            raise ProtocolError("unavailable", "every line is busy just now; try again in a minute", "call")
+            raise ProtocolError("unavailable", BUSY, "call")
+        if self.load.overloaded:
+            self.refused_overloaded += 1
+            log.warning(REFUSED_OVERLOADED, utilisation=round(self.load.utilisation, 3), calls=len(self.calls))
+            raise ProtocolError("unavailable", BUSY, "call")
         if link is not None and not self._link_agent_online(link.agent_id):
             # Checked before the link is claimed: a customer who tries while the agent reloads its
             # page keeps the link for another try.

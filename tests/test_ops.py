@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from server import load
 from server.app import Running, collect_garbage, start
 from server.appkeys import RECORDINGS
 from server.config import Settings
@@ -22,6 +23,7 @@ from storage.recordings import read_plaintext
 from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant
 from tests.peers import Visitor
 from tests.test_call import wait_for_row
+from tests.test_load import keep_busy
 from tests.test_recording import finished_recording, recorded_call
 
 
@@ -218,6 +220,43 @@ async def test_a_process_at_its_call_limit_refuses_the_next_call_and_keeps_the_o
             await agent.close()
 
         # Below the limit again: the next call is taken.
+        visitor, agent, call_id = await answered_call_for(running.url, tenant)
+        await visitor.close()
+        await agent.close()
+    finally:
+        await running.stop()
+
+
+async def test_a_process_whose_event_loop_is_too_busy_refuses_the_next_call_and_keeps_the_one_it_carries(
+    settings: Settings, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(load, "WINDOW", 1.0)
+    monkeypatch.setattr(load, "TICK", 0.1)
+    (tenant,) = await make_tenant(database)
+    running = await start(dataclasses.replace(settings, max_loop_busy=0.7), database)
+    try:
+        visitor, agent, call_id = await answered_call_for(running.url, tenant)
+        try:
+            # The loop held 90% of the time for over a window (as by more calls than its core carries).
+            await keep_busy(1.3)
+            error = await refused_call(running.url, tenant)
+            assert error["code"] == "unavailable" and "every line is busy" in error["message"]
+            _, text = await scrape(running.url)
+            assert sample(text, "callbutton_calls_refused_overloaded_total") == 1
+            assert sample(text, "callbutton_calls_refused_at_capacity_total") == 0
+            assert sample(text, "callbutton_calls_active") == 1, "the refused call was never a call"
+            await visitor.hears(880.0)  # the call in progress goes on
+            await visitor.send({"type": "hangup"})
+            await wait_for_row(database, tenant, call_id, "ended")
+        finally:
+            await visitor.close()
+            await agent.close()
+
+        # The loop idle again for a window: the next call is taken.
+        await asyncio.sleep(1.2)
+        _, text = await scrape(running.url)
+        assert sample(text, "callbutton_event_loop_utilisation") < 0.7
+        assert sample(text, "callbutton_event_loop_idle_seconds_total") > 1.0
         visitor, agent, call_id = await answered_call_for(running.url, tenant)
         await visitor.close()
         await agent.close()
