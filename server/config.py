@@ -218,11 +218,11 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "CALLBUTTON_MAX_LOOP_BUSY",
-        "0.9",
+        "0.8",
         "The share of its time a server process's event loop may be busy (not waiting for the next "
         "packet or message), averaged over 5 s, before a visitor's call is refused (\"every line is "
-        "busy just now\"): past it every call's audio would wait. Calls in progress, queued or ringing "
-        "are never touched. 0: never refuse for load.",
+        "busy just now\"): near 1.0 every call's audio waits. Calls in progress, queued or ringing are "
+        "never touched. 0: never refuse for load.",
     ),
     Variable(
         "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS",
@@ -301,7 +301,7 @@ class Settings:
     call_rate_per_address: float = 6.0
     call_rate_per_button: float = 120.0
     max_calls: int = 0
-    max_loop_busy: float = 0.9
+    max_loop_busy: float = 0.8
     visitor_sockets_per_address: int = 10
     login_rate_per_address: float = 30.0
     login_rate_per_account: float = 5.0
