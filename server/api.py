@@ -132,9 +132,7 @@ async def login(request: web.Request) -> web.Response:
     # account is never locked, so nobody can lock a colleague out by failing on purpose.
     limits = request.app[LIMITS]
     address = client_address(request)
-    if not limits.logins_per_address.allow(address) or not limits.logins_per_account.allow(
-        (address, email.strip().lower())
-    ):
+    if not await limits.allow_login(address, email):
         raise ApiError(429, "too_many_attempts", "too many login attempts from here; wait a minute and try again")
     token, user = await request.app[SESSIONS].login(email, password)
     if user is not None:

@@ -148,6 +148,8 @@ def create_app(
         logins_per_address=settings.login_rate_per_address,
         logins_per_account=settings.login_rate_per_account,
     )
+    if cluster is not None:
+        app[LIMITS].share(cluster.redis, cluster.key_for("rate limit keys"))
     app[signalling.SOCKETS] = set()
     app.on_shutdown.append(_end_calls)
 

@@ -183,6 +183,16 @@ class Cluster:
         self._live: set[str] = {name}
 
     @property
+    def redis(self) -> Any:
+        """The cluster's Redis client (shared: other parts count in it too)."""
+        return self._redis
+
+    def key_for(self, purpose: str) -> bytes:
+        """A key of the cluster's own for ``purpose``, the same on every node, apart from the one that
+        signs internal requests."""
+        return hmac.new(self._secret, f"callbutton cluster key: {purpose}".encode(), hashlib.sha256).digest()
+
+    @property
     def internal_port(self) -> int:
         """The port of this node's internal listener (where signed requests are taken)."""
         return int(self.internal_url.rsplit(":", 1)[1].split("/", 1)[0])

@@ -2,13 +2,31 @@
 
 Token buckets keyed by client address or button, with bounded memory: the least recently used keys
 are forgotten first, which only ever makes a limit more lenient, never stricter.
+
+Login attempts reach whichever node the load balancer picks, so in a cluster they are counted in
+Redis, shared by every node (:class:`SharedLimiter`): a guesser spreading attempts over ten nodes
+gets no more than over one. While Redis is away each node counts on its own again.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import hmac
 import time
 from collections.abc import Hashable
+from typing import Any
+
+import structlog
+
+from server.cluster import PREFIX
+
+log = structlog.get_logger(__name__)
+
+LIMITS_LOCAL = "limits.counted_locally"
+LIMITS_SHARED = "limits.counted_in_redis"
+#: After Redis failed to answer, how long each node counts on its own before trying it again.
+SHARED_RETRY_SECONDS = 10.0
 
 # A visitor socket is opened at the click; one that asks for no call by then is closed.
 VISITOR_CALL_DEADLINE_SECONDS = 30.0
@@ -54,6 +72,59 @@ class KeyedLimiter:
         return bucket.allow()
 
 
+# The generic cell rate algorithm (a token bucket kept as one time): KEYS[1] holds the moment (ms, on
+# Redis's clock, so that nodes' clocks do not matter) at which the bucket is full again. ARGV: ms a
+# token takes to come back, and the burst. 1 if allowed (and counted), 0 if not.
+_GCRA = """
+local now_s = redis.call('TIME')
+local now = tonumber(now_s[1]) * 1000 + math.floor(tonumber(now_s[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local full = tonumber(redis.call('GET', KEYS[1]) or now)
+if full < now then full = now end
+local after = full + interval
+if after - now > interval * tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], after, 'PX', after - now)
+return 1
+"""
+
+
+class SharedLimiter:
+    """A :class:`KeyedLimiter` counted in Redis, shared by every node of a cluster; ``local`` counts
+    while Redis does not answer (and for ``SHARED_RETRY_SECONDS`` after). Keys are stored as HMACs
+    under ``secret``: Redis never holds an address or an email."""
+
+    def __init__(
+        self, redis: Any, name: str, per_minute: float, burst: float, secret: bytes, local: KeyedLimiter
+    ) -> None:
+        self._script = redis.register_script(_GCRA)
+        self._name = name
+        self._interval_ms = max(1, round(60_000 / per_minute))
+        self._burst = burst
+        self._secret = secret
+        self.local = local
+        self._local_until = 0.0
+
+    async def allow(self, key: str) -> bool:
+        if time.monotonic() < self._local_until:
+            return self.local.allow(key)
+        digest = hmac.new(self._secret, f"{self._name}\0{key}".encode(), hashlib.sha256).hexdigest()
+        try:
+            allowed = await self._script(
+                keys=[f"{PREFIX}limit:{self._name}:{digest}"], args=[self._interval_ms, self._burst]
+            )
+        except Exception as exc:  # redis-py's errors, a timeout: Redis is away
+            if self._local_until == 0.0 or time.monotonic() >= self._local_until + SHARED_RETRY_SECONDS:
+                log.warning(LIMITS_LOCAL, limit=self._name, error=f"{type(exc).__name__}: {exc}")
+            self._local_until = time.monotonic() + SHARED_RETRY_SECONDS
+            return self.local.allow(key)
+        if self._local_until:
+            self._local_until = 0.0
+            log.info(LIMITS_SHARED, limit=self._name)
+        return bool(allowed)
+
+
 class Counter:
     """Open things per key (sockets per address), with a cap."""
 
@@ -97,5 +168,23 @@ class Limits:
         # Login attempts a minute, in bursts of as many: from one address, and for one email from one address.
         self.logins_per_address = KeyedLimiter(logins_per_address, max(1.0, logins_per_address))
         self.logins_per_account = KeyedLimiter(logins_per_account, max(1.0, logins_per_account))
+        self._logins_per_minute = (logins_per_address, logins_per_account)
+        self._shared_logins: tuple[SharedLimiter, SharedLimiter] | None = None
         #: Callback requests and ratings a visitor address may send.
         self.widget_posts = KeyedLimiter(WIDGET_POSTS_PER_MINUTE, WIDGET_POSTS_PER_MINUTE)
+
+    def share(self, redis: Any, secret: bytes) -> None:
+        """Count login attempts in ``redis``, with every node of the cluster."""
+        per_address, per_account = self._logins_per_minute
+        self._shared_logins = (
+            SharedLimiter(redis, "login_address", per_address, max(1.0, per_address), secret, self.logins_per_address),
+            SharedLimiter(redis, "login_account", per_account, max(1.0, per_account), secret, self.logins_per_account),
+        )
+
+    async def allow_login(self, address: str, email: str) -> bool:
+        """Whether a login attempt from ``address`` for ``email`` may be tried (and count it)."""
+        account = f"{address}\0{email.strip().lower()}"
+        if self._shared_logins is None:
+            return self.logins_per_address.allow(address) and self.logins_per_account.allow(account)
+        by_address, by_account = self._shared_logins
+        return await by_address.allow(address) and await by_account.allow(account)

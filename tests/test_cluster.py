@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio
 
 from server.cluster import REAP_SECONDS, TTL_SECONDS, Cluster, ClusterError, Home
+from server.limits import Limits
 from storage.db import Database
 from storage.keys import Keyring
 from storage.recordings import RecordingStore, read_plaintext
@@ -237,11 +238,11 @@ def node_env(migrated: str, tmp_path: Path, redis_url: str, **more: str) -> dict
 
 @contextlib.asynccontextmanager
 async def two_nodes(
-    migrated: str, tmp_path: Path, redis_url: str
+    migrated: str, tmp_path: Path, redis_url: str, **more: str
 ) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
     """Nodes a and b behind one public origin (a's), as behind a load balancer."""
     ports = free_port(), free_port()
-    base = node_env(migrated, tmp_path, redis_url, public_url=f"http://127.0.0.1:{ports[0]}")
+    base = node_env(migrated, tmp_path, redis_url, public_url=f"http://127.0.0.1:{ports[0]}", **more)
     a = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[0]), "CALLBUTTON_NODE_NAME": f"a-{ports[0]}"})
     b = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[1]), "CALLBUTTON_NODE_NAME": f"b-{ports[1]}"})
     await a.start()
@@ -599,3 +600,43 @@ async def test_a_relaying_node_that_stops_drains_its_relayed_calls_first(
         for node in (a, b):
             if node.process is not None and node.process.returncode is None:
                 await node.kill(signal.SIGTERM)
+
+
+async def test_login_attempts_are_counted_by_the_whole_cluster(
+    migrated: str, tmp_path: Path, redis_url: str, database: Database
+) -> None:
+    """Five attempts a minute for an account: spread over two nodes, the sixth is refused on either."""
+    (tenant,) = await make_tenant(database)
+    async with two_nodes(migrated, tmp_path, redis_url, login_rate_per_account="5") as (a, b):
+        statuses = []
+        async with aiohttp.ClientSession() as http:
+            for attempt in range(7):
+                node = (a, b)[attempt % 2]
+                async with http.post(
+                    f"{node.url}/api/v1/session",
+                    json={"email": tenant.agent_email, "password": "not the password"},
+                    headers={"Origin": a.url},
+                ) as response:
+                    statuses.append(response.status)
+                    if response.status == 429:
+                        assert "too many login attempts" in (await response.json())["message"]
+        assert statuses == [401] * 5 + [429, 429], statuses
+    # Redis holds neither the address nor the email: only keyed hashes.
+    client = redis.asyncio.from_url(redis_url)
+    try:
+        keys = [key.decode() async for key in client.scan_iter("callbutton:limit:*")]
+        assert keys and not any("@" in key or "127.0.0.1" in key for key in keys), keys
+    finally:
+        await client.aclose()
+
+
+async def test_login_limits_count_on_each_node_while_redis_is_away() -> None:
+    gone = redis.asyncio.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    limits = Limits(calls_per_address=6, calls_per_button=120, visitor_sockets_per_address=10, logins_per_account=3)
+    limits.share(gone, b"k" * 32)
+    try:
+        allowed = [await limits.allow_login("192.0.2.1", "Ada@example.test") for _ in range(4)]
+        assert allowed == [True, True, True, False]  # the node's own count, the same limit
+        assert await limits.allow_login("192.0.2.1", "bob@example.test")  # another account
+    finally:
+        await gone.aclose()
