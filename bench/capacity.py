@@ -229,8 +229,9 @@ def _nearest(samples: list[list[float]], t: float) -> int:
 
 
 async def main(
-    levels: list[int], talk: float, record: bool, kinds: list[str], keep: Path | None, strategy: str
-) -> None:
+    levels: list[int], talk: float, record: bool, kinds: list[str], keep: Path | None, strategy: str,
+    max_loop_busy: str | None,
+) -> None:  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="callbutton-capacity-"))
     folder.chmod(0o755)
     cluster = LocalPostgres(folder / "pg")
@@ -247,6 +248,8 @@ async def main(
         # per-address limit lifted (one machine plays every visitor and agent; logging 64 agents in
         # from one address is otherwise refused with 429).
         env = server_env(dsn, folder)
+        if max_loop_busy is not None:
+            env["CALLBUTTON_MAX_LOOP_BUSY"] = max_loop_busy
         for kind in kinds:
             button, agents, admin = tenants[kind]
             server = Server(kind, env)
@@ -302,6 +305,11 @@ if __name__ == "__main__":
         "--strategy", choices=("longest_idle", "round_robin", "ring_all"), default="longest_idle",
         help="how the button rings its agents (default longest_idle: calls set up in parallel)",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-loop-busy", help="the server's CALLBUTTON_MAX_LOOP_BUSY (default 0, as in the other benchmarks: what a "
+        "process carries, no call refused for load; 0.8, the server's own default, to see it refuse)",
+    )  # fmt: skip
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    asyncio.run(main(levels, args.talk, args.record, args.servers.split(","), args.keep, args.strategy))
+    kinds = args.servers.split(",")
+    asyncio.run(main(levels, args.talk, args.record, kinds, args.keep, args.strategy, args.max_loop_busy))
