@@ -91,14 +91,14 @@ class Server:
         self.problems: list[str] = []
         #: What the recordings finished since the last level lost: packets dropped (the mux worker's
         #: backlog full, or a sender faster than real time) and late.
-        self.recordings = {"finished": 0, "packets": 0, "dropped": 0, "late": 0}
+        self.recordings = {"finished": 0, "packets": 0, "dropped": 0, "late": 0, "before_start": 0}
         while line := await stream.readline():
             if b'"level": "warning"' in line or b'"level": "error"' in line:
                 self.problems.append(line.decode()[:600])
             if b'"recording.finished"' in line:
                 event = json.loads(line)
                 self.recordings["finished"] += 1
-                for key in ("packets", "dropped", "late"):
+                for key in ("packets", "dropped", "late", "before_start"):
                     self.recordings[key] += event.get(key) or 0
 
     async def stop(self) -> None:

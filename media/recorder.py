@@ -82,6 +82,7 @@ class RecordingResult:
     packets: int
     dropped: int
     late: int
+    before_start: int
     error: str | None
 
 
@@ -190,6 +191,9 @@ class Recorder:
         self._closing = False
         self.dropped = 0
         self.late = 0
+        #: Packets placed before the recording's start: said before the answer, read after it (they
+        #: waited in a socket while the server was busy), and not part of the call.
+        self.before_start = 0
         self.packets = 0
         # Used by the worker thread only.
         self._container: Any = None
@@ -237,8 +241,11 @@ class Recorder:
 
     def _emit(self, party: int, payload: bytes, pts: int) -> None:
         state = self._parties[party]
+        if pts < 0:
+            self.before_start += 1
+            return
         if pts <= state.last_pts:
-            # A duplicate, too late for its place, or before the start: Ogg positions only rise.
+            # A duplicate, or too late for its place: Ogg positions only rise.
             self.late += 1
             return
         state.last_pts = pts
@@ -267,6 +274,7 @@ class Recorder:
             packets=self.packets,
             dropped=self.dropped,
             late=self.late,
+            before_start=self.before_start,
             error=self._error,
         )
 

@@ -125,6 +125,7 @@ class CallRecording:
             packets=result.packets,
             dropped=result.dropped,
             late=result.late,
+            before_start=result.before_start,
             bytes=sink.size,
             error=result.error,
         )

@@ -325,6 +325,27 @@ async def test_a_party_whose_first_packets_arrive_late_stays_aligned(worker: Mux
     assert abs(tracks.duration_seconds - 4.0) < 0.05 and abs(result.duration_ms - 4000) < 50
 
 
+async def test_what_was_said_before_the_answer_and_read_after_it_is_not_recorded(worker: MuxWorker) -> None:
+    """The agent's standing leg sends all along; at the answer 0.28 s of its packets still wait in the
+    socket (the server was busy) and are read in one go, then the rest on time. What was said before the
+    answer has no place in the recording: counted as before the start, not as late, and the agent's
+    audio starts at 0 s, where the answer was."""
+    clock, sink, recorder = recording(worker)
+    agent = opus.encode(tone(880, 2.0))
+    waiting = 15  # packets sent from 0.28 s before the answer up to it
+    clock.now += PACKET
+    for index in range(waiting):
+        recorder.tap(AGENT, 7000 + index * FRAME, agent[index])
+    for index in range(waiting, 100):
+        clock.now = 100.0 + (index - waiting + 1) * PACKET  # sent (and read) on time
+        recorder.tap(AGENT, 7000 + index * FRAME, agent[index])
+    result = await recorder.close()
+    assert (result.error, result.dropped, result.late, result.before_start) == (None, 0, 0, waiting - 1)
+    tracks = decode_tracks(bytes(sink.data))
+    assert onset(tracks.agent) < 0.03
+    assert abs(tracks.duration_seconds - (100 - waiting + 1) * PACKET) < 0.03
+
+
 async def test_a_stall_mid_call_moves_nothing(worker: MuxWorker) -> None:
     """Once a party's anchor is settled, packets that waited 0.9 s (from 1.0 s into the call) and then
     arrive together are placed where they were sent: the agent's tone, starting during the stall,
