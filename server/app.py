@@ -69,6 +69,7 @@ from server.masterkey import load_master_key
 from server.presence import Roster
 from server.relay import Relayed
 from server.routing import Switchboard
+from server.tasks import cancel_and_wait
 from storage.clips import ClipStore
 from storage.db import Database
 from storage.keys import Keyring
@@ -249,11 +250,7 @@ def _join(app: web.Application, cluster: Cluster, database: Database, recordings
         app[REAPER] = asyncio.create_task(cluster.reap_forever(reap), name="cluster-reaper")
 
     async def end(app: web.Application) -> None:
-        reaper = app.get(REAPER)
-        if reaper is not None:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+        await cancel_and_wait(app.get(REAPER))
         await cluster.leave()
         if CLUSTER_HTTP in app:
             await app[CLUSTER_HTTP].close()
@@ -354,10 +351,7 @@ class PurgeSchedule:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         await asyncio.sleep(min(60.0, self._interval))

@@ -46,6 +46,8 @@ from typing import Any
 
 import structlog
 
+from server.tasks import cancel_and_wait
+
 log = structlog.get_logger(__name__)
 
 PREFIX = "callbutton:"
@@ -235,10 +237,7 @@ class Cluster:
     async def leave(self) -> None:
         """Stop renewing and give up this node's keys, so that others take over at once."""
         await self.take_homes(False)
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        await cancel_and_wait(self._renewer)
         with contextlib.suppress(Exception):
             for organisation_id in list(self._held):
                 await self._give_up(keys=[self._home_key(organisation_id)], args=[self.name])

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from server.tasks import cancel_and_wait
 from storage.buttons import Button
 from storage.db import Database
 
@@ -86,11 +87,8 @@ class Directory:
         self._task = asyncio.create_task(self._keep_listening(), name="directory-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._drop()
 
     async def eligible_agents(self, organisation_id: uuid.UUID, button_id: uuid.UUID) -> Eligible:

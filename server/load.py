@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 import weakref
 from typing import Any
 
 import structlog
+
+from server.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -110,11 +111,8 @@ class LoopLoad:
         self._task = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         while True:

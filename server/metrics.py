@@ -26,6 +26,7 @@ from server.appkeys import DATABASE, RECORDINGS, ROSTER, SETTINGS, SWITCHBOARD
 from server.clients import client_address
 from server.livecall import LiveCall
 from server.signalling import SOCKETS
+from server.tasks import cancel_and_wait
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 #: Set once shutdown begins: /readyz answers 503 from then on.
@@ -230,10 +231,7 @@ class Metrics:
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._collecting)
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
+        await cancel_and_wait(self._lag_task)
 
 
 def _may_scrape(request: web.Request) -> bool:
