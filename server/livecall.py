@@ -87,7 +87,8 @@ class LiveCall:
     eligible: frozenset[uuid.UUID] | None = None
     #: A call link's agent: the only one rung.
     only_agent: uuid.UUID | None = None
-    earlier_calls: int = 0
+    #: Calls the visitor made before (by email or phone); None while being read.
+    earlier_calls: int | None = 0
     rung: dict[uuid.UUID, tuple[Agent, asyncio.TimerHandle]] = field(default_factory=dict)
     declined: set[uuid.UUID] = field(default_factory=set)
     timed_out: set[uuid.UUID] = field(default_factory=set)

@@ -284,6 +284,16 @@ class Ring(_Outgoing):
 
 
 @dataclass(frozen=True)
+class CallDetails(_Outgoing):
+    """What became known of a call's visitor after its ring went out: how many earlier calls came
+    from the same email or phone (read from the database, which the ring does not wait for)."""
+
+    type: ClassVar[str] = "call_details"
+    call_id: uuid.UUID
+    visitor: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class RingStopped(_Outgoing):
     type: ClassVar[str] = "ring_stopped"
     call_id: uuid.UUID
@@ -331,4 +341,16 @@ class Error(_Outgoing):
     ref: str | None = None
 
 
-Outgoing = Hello | Answer | CallState | Ring | RingStopped | Presence | LegState | Error | CallbackNotice | ClipNotice
+Outgoing = (
+    Hello
+    | Answer
+    | CallState
+    | Ring
+    | CallDetails
+    | RingStopped
+    | Presence
+    | LegState
+    | Error
+    | CallbackNotice
+    | ClipNotice
+)

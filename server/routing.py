@@ -51,6 +51,7 @@ from storage.recordings import RecordingStore
 log = structlog.get_logger(__name__)
 
 REFUSED_OVERLOADED = "call.refused_overloaded"
+HISTORY_UNAVAILABLE = "call.history_unavailable"
 BUSY = "every line is busy just now; try again in a minute"
 LINK_WAIT_SECONDS = 120.0
 #: Legs answered at once (SDP, certificate, ICE gathering: ~3 ms of CPU each, over several turns of
@@ -191,7 +192,11 @@ class Switchboard:
             try:
                 closed = not hours.is_open(button.opening_hours, button.time_zone, self.clock())
                 if not closed and self._directory is not None:
-                    live.eligible, live.earlier_calls = await self._look_up(button, call.id, answers)
+                    live.eligible = await self._directory.eligible_agents(button.organisation_id, button.id)
+                    if answers.get("email") or answers.get("phone"):
+                        # The ring does not wait for this read: it follows as ``call_details``.
+                        live.earlier_calls = None
+                        self._spawn(self._tell_history(live))
             except Exception:
                 # The database is out, say: this call fails, and says so, rather than hang.
                 log.exception(logs.TASK_FAILED, call_id=str(call.id))
@@ -236,30 +241,29 @@ class Switchboard:
             live.bridge.start_ringback()
         return live
 
-    async def _look_up(
-        self, button: Button, call_id: uuid.UUID, answers: dict[str, str]
-    ) -> tuple[frozenset[uuid.UUID] | None, int]:
-        """Whom the call may ring, and how many earlier calls its visitor made.
-
-        Whom a button rings is mostly known already (``server.directory``), and earlier calls are
-        looked up only for a visitor who gave an email or phone: then this returns without a turn
-        of the event loop, which a burst of calls keeps busy (each turn cost up to 20 ms in a
-        50-call burst). Two database reads are made at once, and both awaited when the first fails.
-        """
+    async def _tell_history(self, live: LiveCall) -> None:
+        """Read how many earlier calls the visitor made (by email or phone) and tell the agents the
+        call rings, or the one who answered it. Whom a button rings is kept in memory
+        (``server.directory``), so that a ring waits for no database read; this one follows. If it
+        fails (the database is away), the call goes on without the history."""
         assert self._directory is not None
-        organisation_id = button.organisation_id
-        email, phone = answers.get("email"), answers.get("phone")
-        if not email and not phone:
-            return await self._directory.eligible_agents(organisation_id, button.id), 0
-        eligible, earlier = await asyncio.gather(
-            self._directory.eligible_agents(organisation_id, button.id),
-            self._directory.earlier_calls(organisation_id, call_id, email, phone),
-            return_exceptions=True,
-        )
-        for result in (eligible, earlier):
-            if isinstance(result, BaseException):
-                raise result
-        return eligible, earlier  # type: ignore[return-value]
+        call = live.call
+        try:
+            count = await self._directory.earlier_calls(
+                call.organisation_id, call.id, live.visitor.get("email"), live.visitor.get("phone")
+            )
+        except Exception as exc:
+            log.warning(HISTORY_UNAVAILABLE, call_id=str(call.id), error=f"{type(exc).__name__}: {exc}")
+            return
+        if call.ended:
+            return
+        live.earlier_calls = count
+        live.ring_message = None  # agents rung from now on hear it with the ring
+        details = messages.CallDetails(call_id=call.id, visitor={"earlier_calls": count})
+        for agent, _ in live.rung.values():
+            agent.send(details)
+        if live.agent is not None:
+            live.agent.send(details)
 
     async def _attach_link(self, link: LinkClaim, call: Call) -> None:
         await call.flush()
@@ -538,7 +542,8 @@ class Switchboard:
             live.ring_message = messages.Ring(
                 call_id=call.id,
                 button={"id": str(live.button.id), "name": live.button.name},
-                visitor={**live.visitor, "page_url": call.page_url, "earlier_calls": live.earlier_calls},
+                visitor={**live.visitor, "page_url": call.page_url}
+                | ({} if live.earlier_calls is None else {"earlier_calls": live.earlier_calls}),
                 ring_timeout=live.ring_timeout,
                 direction=call.direction,
             )

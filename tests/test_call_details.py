@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from server.app import Running
+from server.appkeys import SWITCHBOARD
 from server.config import Settings
 from storage.db import Database
 from tests.conftest import VISITOR_ORIGIN, make_tenant
@@ -61,20 +62,21 @@ async def test_the_pre_call_form_is_validated_and_its_answers_reach_the_agent(
         await visitors[0].send({"type": "call", "sdp": sdp, "visitor": answers, "page_url": "https://shop.example/a"})
         first = (await visitors[0].expect("call_state"))["call_id"]
         ring = await agent.expect("ring", call_id=first)
-        # phone is off for this button: dropped, not stored.
+        # phone is off for this button: dropped, not stored. The earlier calls follow the ring.
         assert ring["visitor"] == {
             "name": "Ada Lovelace",
             "email": "ada@example.test",
             "page_url": "https://shop.example/a",
-            "earlier_calls": 0,
         }
+        details = await agent.expect("call_details", call_id=first)
+        assert details["visitor"] == {"earlier_calls": 0}
         await visitors[0].close()
         await wait_for_row(database, tenant, first, "ended")
 
         await visitors[1].connect()
         second = await visitors[1].call(visitor={"email": "ada@example.test"})
-        ring = await agent.expect("ring", call_id=second)
-        assert ring["visitor"]["earlier_calls"] == 1
+        await agent.expect("ring", call_id=second)
+        assert (await agent.expect("call_details", call_id=second))["visitor"]["earlier_calls"] == 1
         # The call's row is written behind the ring (call events are batched): read it once the call has ended.
         await visitors[1].close()
         row = await wait_for_row(database, tenant, second, "ended")
@@ -86,6 +88,40 @@ async def test_the_pre_call_form_is_validated_and_its_answers_reach_the_agent(
     finally:
         for peer in [*visitors, agent]:
             await peer.close()
+
+
+async def test_a_call_rings_before_its_history_is_read_and_goes_on_if_it_cannot_be(
+    server: Running, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ring waits for no database read; when the earlier calls cannot be read (the database is
+    away), the call is still answered, only without them."""
+    (tenant,) = await make_tenant(database, form_fields={"name": "off", "email": "required", "phone": "off"})
+    switchboard = server.runner.app[SWITCHBOARD]
+    read = asyncio.Event()
+
+    async def unreadable(*args: object) -> int:
+        read.set()
+        raise ConnectionError("the database is away")
+
+    monkeypatch.setattr(switchboard._directory, "earlier_calls", unreadable)
+    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
+    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        await agent.connect()
+        await agent.go_available()
+        await visitor.connect()
+        call_id = await visitor.call(visitor={"email": "ada@example.test"})
+        ring = await agent.expect("ring", call_id=call_id)
+        assert "earlier_calls" not in ring["visitor"] and ring["visitor"]["email"] == "ada@example.test"
+        await asyncio.wait_for(read.wait(), 5)
+        await agent.send({"type": "accept", "call_id": call_id})
+        await visitor.expect("call_state", state="answered")
+        await visitor.hears(880.0)
+        assert not agent.messages("call_details")
+    finally:
+        await visitor.close()
+        await agent.close()
+    await wait_for_row(database, tenant, call_id, "ended")
 
 
 async def test_the_visitor_rates_the_call_once_and_the_agent_writes_notes(server: Running, database: Database) -> None:

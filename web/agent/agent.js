@@ -560,6 +560,11 @@
       case "ring":
         addRing(message);
         break;
+      case "call_details":
+        if (message.visitor && typeof message.visitor === "object") {
+          callDetails(text(message.call_id, 64), message.visitor);
+        }
+        break;
       case "ring_stopped":
         ringStopped(text(message.call_id, 64), text(message.reason, 64));
         break;
@@ -1107,21 +1112,39 @@
   // --- caller details and notes -----------------------------------------------------------------
 
   function showDetails(callId, ring) {
-    const visitor = ring ? ring.visitor : {};
-    state.details = { callId };
+    state.details = { callId, ring };
     ui.details.dataset.callId = callId;
     ui.detailsTitle.textContent = "Caller";
-    fillList(ui.callVisitor, [
-      ...visitorPairs(visitor, ring ? ring.direction : "inbound"),
-      ["Button", ring ? ring.buttonName : "", "button"],
-      ["Page", ring ? ring.pageUrl : "", "page"],
-    ]);
+    fillCaller(ring);
     ui.notes.value = "";
     ui.notesStatus.textContent = "";
     showAlert(ui.notesError, "");
     ui.notesSave.disabled = false;
     showCallClips(callId);
     ui.details.hidden = false;
+  }
+
+  function fillCaller(ring) {
+    fillList(ui.callVisitor, [
+      ...visitorPairs(ring ? ring.visitor : {}, ring ? ring.direction : "inbound"),
+      ["Button", ring ? ring.buttonName : "", "button"],
+      ["Page", ring ? ring.pageUrl : "", "page"],
+    ]);
+  }
+
+  /** What the server learnt of a caller after the ring (their earlier calls): on the ring and the call's details. */
+  function callDetails(callId, update) {
+    const known = { earlier_calls: update.earlier_calls };
+    const ring = state.rings.get(callId);
+    if (ring) {
+      ring.visitor = { ...ring.visitor, ...known };
+      fillList(ring.element.querySelector(".ring-visitor"), visitorPairs(ring.visitor, "inbound"));
+    }
+    const details = state.details;
+    if (details && details.callId === callId && details.ring) {
+      details.ring.visitor = { ...details.ring.visitor, ...known };
+      fillCaller(details.ring);
+    }
   }
 
   function hideDetails() {
