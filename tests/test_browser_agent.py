@@ -108,7 +108,10 @@ async def test_a_repeat_caller_is_recognised_and_the_notes_are_kept(
             await expect(ring.locator(".ring-url")).to_have_text(PAGE_URL)
             await expect(ring.locator(".ring-button")).to_have_text("Support")
             await expect(ring.locator(".ring-kind")).to_have_text("Incoming call")
-            await expect(agent.locator("#status")).to_contain_text("Incoming call: Ada Lovelace, Support.")
+            # Announced with her history, which follows the ring (call_details).
+            await expect(agent.locator("#status")).to_contain_text(
+                "Incoming call: Ada Lovelace, Support. 1 earlier call."
+            )
 
             await ring.get_by_role("button", name="Accept").click()
             await expect(agent.get_by_role("heading", name="In call")).to_be_visible(timeout=WAIT_MS)

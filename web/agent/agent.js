@@ -144,7 +144,8 @@
     lastAccept: null,
     call: null, // { id, started, timer }
     otherTabCall: null, // the id of a call this agent is in on another socket
-    details: null, // { callId }: whose notes the notes form saves
+    details: null, // { callId, ring }: whose notes the notes form saves, and the ring it came from
+    announced: null, // { callId, kind, caller }: the ring the status line last announced
     muted: false,
     loggingOut: false,
     callbacks: new Map(), // id -> { data, element }
@@ -975,9 +976,14 @@
     ringer.start();
     // Announced, not focused: a keystroke meant for something else must not accept a call.
     if (!state.call) {
-      const history = earlierCalls(visitor.earlier_calls);
-      setStatus(`${kind}: ${caller ? `${caller}, ` : ""}${buttonName}.${history ? ` ${history}.` : ""}`);
+      announceRing(callId, ring, kind, caller);
     }
+  }
+
+  function announceRing(callId, ring, kind, caller) {
+    const history = earlierCalls(ring.visitor.earlier_calls);
+    setStatus(`${kind}: ${caller ? `${caller}, ` : ""}${ring.buttonName}.${history ? ` ${history}.` : ""}`);
+    state.announced = { callId, kind, caller };
   }
 
   function removeRing(callId) {
@@ -1139,6 +1145,10 @@
     if (ring) {
       ring.visitor = { ...ring.visitor, ...known };
       fillList(ring.element.querySelector(".ring-visitor"), visitorPairs(ring.visitor, "inbound"));
+      const announced = state.announced;
+      if (!state.call && announced && announced.callId === callId) {
+        announceRing(callId, ring, announced.kind, announced.caller); // the same, with the history
+      }
     }
     const details = state.details;
     if (details && details.callId === callId && details.ring) {
