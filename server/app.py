@@ -151,6 +151,7 @@ def create_app(
     )
     if cluster is not None:
         app[LIMITS].share(cluster.redis, cluster.key_for("rate limit keys"))
+        cluster.busy = lambda: app[SWITCHBOARD].load.overloaded
     app[signalling.SOCKETS] = set()
     app.on_shutdown.append(_end_calls)
 

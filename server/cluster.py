@@ -15,7 +15,7 @@ Redis holds these keys, each with a time to live that its holder keeps renewing:
   among those taking new ones (itself when it has no more than any other); the holder renews it
   while it has sockets of that organisation, and gives it up when they are gone (or when it stops);
 - ``callbutton:taking:<node>``: the node takes new homes (from when it has started,
-  :meth:`Cluster.take_homes`, until it drains or leaves);
+  :meth:`Cluster.take_homes`, until it drains or leaves), except while it refuses calls for load;
 - ``callbutton:homes:<node>``: the set of organisations whose home the node is, which is what
   placements count. A placement adds the organisation to the chosen node's set in the step that
   places it, so that organisations arriving together spread, and the count stays right while the
@@ -181,6 +181,9 @@ class Cluster:
         self._place = redis.register_script(_PLACE)
         self._count_homes = redis.register_script(_COUNT_HOMES)
         self._taking = False
+        #: Whether this process refuses calls for load just now (``server.load``): while it does, it
+        #: takes no new homes (they go to a node that is not, if there is one), from its next renewal.
+        self.busy: Callable[[], bool] = lambda: False
         #: The nodes registered at the last renewal (where homes may be placed).
         self._live: set[str] = {name}
 
@@ -318,8 +321,10 @@ class Cluster:
             try:
                 if await self._renew(keys=[self._node_key(self.name)], args=[self._node_value, self._ttl_ms]) == 2:
                     self._quiet_until = time.monotonic() + REAP_GRACE_SECONDS
-                if self._taking:
+                if self._taking and not self.busy():
                     await self._redis.set(self._taking_key(), "1", px=self._ttl_ms)
+                elif self._taking:
+                    await self._redis.delete(self._taking_key())
                 self._live = await self.live_nodes()
                 held = []
                 for organisation_id in list(self._held):

@@ -161,6 +161,35 @@ async def test_organisations_arriving_together_spread_over_the_nodes(redis_url: 
         await b.leave()
 
 
+async def test_a_node_refusing_calls_for_load_takes_no_new_homes_until_it_stops(redis_url: str) -> None:
+    """New organisations go to a node that is not refusing calls for load, though it holds more
+    homes; once the busy node is not, it takes them again. If every node is busy, the node asking
+    keeps its organisation."""
+    suffix = uuid.uuid4().hex[:6]
+    a = await membership(redis_url, f"a-{suffix}", ttl=1.5)
+    b = await membership(redis_url, f"b-{suffix}", ttl=1.5)
+    a._live = b._live = {a.name, b.name}
+    try:
+        await b.take_homes(True)
+        for _ in range(2):
+            organisation = uuid.uuid4()
+            assert (await b.home(organisation)).node == b.name  # (a takes none yet): b holds 2, a none
+            b.hold(organisation)
+        await a.take_homes(True)
+        a.busy = lambda: True
+        await asyncio.sleep(0.8)  # a renewal (every 0.5 s here)
+        assert {(await b.home(uuid.uuid4())).node for _ in range(2)} == {b.name}
+        b.busy = lambda: True
+        await asyncio.sleep(0.8)
+        assert (await a.home(uuid.uuid4())).node == a.name  # nobody is free: the node asking
+        a.busy = b.busy = lambda: False
+        await asyncio.sleep(0.8)
+        assert (await b.home(uuid.uuid4())).node == a.name
+    finally:
+        await a.leave()
+        await b.leave()
+
+
 async def test_a_home_counts_where_it_is_placed_before_its_socket_arrives(redis_url: str) -> None:
     """A placement is counted on the node it chose at once, and that node's renewals keep it counted
     while the relayed socket is on its way (they used to write the count of what the node held,
