@@ -104,6 +104,7 @@ class SharedLimiter:
         self._burst = burst
         self._secret = secret
         self.local = local
+        self._away = False  # Redis did not answer the last time it was asked
         self._local_until = 0.0
 
     async def allow(self, key: str) -> bool:
@@ -115,12 +116,13 @@ class SharedLimiter:
                 keys=[f"{PREFIX}limit:{self._name}:{digest}"], args=[self._interval_ms, self._burst]
             )
         except Exception as exc:  # redis-py's errors, a timeout: Redis is away
-            if self._local_until == 0.0 or time.monotonic() >= self._local_until + SHARED_RETRY_SECONDS:
+            if not self._away:
+                self._away = True
                 log.warning(LIMITS_LOCAL, limit=self._name, error=f"{type(exc).__name__}: {exc}")
             self._local_until = time.monotonic() + SHARED_RETRY_SECONDS
             return self.local.allow(key)
-        if self._local_until:
-            self._local_until = 0.0
+        if self._away:
+            self._away = False
             log.info(LIMITS_SHARED, limit=self._name)
         return bool(allowed)
 

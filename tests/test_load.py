@@ -50,5 +50,7 @@ async def test_no_limit_never_refuses_and_meters_share_the_loop() -> None:
     try:
         await keep_busy(1.3)
         assert unlimited.utilisation > 0.75 and not unlimited.overloaded
+        await asyncio.sleep(1.3)  # its waits still timed: idle again
+        assert unlimited.utilisation < 0.3
     finally:
         await unlimited.stop()
