@@ -138,6 +138,12 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         if (active := _nearest(data["concurrency"], sample["t"])) >= max(1, concurrency * 0.8)
     ]
     per_call = [sample["cpu_percent"] / active for sample, active in steady]
+    # The load generator's own CPU per call over the same steady part (it shares the machine).
+    generator = [
+        sample["cpu_percent"] / active
+        for sample in data["generator_resources"]
+        if (active := _nearest(data["concurrency"], sample["t"])) >= max(1, concurrency * 0.8)
+    ]
     return {
         "concurrency": concurrency,
         "passed": code == 0 and len(steady) >= MIN_STEADY_SAMPLES,
@@ -148,6 +154,8 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         "first_audio_p95_ms": data["first_audio_ms"]["p95"],
         "loss_p95": data["quality"]["loss_percent"]["p95"],
         "cpu_per_call": round(statistics.median(per_call), 2) if per_call else None,
+        "generator_cpu_per_call": round(statistics.median(generator), 2) if generator else None,
+        "generator_cpu_max": data["generator_cpu_percent"]["max"],
         "rss_mib_steady": round(statistics.median(s["rss_mib"] for s, _ in steady), 1) if steady else None,
         "rss_mib_peak": max((s["rss_mib"] for s in data["server_resources"]), default=None),
         "gc_full": pauses,

@@ -14,6 +14,10 @@ from typing import Any
 from loadtest.quality import percentiles
 from loadtest.runner import PHASES, CallResult, Options
 
+#: A load generator whose process uses this much of a core in any second is short of CPU (one
+#: process runs on one core): the report warns that its figures include its own delays.
+GENERATOR_SATURATED_PERCENT = 90.0
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -30,6 +34,7 @@ def summarise(
     *,
     concurrency: list[tuple[float, int]],
     resources: list[dict[str, float]],
+    generator: list[dict[str, float]],
     checks: dict[str, Any] | None,
     duration: float,
 ) -> dict[str, Any]:
@@ -60,11 +65,20 @@ def summarise(
         crossed.append(f"loss p95 {loss}% above {thresholds.max_loss_p95_percent}%")
     if thresholds.min_mos_p5 is not None and (mos_p5 is None or mos_p5 < thresholds.min_mos_p5):
         crossed.append(f"MOS p5 {mos_p5} below {thresholds.min_mos_p5}")
+    warnings = []
+    generator_cpu = sorted(sample["cpu_percent"] for sample in generator)
+    busiest = generator_cpu[-1] if generator_cpu else None
+    if busiest is not None and busiest >= GENERATOR_SATURATED_PERCENT:
+        warnings.append(
+            f"the load generator itself used up to {busiest}% of a core: it was short of CPU, so its packets "
+            "and timings include its own delays; run fewer calls per process, or more processes"
+        )
     options_json = dataclasses.asdict(options)
     options_json["agents"] = [email for email, _ in options.agents]  # never a password in a report
     return {
         "verdict": "fail" if crossed else "pass",
         "thresholds_crossed": crossed,
+        "warnings": warnings,
         "thresholds": dataclasses.asdict(thresholds),
         "options": options_json,
         "duration_seconds": round(duration, 2),
@@ -84,6 +98,8 @@ def summarise(
         "checks": checks,
         "concurrency": concurrency,
         "server_resources": resources,
+        "generator_resources": generator,
+        "generator_cpu_percent": {"p50": _p(generator_cpu, 50), "max": busiest},
         "per_call": [dataclasses.asdict(r) for r in results],
     }
 
@@ -110,6 +126,10 @@ def write_html(summary: dict[str, Any], path: Path) -> None:
     ]
     if summary["thresholds_crossed"]:
         parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in summary["thresholds_crossed"]) + "</ul>")
+    if summary["warnings"]:
+        parts.append(
+            "<p>Warnings:</p><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"]) + "</ul>"
+        )
     calls = summary["calls"]
     parts.append(
         f"<p>{calls['started']} calls started, {calls['answered']} answered, {calls['ok']} fully verified, "
@@ -138,6 +158,9 @@ def write_html(summary: dict[str, Any], path: Path) -> None:
         parts.append(_figure(_line([(r["t"], r["rss_mib"]) for r in resources]), "server RSS (MiB)"))
     else:
         parts.append("<p>Server CPU and memory: not sampled (give <code>--server-pid</code> for a local server).</p>")
+    generator = summary["generator_resources"]
+    if generator:
+        parts.append(_figure(_line([(r["t"], r["cpu_percent"]) for r in generator]), "load generator CPU, % of a core"))
     parts.append("</body></html>")
     path.write_text("".join(parts), encoding="utf-8")
 

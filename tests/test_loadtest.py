@@ -17,7 +17,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from loadtest import report as report_module
 from loadtest.clients import ProtocolFailure, Socket
+from loadtest.runner import Options
 from server import recording as recording_module
 from server.app import Running, start
 from server.appkeys import SWITCHBOARD
@@ -87,9 +89,31 @@ async def test_a_small_load_test_passes_every_check_and_reports_every_figure(
     assert max(c for _, c in report["concurrency"]) >= 2
     call = report["per_call"][0]
     assert call["visitor"]["heard_share"] > 0.8 and call["agent_side"]["heard_share"] > 0.8
-    assert (tmp_path / "report.html").read_text().count("<svg") >= 6
+    # The generator's own CPU, sampled every second of the run (and drawn).
+    generator = report["generator_resources"]
+    assert len(generator) >= 3 and sum(sample["cpu_percent"] for sample in generator) > 0
+    assert report["generator_cpu_percent"]["max"] == max(sample["cpu_percent"] for sample in generator)
+    assert (tmp_path / "report.html").read_text().count("<svg") >= 7
     # No password in a report.
     assert tenants[0].agent_password not in json.dumps(report)
+
+
+def test_a_load_generator_short_of_cpu_is_said_to_be() -> None:
+    options = Options(base_url="http://127.0.0.1:1", button_key="b", origin="http://o", agents=[("a@x", "p")])
+    samples = [{"t": 1.0, "cpu_percent": 41.0, "rss_mib": 80.0, "fds": 20}]
+    summary = report_module.summarise(
+        options, report_module.Thresholds(), [], concurrency=[], resources=[], generator=samples, checks=None,
+        duration=1.0,
+    )  # fmt: skip
+    assert summary["warnings"] == [] and summary["generator_cpu_percent"] == {"p50": 41.0, "max": 41.0}
+    samples.append({"t": 2.0, "cpu_percent": 97.5, "rss_mib": 80.0, "fds": 20})
+    summary = report_module.summarise(
+        options, report_module.Thresholds(), [], concurrency=[], resources=[], generator=samples, checks=None,
+        duration=2.0,
+    )  # fmt: skip
+    [warning] = summary["warnings"]
+    assert "load generator itself used up to 97.5% of a core" in warning
+    assert summary["verdict"] == "pass"  # a warning, not a crossed threshold
 
 
 async def test_the_checker_catches_swapped_legs_a_dropped_direction_and_a_lost_recording(
