@@ -28,6 +28,7 @@ from server import (
     backports,
     calls_api,
     clips_api,
+    cluster_tls,
     integrations_api,
     logs,
     metrics,
@@ -243,8 +244,9 @@ def _join(app: web.Application, cluster: Cluster, database: Database, recordings
         # Relayed sockets hold their connection all day: no pool limit (aiohttp's default of 100
         # would stall every relay past the hundredth), a short connect timeout, no cookie jar (the
         # clients' cookies are passed on request by request, never kept).
+        # Only https, to a listener with a certificate of the cluster's authority (server.cluster_tls).
         app[CLUSTER_HTTP] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, ssl=cluster.tls.client if cluster.tls is not None else True),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=3),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
@@ -468,11 +470,13 @@ async def start(settings: Settings, database: Database, *, demo: bool = False, r
         if settings.redis_url:
             internal = _listen(settings.internal_host, settings.internal_port)
             host = f"[{settings.internal_host}]" if ":" in settings.internal_host else settings.internal_host
+            name = settings.node_name or socket.gethostname()
             cluster = Cluster(
                 redis.asyncio.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
-                name=settings.node_name or socket.gethostname(),
-                internal_url=f"http://{host}:{internal.getsockname()[1]}",
+                name=name,
+                internal_url=f"https://{host}:{internal.getsockname()[1]}",
                 secret=keyring.derive("cluster internal requests"),
+                tls=cluster_tls.for_node(keyring.derive("cluster TLS authority"), name),
             )
             await cluster.join()
             live = await cluster.live_nodes()
@@ -491,9 +495,9 @@ async def start(settings: Settings, database: Database, *, demo: bool = False, r
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         await web.SockSite(runner, sock, ssl_context=ssl_context).start()
-        if internal is not None:
-            # Plain http: nodes reach each other over a network of their own (docs/scaling.md).
-            await web.SockSite(runner, internal).start()
+        if internal is not None and cluster is not None and cluster.tls is not None:
+            # TLS 1.3 both ways, with certificates of the cluster's own (server.cluster_tls).
+            await web.SockSite(runner, internal, ssl_context=cluster.tls.server).start()
         if cluster is not None:
             await cluster.take_homes(True)  # serving now: new organisations may be placed here
     except BaseException:

@@ -3,9 +3,10 @@
 What a call needs at once (the queues, who is available, who rings, the legs and the bridge) stays in
 one process per organisation: the organisation's *home*. Any node takes a socket; a socket for an
 organisation homed elsewhere is relayed, message for message, to the home over an internal
-WebSocket (``server.signalling``), and the home negotiates the legs itself, so a call's media runs
-between the browsers and the home and is recorded there, once. Nothing about routing is
-distributed, so it behaves exactly as on one process.
+WebSocket (``server.signalling``; TLS with certificates of the cluster's own, ``server.cluster_tls``),
+and the home negotiates the legs itself, so a call's media runs between the browsers and the home
+and is recorded there, once. Nothing about routing is distributed, so it behaves exactly as on one
+process.
 
 Redis holds these keys, each with a time to live that its holder keeps renewing:
 
@@ -46,6 +47,7 @@ from typing import Any
 
 import structlog
 
+from server.cluster_tls import ClusterTLS
 from server.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -68,6 +70,7 @@ CLUSTER_LEFT = "cluster.left"
 REDIS_UNAVAILABLE = "cluster.redis_unavailable"
 REDIS_BACK = "cluster.redis_back"
 HOME_LOST = "cluster.home_lost"
+CLUSTER_NODE_REFUSED = "cluster.node_refused"
 
 # Renew a key we hold; take it again if it expired meanwhile (Redis restarted empty, say); 0 when
 # another node holds it now.
@@ -162,9 +165,14 @@ class Cluster:
     """This node's membership: its registration, the homes it holds, and the signatures of its
     internal requests. ``redis`` is a ``redis.asyncio.Redis``."""
 
-    def __init__(self, redis: Any, *, name: str, internal_url: str, secret: bytes) -> None:
+    def __init__(
+        self, redis: Any, *, name: str, internal_url: str, secret: bytes, tls: ClusterTLS | None = None
+    ) -> None:
         self.name = name
         self.internal_url = internal_url
+        #: The node's TLS contexts (``server.cluster_tls``): with them, only https nodes are reached.
+        self.tls = tls
+        self._refused: set[str] = set()
         self._redis = redis
         self._secret = secret
         self._ttl_ms = int(TTL_SECONDS * 1000)
@@ -257,7 +265,16 @@ class Cluster:
 
     async def _node_url(self, name: str) -> str | None:
         raw = await self._redis.get(self._node_key(name))
-        return None if raw is None else str(json.loads(raw)["url"])
+        if raw is None:
+            return None
+        url = str(json.loads(raw)["url"])
+        if self.tls is not None and not url.startswith("https://"):
+            # Not a node of this version (or not a node): nothing is relayed to it in the clear.
+            if url not in self._refused:  # said once per address, not at every socket
+                self._refused.add(url)
+                log.warning(CLUSTER_NODE_REFUSED, node=name, url=url, reason="not https")
+            return None
+        return url
 
     # --- homes ------------------------------------------------------------------------------------
 

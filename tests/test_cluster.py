@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,7 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis.asyncio
+from yarl import URL
 
+from server import cluster_tls
 from server.cluster import REAP_SECONDS, TTL_SECONDS, Cluster, ClusterError, Home
 from server.limits import Limits
 from storage.db import Database
@@ -290,6 +293,48 @@ async def two_nodes(
 async def nodes(migrated: str, tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[ServerProcess, ServerProcess]]:
     async with two_nodes(migrated, tmp_path, redis_url) as pair:
         yield pair
+
+
+async def test_nodes_speak_to_each_other_only_over_tls_with_certificates_of_their_cluster(
+    nodes: tuple[ServerProcess, ServerProcess], database: Database, redis_url: str
+) -> None:
+    _, b = nodes
+    client = redis.asyncio.from_url(redis_url)
+    try:
+        # b tells the others an https address.
+        raw = await client.get(f"callbutton:node:{b.env['CALLBUTTON_NODE_NAME']}")
+        internal = URL(json.loads(raw)["url"])
+        assert internal.scheme == "https" and internal.host == "127.0.0.1"
+        route = internal / "internal/v1/ws/agent"
+        ours = cluster_tls.for_node(Keyring(database.keystore_pool, MASTER_KEY).derive("cluster TLS authority"), "t")
+        theirs = cluster_tls.for_node(os.urandom(32), "t")  # another cluster's authority
+        anyone = ssl.create_default_context()
+        anyone.check_hostname, anyone.verify_mode = False, ssl.CERT_NONE  # no certificate of its own
+        async with aiohttp.ClientSession() as http:
+            # A node's certificate gets through TLS (to be refused for want of a signature).
+            async with http.get(route, ssl=ours.client) as response:
+                assert response.status == 403
+                assert (await response.json())["message"] == "not a signed request of this cluster"
+            # b's certificate is not one of another cluster's authority.
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await http.get(route, ssl=theirs.client)
+            # b asks for the caller's certificate, and one of its own cluster's: without, no request is read.
+            for context in (anyone, theirs.client):
+                with pytest.raises(aiohttp.ClientError):
+                    async with http.get(route, ssl=context) as response:
+                        await response.read()
+            # Nor is plain http.
+            with pytest.raises(aiohttp.ClientError):
+                async with http.get(route.with_scheme("http")) as response:
+                    await response.read()
+        # A node that says it listens in the clear (Redis written by someone else, say) is not relayed to.
+        await client.set("callbutton:node:in-the-clear", json.dumps({"url": "http://127.0.0.1:1", "started": 0}))
+        observer = Cluster(client, name="observer", internal_url="https://127.0.0.1:1", secret=b"o" * 32, tls=ours)
+        assert await observer._node_url("in-the-clear") is None
+        assert await observer._node_url(b.env["CALLBUTTON_NODE_NAME"]) == str(internal)
+    finally:
+        await client.delete("callbutton:node:in-the-clear")
+        await client.aclose()
 
 
 async def test_a_visitor_on_one_node_talks_with_an_agent_on_another(
