@@ -1,7 +1,8 @@
 """A synthetic party's WebRTC connection, cheap enough that one process runs many.
 
-Sending: its tone is encoded to Opus once per frequency (cached) and the packets looped through
-aiortc's sender, so no encoder runs per call. Receiving: RTP packets are taken before aiortc's
+Sending: its tone is encoded to Opus once per frequency (cached) and the packets looped by the event
+loop's pacer (``loadtest.pacer``: one timer for every party, below aiortc's sender), so no encoder and
+no task runs per call. Receiving: RTP packets are taken before aiortc's
 jitter buffer and decoder (media.aiortc_seam.intercept_rtp), so nothing is decoded by default;
 only the packets the checks need are kept and decoded (the first ones after an answer, to time the
 first audio; a short window mid-call, to prove which tone arrives).
@@ -20,11 +21,21 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
 
+from loadtest.pacer import PacedStream, pacer
 from loadtest.quality import tone_share
 from media import opus
-from media.aiortc_seam import Drops, deliver_rtp_on_arrival, impair_outgoing, intercept_rtp, shrink_receive_buffers
-from media.synthetic import OpusLoopTrack, tone_loop
+from media.aiortc_outlet import PlaceholderTrack, RtpOutlet
+from media.aiortc_seam import (
+    Drops,
+    bound_ice_queues,
+    deliver_rtp_on_arrival,
+    impair_outgoing,
+    intercept_rtp,
+    shrink_receive_buffers,
+)
+from media.synthetic import tone_loop
 
 FIRST_AUDIO_SHARE = 0.5  # a packet is "the partner's audio" when half its power is the partner's tone
 _MAX_FIRST_AUDIO_PACKETS = 250  # five seconds of looking
@@ -113,8 +124,12 @@ class LoadPeer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.expect_tone = expect_tone
         self.reception = Reception()
-        self._track = OpusLoopTrack(list(tone_loop(send_tone)))
+        # Sent by the loop's pacer (loadtest.pacer) once the answer has come; aiortc pulls nothing.
+        self._track = PlaceholderTrack()
         self._sender = self.pc.addTrack(self._track)
+        self._tone = tone_loop(send_tone)
+        self._stream: PacedStream | None = None
+        self._drops = Drops()
         self._impairment = impairment
         self._rng = rng
         self._listen_from: float | None = None
@@ -128,7 +143,8 @@ class LoadPeer:
         """Our offer with every candidate (the server takes no trickled ones)."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         shrink_receive_buffers(self.pc)
-        deliver_rtp_on_arrival(self.pc, Drops())
+        bound_ice_queues(self.pc, self._drops)  # also gives host sockets the direct send the pacer uses
+        deliver_rtp_on_arrival(self.pc, self._drops)
         receiver = self.pc.getTransceivers()[0].receiver
         intercept_rtp(receiver, self._received, opus.SAMPLE_RATE)
         if self._impairment.active:
@@ -143,10 +159,24 @@ class LoadPeer:
 
     async def answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        codecs = [c for c in SessionDescription.parse(sdp).media[0].rtp.codecs if c.name.lower() == "opus"]
+        if not codecs or codecs[0].payloadType is None:
+            raise ValueError("the answer has no Opus")
+        transceiver = self.pc.getTransceivers()[0]
+        self._stream = PacedStream(
+            RtpOutlet(self._sender, transceiver.mid),
+            codecs[0].payloadType,
+            self._tone,
+            self._rng,
+            direct=not self._impairment.active,  # an impaired peer's packets go through impair_outgoing
+        )
+        pacer().add(self._stream)
 
     def next_call(self, *, send_tone: float, expect_tone: float) -> None:
         """Reuse this connection for another call (an agent's standing leg): new tones, fresh checks."""
-        self._track.switch(list(tone_loop(send_tone)))
+        self._tone = tone_loop(send_tone)
+        if self._stream is not None:
+            self._stream.switch(self._tone)
         self.expect_tone = expect_tone
         self._listen_from = None
         self._window_from = None
@@ -197,6 +227,9 @@ class LoadPeer:
         return {"rtt_ms": None}
 
     async def close(self) -> None:
+        if self._stream is not None:
+            pacer().remove(self._stream)
+            self._stream.stop()
         await self.pc.close()
 
     async def _received(self, packet: RtpPacket) -> None:

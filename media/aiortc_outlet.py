@@ -4,14 +4,39 @@ cover it)."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from typing import Any
 
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, RtpPacket
+from av.frame import Frame
 
 from media.aiortc_seam import ntp_time
+
+
+class PlaceholderTrack(MediaStreamTrack):
+    """Occupies a sender's track slot so that aiortc negotiates sendrecv and runs the sender's RTCP.
+
+    Nothing is ever pulled from it: packets are written below the track machinery by RtpOutlet.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ended = asyncio.Event()
+
+    async def recv(self) -> Frame:
+        await self._ended.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        self._ended.set()
+        super().stop()
 
 
 class RtpOutlet:
@@ -35,22 +60,37 @@ class RtpOutlet:
     def ssrc(self) -> int:
         return self._ssrc
 
-    async def send(self, packet: RtpPacket) -> None:
-        """Send ``packet`` (modified in place). Raises ConnectionError when the leg is down."""
-        data = self._serialize(packet)
+    @property
+    def connected(self) -> bool:
+        """Whether the sender's DTLS transport is connected (SRTP keys agreed): packets can go."""
+        return bool(self._transport._state is DtlsState.CONNECTED)
+
+    async def send(self, packet: RtpPacket, *, direct: bool = True) -> None:
+        """Send ``packet`` (modified in place). Raises ConnectionError when the leg is down. Not
+        ``direct``: always through aiortc's transport (whose send a synthetic peer may have wrapped)."""
+        if not (direct and self.send_direct(packet)):
+            await self._transport._send_rtp(self._serialize(packet))
+            self._count(packet)
+
+    def send_direct(self, packet: RtpPacket) -> bool:
+        """Send ``packet`` (modified in place) at once, without a coroutine, when it can be: connected,
+        on a pair whose socket has a direct send (host sockets, see ``_bound_send_buffer``). False,
+        with nothing sent, when it cannot (:meth:`send` then takes aiortc's path)."""
         # What the DTLS transport's _send_rtp does (protect, then aioice's send on the nominated pair),
-        # without its four coroutines a packet, when the pair's socket has a direct send (host sockets,
-        # see _bound_send_buffer); otherwise, and when not connected (its ConnectionError), aiortc's.
+        # without its four coroutines a packet.
         dtls: Any = self._transport
         pair = dtls.transport._connection._nominated.get(1)
         send_now = getattr(pair.protocol, "send_now", None) if pair is not None else None
         if send_now is None or dtls._state is not DtlsState.CONNECTED:
-            await dtls._send_rtp(data)
-        else:
-            protected = dtls._tx_srtp.protect(data)
-            send_now(protected, pair.remote_addr)
-            dtls._RTCDtlsTransport__tx_bytes += len(protected)
-            dtls._RTCDtlsTransport__tx_packets += 1
+            return False
+        protected = dtls._tx_srtp.protect(self._serialize(packet))
+        send_now(protected, pair.remote_addr)
+        dtls._RTCDtlsTransport__tx_bytes += len(protected)
+        dtls._RTCDtlsTransport__tx_packets += 1
+        self._count(packet)
+        return True
+
+    def _count(self, packet: RtpPacket) -> None:
         sender: Any = self._sender
         sender._RTCRtpSender__ntp_timestamp = ntp_time()
         sender._RTCRtpSender__rtp_timestamp = packet.timestamp

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import structlog
 from aiortc import (
-    MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -26,12 +25,10 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.exceptions import InvalidAccessError, OperationError
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
-from av.frame import Frame
 
-from media.aiortc_outlet import RtpOutlet
+from media.aiortc_outlet import PlaceholderTrack, RtpOutlet
 from media.aiortc_release import connection_objects, release_later
 from media.aiortc_seam import (
     Drops,
@@ -89,27 +86,6 @@ class IceSettings:
         return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in self.servers])
 
 
-class _Placeholder(MediaStreamTrack):
-    """Occupies the sender's track slot so that aiortc negotiates sendrecv and starts RTCP.
-
-    Nothing is ever pulled from it: packets are written below the track machinery by RtpOutlet.
-    """
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._ended = asyncio.Event()
-
-    async def recv(self) -> Frame:
-        await self._ended.wait()
-        raise MediaStreamError
-
-    def stop(self) -> None:
-        self._ended.set()
-        super().stop()
-
-
 @dataclass
 class LegCounters:
     packets_in: int = 0
@@ -139,7 +115,7 @@ class Leg:
         self._ice = ice
         self._pc: RTCPeerConnection | None = None
         self._outgoing: OutgoingStream | None = None
-        self._placeholder = _Placeholder()
+        self._placeholder = PlaceholderTrack()
         #: the connection's own aiortc and aioice objects, taken once its sockets exist (closing it
         #: forgets them): what Leg.close releases
         self._owned: list[object] = []
