@@ -2,8 +2,8 @@
 
 Sending: its tone is encoded to Opus once per frequency (cached) and the packets looped by the event
 loop's pacer (``loadtest.pacer``: one timer for every party, below aiortc's sender), so no encoder and
-no task runs per call. Receiving: RTP packets are taken before aiortc's
-jitter buffer and decoder (media.aiortc_seam.intercept_rtp), so nothing is decoded by default;
+no task runs per call. Receiving: RTP packets are taken before aiortc's jitter buffer and decoder
+(media.aiortc_seam.intercept_rtp), so nothing is decoded by default;
 only the packets the checks need are kept and decoded (the first ones after an answer, to time the
 first audio; a short window mid-call, to prove which tone arrives).
 """
@@ -230,6 +230,7 @@ class LoadPeer:
         if self._stream is not None:
             pacer().remove(self._stream)
             self._stream.stop()
+        self._track.stop()
         await self.pc.close()
 
     async def _received(self, packet: RtpPacket) -> None:
