@@ -495,8 +495,9 @@ async def start(settings: Settings, database: Database, *, demo: bool = False, r
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         await web.SockSite(runner, sock, ssl_context=ssl_context).start()
-        if internal is not None and cluster is not None and cluster.tls is not None:
+        if internal is not None:
             # TLS 1.3 both ways, with certificates of the cluster's own (server.cluster_tls).
+            assert cluster is not None and cluster.tls is not None
             await web.SockSite(runner, internal, ssl_context=cluster.tls.server).start()
         if cluster is not None:
             await cluster.take_homes(True)  # serving now: new organisations may be placed here
