@@ -68,7 +68,7 @@ async def create_clip(request: web.Request) -> web.Response:
     for ``call_id`` or ``callback_id`` with its ``token``."""
     headers = _cors(request.headers.get("Origin"))
     try:
-        _admit(request)
+        await _admit(request)
         button = await _button_for(request)
         data = await body.read(request, _CREATE_FIELDS)
         call_id, callback_id = data.optional_id("call_id"), data.optional_id("callback_id")

@@ -150,7 +150,8 @@ class Counter:
 
 
 class Limits:
-    """The limits of one server process. Call attempts are limited per visitor address and per
+    """The limits of one server process, those per address or account counted with every node of
+    the cluster once :meth:`share` is called. Call attempts are limited per visitor address and per
     button (per minute, with bursts of half that), so that one script cannot keep every agent ringing.
     """
 
@@ -174,14 +175,38 @@ class Limits:
         self._shared_logins: tuple[SharedLimiter, SharedLimiter] | None = None
         #: Callback requests and ratings a visitor address may send.
         self.widget_posts = KeyedLimiter(WIDGET_POSTS_PER_MINUTE, WIDGET_POSTS_PER_MINUTE)
+        self._calls_per_address = calls_per_address
+        self._shared_calls: SharedLimiter | None = None
+        self._shared_widget_posts: SharedLimiter | None = None
 
     def share(self, redis: Any, secret: bytes) -> None:
-        """Count login attempts in ``redis``, with every node of the cluster."""
+        """Count what is limited per address or account in ``redis``, with every node of the cluster:
+        login attempts, visitors' call attempts and widget posts. (A button's calls are all placed by
+        its organisation's home, and sockets open per address are counted where they are served.)"""
         per_address, per_account = self._logins_per_minute
         self._shared_logins = (
             SharedLimiter(redis, "login_address", per_address, max(1.0, per_address), secret, self.logins_per_address),
             SharedLimiter(redis, "login_account", per_account, max(1.0, per_account), secret, self.logins_per_account),
         )
+        calls = self._calls_per_address
+        self._shared_calls = SharedLimiter(
+            redis, "call_address", calls, max(1.0, calls / 2), secret, self.calls_per_address
+        )
+        self._shared_widget_posts = SharedLimiter(
+            redis, "widget_address", WIDGET_POSTS_PER_MINUTE, WIDGET_POSTS_PER_MINUTE, secret, self.widget_posts
+        )
+
+    async def allow_call(self, address: str) -> bool:
+        """Whether a visitor at ``address`` may start a call (and count it)."""
+        if self._shared_calls is None:
+            return self.calls_per_address.allow(address)
+        return await self._shared_calls.allow(address)
+
+    async def allow_widget_post(self, address: str) -> bool:
+        """Whether a visitor at ``address`` may post a callback request or a rating (and count it)."""
+        if self._shared_widget_posts is None:
+            return self.widget_posts.allow(address)
+        return await self._shared_widget_posts.allow(address)
 
     async def allow_login(self, address: str, email: str) -> bool:
         """Whether a login attempt from ``address`` for ``email`` may be tried (and count it)."""

@@ -27,7 +27,7 @@ import datetime
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -130,12 +130,12 @@ class Switchboard:
         offer_sdp: str,
         send_visitor: VisitorSend,
         visitor: dict[str, str] | None = None,
-        admit: Callable[[], None] = lambda: None,
+        admit: Callable[[], Awaitable[None]] | None = None,
         link: LinkClaim | None = None,
     ) -> LiveCall:
         """Start a call from a visitor's request; the visitor is told every state through ``send_visitor``.
 
-        ``admit`` runs once the request is known to be well-formed and may refuse it by raising
+        ``admit`` is awaited once the request is known to be well-formed and may refuse it by raising
         (rate limits); a refused or malformed request creates no call. With ``link`` the call is an
         outbound call through a call link: it rings only the link's agent, and only if the link can
         still be claimed.
@@ -145,7 +145,8 @@ class Switchboard:
             raise ProtocolError("unavailable", "the service is shutting down; call again in a moment", "call")
         check_offer(offer_sdp)  # a malformed offer is a bad request, not a call attempt
         answers = check_visitor_form(button.form_fields, visitor) if link is None else {}
-        admit()
+        if admit is not None:
+            await admit()
         if self.max_calls and len(self.calls) >= self.max_calls:
             self.refused_at_capacity += 1
             raise ProtocolError("unavailable", BUSY, "call")

@@ -352,9 +352,9 @@ async def _visitor_session(
             if live is not None:
                 raise ProtocolError("wrong_state", "this socket already has a call; open a new one", "call")
 
-            def admit() -> None:
+            async def admit() -> None:
                 nonlocal requested
-                if not limits.calls_per_address.allow(address):
+                if not await limits.allow_call(address):
                     raise ProtocolError("rate_limited", "too many calls from here just now; try again in a minute")
                 if not limits.calls_per_button.allow(button.id):
                     raise ProtocolError(

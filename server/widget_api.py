@@ -87,8 +87,8 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-def _admit(request: web.Request) -> None:
-    if not request.app[LIMITS].widget_posts.allow(client_address(request)):
+async def _admit(request: web.Request) -> None:
+    if not await request.app[LIMITS].allow_widget_post(client_address(request)):
         raise ApiError(429, "rate_limited", "too many requests from here just now; try again in a minute")
 
 
@@ -101,7 +101,7 @@ async def create_callback(request: web.Request) -> web.Response:
     headers = _cors(request.headers.get("Origin"))
     try:
         button = await _button_for(request)
-        _admit(request)
+        await _admit(request)
         data = await body.read(request, _CALLBACK_FIELDS)
         email = data.email("email", required=False)
         phone = data.phone("phone", required=False)
@@ -131,7 +131,7 @@ async def rate_call(request: web.Request) -> web.Response:
     headers = _cors(request.headers.get("Origin"))
     try:
         button = await _button_for(request)
-        _admit(request)
+        await _admit(request)
         data = await body.read(request, _RATING_FIELDS)
         call_id = data.optional_id("call_id")
         token = data.required_text("token", 64)

@@ -704,6 +704,34 @@ async def test_login_attempts_are_counted_by_the_whole_cluster(
         await client.aclose()
 
 
+async def test_call_attempts_from_one_address_are_counted_by_the_whole_cluster(
+    migrated: str, tmp_path: Path, redis_url: str, database: Database
+) -> None:
+    """Six calls a minute from an address, in bursts of three (the default): calls to two
+    organisations homed on two nodes share that allowance."""
+    first, second = (await make_tenant(database))[0], (await make_tenant(database))[0]
+    client = redis.asyncio.from_url(redis_url)
+    try:
+        async with two_nodes(migrated, tmp_path, redis_url) as (a, b):
+            codes = []
+            for attempt in range(5):
+                node, tenant = ((a, first), (b, second))[attempt % 2]
+                visitor = Visitor(node.url, tenant.button_key, VISITOR_ORIGIN)
+                try:
+                    await visitor.connect()
+                    # Each organisation's home is the node its socket reached (held while it is open).
+                    home = await client.get(f"callbutton:home:{tenant.organisation_id}")
+                    assert home is not None and home.decode() == node.env["CALLBUTTON_NODE_NAME"]
+                    await visitor.send({"type": "call", "sdp": await visitor.offer(440)})
+                    reply = await visitor.wait_for(lambda m: m["type"] in ("call_state", "error"), 5, "a reply")
+                    codes.append(reply.get("code") or reply["state"])
+                finally:
+                    await visitor.close()
+            assert codes == ["ended", "ended", "ended", "rate_limited", "rate_limited"], codes
+    finally:
+        await client.aclose()
+
+
 async def test_login_limits_count_on_each_node_while_redis_is_away() -> None:
     gone = redis.asyncio.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     limits = Limits(calls_per_address=6, calls_per_button=120, visitor_sockets_per_address=10, logins_per_account=3)
