@@ -156,6 +156,8 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         "cpu_per_call": round(statistics.median(per_call), 2) if per_call else None,
         "generator_cpu_per_call": round(statistics.median(generator), 2) if generator else None,
         "generator_cpu_max": data["generator_cpu_percent"]["max"],
+        # The load generator's own warnings (short of CPU, its own drops): the level's figures include them.
+        "generator_warnings": data["warnings"],
         "rss_mib_steady": round(statistics.median(s["rss_mib"] for s, _ in steady), 1) if steady else None,
         "rss_mib_peak": max((s["rss_mib"] for s in data["server_resources"]), default=None),
         "gc_full": pauses,

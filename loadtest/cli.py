@@ -15,7 +15,7 @@ from typing import Any
 
 from loadtest import checks, report, resources
 from loadtest.clients import ProtocolFailure
-from loadtest.peer import Impairment
+from loadtest.peer import DROPS, Impairment
 from loadtest.runner import Options, Run
 from media.aiortc_seam import pin_host_addresses
 
@@ -187,6 +187,7 @@ async def run(options: Options, thresholds: report.Thresholds, args: Any) -> dic
         concurrency=loadrun.concurrency_samples,
         resources=samples,
         generator=own,
+        generator_drops={"datagrams": DROPS.datagrams, "sends": DROPS.sends},
         checks=check_counts,
         duration=duration,
     )

@@ -23,10 +23,15 @@ import random
 import weakref
 from collections.abc import Sequence
 
+import structlog
 from aiortc.rtp import RtpPacket
 
 from media import opus
 from media.aiortc_outlet import RtpOutlet
+
+log = structlog.get_logger(__name__)
+
+STREAM_FAILED = "loadtest.stream_failed"
 
 FRAME = opus.FRAME_SAMPLES / opus.SAMPLE_RATE  # 20 ms
 SLOTS = 4
@@ -52,6 +57,7 @@ class PacedStream:
         self._sequence = rng.randrange(1 << 16)
         self._timestamp = rng.randrange(1 << 32)
         self._index = 0
+        self._marker = 1  # the first packet of a talkspurt (RFC 3551 section 4.1): a call's first
         self._due: float | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self.sent = 0
@@ -61,18 +67,21 @@ class PacedStream:
         if not packets:
             raise ValueError("a paced stream needs at least one packet")
         self._packets = packets
+        self._marker = 1
 
-    def tick(self, now: float) -> None:
-        """Send what is due by ``now`` (loop time)."""
+    def tick(self, now: float, scheduled: float) -> None:
+        """Send what is due by ``now`` (loop time), on the tick that was due at ``scheduled``."""
         if not self._outlet.connected:
             return
         if self._due is None:
-            self._due = now
+            self._due = scheduled  # on the ticks' own grid, which they keep or come late to
         sent = 0
-        while self._due <= now and sent < MAX_CATCH_UP:
+        # Half a tick of slack: a tick a little early or late against this stream's first one sends
+        # its one packet, not none on one tick and two on the next.
+        while self._due <= now + TICK / 2 and sent < MAX_CATCH_UP:
             packet = RtpPacket(
                 payload_type=self._payload_type,
-                marker=int(self._index == 0),
+                marker=self._marker,
                 sequence_number=self._sequence,
                 timestamp=self._timestamp,
                 payload=self._packets[self._index % len(self._packets)],
@@ -84,6 +93,7 @@ class PacedStream:
             self._sequence = (self._sequence + 1) & 0xFFFF
             self._timestamp = (self._timestamp + opus.FRAME_SAMPLES) & 0xFFFFFFFF
             self._index += 1
+            self._marker = 0
             self._due += FRAME
             sent += 1
         self.sent += sent
@@ -98,10 +108,10 @@ class PacedStream:
 
 
 class Pacer:
-    """The timer of one event loop's streams; it runs while it has any."""
+    """The timer of one event loop's streams; it runs while it has any. (It keeps no reference to
+    its loop: the table of pacers holds loops weakly.)"""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._slots: list[list[PacedStream]] = [[] for _ in range(SLOTS)]
         self._placed = 0
         self._tick_index = 0
@@ -112,8 +122,9 @@ class Pacer:
         self._slots[self._placed % SLOTS].append(stream)
         self._placed += 1
         if self._handle is None:
-            self._next = self._loop.time()
-            self._handle = self._loop.call_soon(self._tick)
+            loop = asyncio.get_running_loop()
+            self._next = loop.time()
+            self._handle = loop.call_soon(self._tick)
 
     def remove(self, stream: PacedStream) -> None:
         for slot in self._slots:
@@ -124,14 +135,20 @@ class Pacer:
             self._handle = None
 
     def _tick(self) -> None:
-        now = self._loop.time()
-        # The next tick first: a stream that raises (reported by the loop) stops no other.
+        loop = asyncio.get_running_loop()
+        now, scheduled = loop.time(), self._next
         self._next = max(self._next + TICK, now)
-        self._handle = self._loop.call_at(self._next, self._tick)
+        self._handle = loop.call_at(self._next, self._tick)
         slot = self._slots[self._tick_index % SLOTS]
         self._tick_index += 1
         for stream in list(slot):
-            stream.tick(now)
+            try:
+                stream.tick(now, scheduled)
+            except Exception:
+                # A bug in one stream silences that one, said once; the others go on.
+                log.exception(STREAM_FAILED)
+                self.remove(stream)
+                stream.stop()
 
 
 _pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
@@ -142,5 +159,5 @@ def pacer() -> Pacer:
     loop = asyncio.get_running_loop()
     found = _pacers.get(loop)
     if found is None:
-        found = _pacers[loop] = Pacer(loop)
+        found = _pacers[loop] = Pacer()
     return found

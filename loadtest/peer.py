@@ -40,6 +40,9 @@ from media.synthetic import tone_loop
 FIRST_AUDIO_SHARE = 0.5  # a packet is "the partner's audio" when half its power is the partner's tone
 _MAX_FIRST_AUDIO_PACKETS = 250  # five seconds of looking
 _WINDOW_PACKETS = 30  # 0.6 s of audio for the tone check
+#: What the bounded queues below aiortc dropped, for every peer of this process: datagrams the
+#: generator itself lost (a full receive queue, a full send buffer), not the server.
+DROPS = Drops()
 
 
 @dataclass
@@ -129,7 +132,6 @@ class LoadPeer:
         self._sender = self.pc.addTrack(self._track)
         self._tone = tone_loop(send_tone)
         self._stream: PacedStream | None = None
-        self._drops = Drops()
         self._impairment = impairment
         self._rng = rng
         self._listen_from: float | None = None
@@ -143,8 +145,8 @@ class LoadPeer:
         """Our offer with every candidate (the server takes no trickled ones)."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         shrink_receive_buffers(self.pc)
-        bound_ice_queues(self.pc, self._drops)  # also gives host sockets the direct send the pacer uses
-        deliver_rtp_on_arrival(self.pc, self._drops)
+        bound_ice_queues(self.pc, DROPS)  # also gives host sockets the direct send the pacer uses
+        deliver_rtp_on_arrival(self.pc, DROPS)
         receiver = self.pc.getTransceivers()[0].receiver
         intercept_rtp(receiver, self._received, opus.SAMPLE_RATE)
         if self._impairment.active:

@@ -35,6 +35,7 @@ def summarise(
     concurrency: list[tuple[float, int]],
     resources: list[dict[str, float]],
     generator: list[dict[str, float]],
+    generator_drops: dict[str, int] | None = None,
     checks: dict[str, Any] | None,
     duration: float,
 ) -> dict[str, Any]:
@@ -73,6 +74,12 @@ def summarise(
             f"the load generator itself used up to {busiest}% of a core: it was short of CPU, so its packets "
             "and timings include its own delays; run fewer calls per process, or more processes"
         )
+    drops = generator_drops or {}
+    if drops.get("datagrams") or drops.get("sends"):
+        warnings.append(
+            f"the load generator itself dropped {drops.get('datagrams', 0)} datagram(s) it received and "
+            f"{drops.get('sends', 0)} it had to send (its queues were full): part of the loss is its own"
+        )
     options_json = dataclasses.asdict(options)
     options_json["agents"] = [email for email, _ in options.agents]  # never a password in a report
     return {
@@ -100,6 +107,7 @@ def summarise(
         "server_resources": resources,
         "generator_resources": generator,
         "generator_cpu_percent": {"p50": _p(generator_cpu, 50), "max": busiest},
+        "generator_drops": drops,
         "per_call": [dataclasses.asdict(r) for r in results],
     }
 

@@ -173,6 +173,7 @@ class Cluster:
         #: The node's TLS contexts (``server.cluster_tls``): with them, only https nodes are reached.
         self.tls = tls
         self._refused: set[str] = set()
+        self._refused_nodes: set[str] = set()
         self._redis = redis
         self._secret = secret
         self._ttl_ms = int(TTL_SECONDS * 1000)
@@ -273,7 +274,9 @@ class Cluster:
             if url not in self._refused:  # said once per address, not at every socket
                 self._refused.add(url)
                 log.warning(CLUSTER_NODE_REFUSED, node=name, url=url, reason="not https")
+            self._refused_nodes.add(name)  # and no organisation is placed there from here
             return None
+        self._refused_nodes.discard(name)
         return url
 
     # --- homes ------------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ class Cluster:
             return Home(self.name, None)
         key = self._home_key(organisation_id)
         try:
-            others = sorted(self._live - {self.name}) if place else []
+            others = sorted(self._live - {self.name} - self._refused_nodes) if place else []
             holder = _text(await self._place(keys=[key], args=[self._ttl_ms, self.name, str(organisation_id), *others]))
             if holder == self.name:  # ours (until no socket of it is left here)
                 home = Home(self.name, None)

@@ -1,7 +1,7 @@
 """TLS between the nodes of a cluster, with nothing to configure: a certificate authority of the
 cluster's own, derived from the master key.
 
-Every node derives the same Ed25519 key from the master key (``Cluster.key_for``) and makes the
+Every node derives the same Ed25519 key from the master key (``Keyring.derive``) and makes the
 same authority's certificate with it (every field fixed, and Ed25519 signatures are
 deterministic). At start, each node makes a key pair of its own and a certificate for it, signed by
 that authority. A node's internal listener speaks only TLS 1.3 and asks for the other side's
@@ -63,6 +63,9 @@ def authority(seed: bytes) -> tuple[ed25519.Ed25519PrivateKey, x509.Certificate]
         .not_valid_after(_AUTHORITY_UNTIL)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_usage(authority=True), critical=True)
+        # Key identifiers, which strict verification (VERIFY_X509_STRICT) requires.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
         .sign(key, None)
     )
     return key, certificate
@@ -88,6 +91,8 @@ def for_node(seed: bytes, node: str) -> ClusterTLS:
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority_key.public_key()), critical=False)
         .sign(authority_key, None)
     )
     authority_pem = authority_certificate.public_bytes(serialization.Encoding.PEM)
@@ -121,6 +126,7 @@ def _context(protocol: int, chain: bytes, private: bytes, authority_pem: bytes) 
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.verify_mode = ssl.CERT_REQUIRED  # both ways: a listener asks for the caller's certificate too
     context.check_hostname = False  # set after verify_mode: a client context starts with it on
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
     context.load_verify_locations(cadata=authority_pem.decode())
     _load_chain(context, chain, private)
     return context

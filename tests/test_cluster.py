@@ -262,6 +262,9 @@ def node_env(migrated: str, tmp_path: Path, redis_url: str, **more: str) -> dict
             "CALLBUTTON_PURGE_INTERVAL": "0",
             "CALLBUTTON_LOGIN_RATE_PER_ACCOUNT": "6000",
             "CALLBUTTON_LOGIN_RATE_PER_ADDRESS": "6000",
+            # Counted in the module's Redis (whose keys outlive each test's nodes): every call of the
+            # module comes from 127.0.0.1.
+            "CALLBUTTON_CALL_RATE_PER_ADDRESS": "6000",
         }
     )
     env.update({f"CALLBUTTON_{key.upper()}": value for key, value in more.items()})
@@ -318,8 +321,11 @@ async def test_nodes_speak_to_each_other_only_over_tls_with_certificates_of_thei
             # b's certificate is not one of another cluster's authority.
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
                 await http.get(route, ssl=theirs.client)
-            # b asks for the caller's certificate, and one of its own cluster's: without, no request is read.
-            for context in (anyone, theirs.client):
+            # b asks for the caller's certificate, and one of its own cluster's: without, no request is
+            # read. (The impostor trusts b's authority, so it is b that refuses it.)
+            impostor = cluster_tls.for_node(os.urandom(32), "t").client
+            impostor.load_verify_locations(cadata=ours.authority_pem.decode())
+            for context in (anyone, impostor):
                 with pytest.raises(aiohttp.ClientError):
                     async with http.get(route, ssl=context) as response:
                         await response.read()
@@ -331,6 +337,7 @@ async def test_nodes_speak_to_each_other_only_over_tls_with_certificates_of_thei
         await client.set("callbutton:node:in-the-clear", json.dumps({"url": "http://127.0.0.1:1", "started": 0}))
         observer = Cluster(client, name="observer", internal_url="https://127.0.0.1:1", secret=b"o" * 32, tls=ours)
         assert await observer._node_url("in-the-clear") is None
+        assert observer._refused_nodes == {"in-the-clear"}  # left out of placements
         assert await observer._node_url(b.env["CALLBUTTON_NODE_NAME"]) == str(internal)
     finally:
         await client.delete("callbutton:node:in-the-clear")
@@ -711,8 +718,14 @@ async def test_call_attempts_from_one_address_are_counted_by_the_whole_cluster(
     organisations homed on two nodes share that allowance."""
     first, second = (await make_tenant(database))[0], (await make_tenant(database))[0]
     client = redis.asyncio.from_url(redis_url)
+
+    async def forget_counts() -> None:  # the other tests' calls, and this one's for those after it
+        async for key in client.scan_iter("callbutton:limit:call_address:*"):
+            await client.delete(key)
+
+    await forget_counts()
     try:
-        async with two_nodes(migrated, tmp_path, redis_url) as (a, b):
+        async with two_nodes(migrated, tmp_path, redis_url, call_rate_per_address="6") as (a, b):
             codes = []
             for attempt in range(5):
                 node, tenant = ((a, first), (b, second))[attempt % 2]
@@ -729,6 +742,7 @@ async def test_call_attempts_from_one_address_are_counted_by_the_whole_cluster(
                     await visitor.close()
             assert codes == ["ended", "ended", "ended", "rate_limited", "rate_limited"], codes
     finally:
+        await forget_counts()
         await client.aclose()
 
 

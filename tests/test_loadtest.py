@@ -93,12 +93,13 @@ async def test_a_small_load_test_passes_every_check_and_reports_every_figure(
     generator = report["generator_resources"]
     assert len(generator) >= 3 and sum(sample["cpu_percent"] for sample in generator) > 0
     assert report["generator_cpu_percent"]["max"] == max(sample["cpu_percent"] for sample in generator)
+    assert report["generator_drops"] == {"datagrams": 0, "sends": 0}
     assert (tmp_path / "report.html").read_text().count("<svg") >= 7
     # No password in a report.
     assert tenants[0].agent_password not in json.dumps(report)
 
 
-def test_a_load_generator_short_of_cpu_is_said_to_be() -> None:
+def test_a_load_generator_short_of_cpu_or_dropping_packets_itself_is_said_to_be() -> None:
     options = Options(base_url="http://127.0.0.1:1", button_key="b", origin="http://o", agents=[("a@x", "p")])
     samples = [{"t": 1.0, "cpu_percent": 41.0, "rss_mib": 80.0, "fds": 20}]
     summary = report_module.summarise(
@@ -114,6 +115,14 @@ def test_a_load_generator_short_of_cpu_is_said_to_be() -> None:
     [warning] = summary["warnings"]
     assert "load generator itself used up to 97.5% of a core" in warning
     assert summary["verdict"] == "pass"  # a warning, not a crossed threshold
+    summary = report_module.summarise(
+        options, report_module.Thresholds(), [], concurrency=[], resources=[], generator=samples[:1],
+        generator_drops={"datagrams": 12, "sends": 0}, checks=None, duration=1.0,
+    )  # fmt: skip
+    assert summary["warnings"] == [
+        "the load generator itself dropped 12 datagram(s) it received and 0 it had to send (its queues were "
+        "full): part of the loss is its own"
+    ]
 
 
 async def test_the_checker_catches_swapped_legs_a_dropped_direction_and_a_lost_recording(
