@@ -147,6 +147,8 @@ class Switchboard:
         answers = check_visitor_form(button.form_fields, visitor) if link is None else {}
         if admit is not None:
             await admit()
+            if self.closing or not self.accepting:  # (it began to drain meanwhile)
+                raise ProtocolError("unavailable", "the service is shutting down; call again in a moment", "call")
         if self.max_calls and len(self.calls) >= self.max_calls:
             self.refused_at_capacity += 1
             raise ProtocolError("unavailable", BUSY, "call")
