@@ -59,7 +59,7 @@ from server.appkeys import (
 from server.auth import Sessions, session_secret
 from server.cliptokens import ClipTokens
 from server.cluster import Cluster
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.demo import DemoTenant, ensure_demo_tenant
 from server.directory import Directory
 from server.errors import error_middleware
@@ -455,7 +455,7 @@ async def start(settings: Settings, database: Database, *, demo: bool = False, r
     backports.apply()
     ssl_context = tls.server_context(settings)
     relay = turn.load(settings)
-    sock = _listen(settings.host, settings.port, reuse_port=reuse_port)
+    sock = _listen(settings.host, settings.port, "CALLBUTTON_HOST, CALLBUTTON_PORT", reuse_port=reuse_port)
     settings = settings.with_port(sock.getsockname()[1])
     tenant = None
     internal: socket.socket | None = None
@@ -468,7 +468,9 @@ async def start(settings: Settings, database: Database, *, demo: bool = False, r
         recordings = RecordingStore(database.pool, keyring, settings.recordings_root)
         live: set[str] | None = None
         if settings.redis_url:
-            internal = _listen(settings.internal_host, settings.internal_port)
+            internal = _listen(
+                settings.internal_host, settings.internal_port, "CALLBUTTON_INTERNAL_HOST, CALLBUTTON_INTERNAL_PORT"
+            )
             host = f"[{settings.internal_host}]" if ":" in settings.internal_host else settings.internal_host
             name = settings.node_name or socket.gethostname()
             cluster = Cluster(
@@ -513,7 +515,8 @@ async def start(settings: Settings, database: Database, *, demo: bool = False, r
     return Running(runner=runner, settings=settings, demo=tenant)
 
 
-def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+def _listen(host: str, port: int, settings: str, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; a ConfigError naming ``settings`` when the address cannot be had."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -523,7 +526,8 @@ def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
         sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
-    except OSError:
+    except OSError as error:
         sock.close()
-        raise
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise ConfigError(f"cannot listen on {shown} ({settings}): {error.strerror or error}") from error
     return sock

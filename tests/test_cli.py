@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,17 @@ def test_config_errors_exit_with_a_clear_message(migrated: str) -> None:
     result = run_cli(["migrate"], migrated, extra_env={"CALLBUTTON_PORT": "eighty"})
     assert result.returncode == 2
     assert "CALLBUTTON_PORT must be an integer" in result.stderr
+
+
+def test_a_port_in_use_is_named_not_a_traceback(migrated: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["serve"], migrated, extra_env={"CALLBUTTON_PORT": str(port)})
+    assert result.returncode == 2
+    assert f"callbutton: cannot listen on 127.0.0.1:{port} (CALLBUTTON_HOST, CALLBUTTON_PORT)" in result.stderr
+    assert "Address already in use" in result.stderr and "Traceback" not in result.stderr
 
 
 async def test_serve_demo_starts_a_local_postgres_and_prints_how_to_call() -> None:

@@ -31,15 +31,10 @@ from storage.keys import Keyring
 from storage.recordings import RecordingStore, read_plaintext
 from tests.conftest import VISITOR_ORIGIN, answered_call_for, make_admin, make_tenant
 from tests.peers import Agent, Visitor
+from tests.ports import free_port
 from tests.run_keys import MASTER_KEY
 from tests.test_call import wait_for_row
 from tests.test_recording_crash import ROOT, ServerProcess
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:
@@ -280,11 +275,11 @@ async def two_nodes(
     base = node_env(migrated, tmp_path, redis_url, public_url=f"http://127.0.0.1:{ports[0]}", **more)
     a = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[0]), "CALLBUTTON_NODE_NAME": f"a-{ports[0]}"})
     b = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[1]), "CALLBUTTON_NODE_NAME": f"b-{ports[1]}"})
-    await a.start()
-    await b.start()
-    # Each node's own address (both say they serve the public origin, which is a's).
-    b.url = f"http://127.0.0.1:{ports[1]}"
     try:
+        await a.start()
+        await b.start()
+        # Each node's own address (both say they serve the public origin, which is a's).
+        b.url = f"http://127.0.0.1:{ports[1]}"
         yield a, b
     finally:
         for node in (a, b):
@@ -647,40 +642,31 @@ async def test_nodes_keep_their_calls_through_a_redis_outage_and_recover_without
 async def test_a_relaying_node_that_stops_drains_its_relayed_calls_first(
     migrated: str, tmp_path: Path, redis_url: str, database: Database
 ) -> None:
-    ports = free_port(), free_port()
-    base = node_env(migrated, tmp_path, redis_url, public_url=f"http://127.0.0.1:{ports[0]}", drain_timeout="3")
-    a = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[0]), "CALLBUTTON_NODE_NAME": f"a-{ports[0]}"})
-    b = ServerProcess({**base, "CALLBUTTON_PORT": str(ports[1]), "CALLBUTTON_NODE_NAME": f"b-{ports[1]}"})
-    await a.start()
-    await b.start()
-    b.url = f"http://127.0.0.1:{ports[1]}"
     (tenant,) = await make_tenant(database)
-    agent = Agent(b.url, tenant.agent_email, tenant.agent_password, origin=a.url)
-    visitor = Visitor(a.url, tenant.button_key, VISITOR_ORIGIN)
-    try:
-        await agent.connect()  # b is the home
-        await agent.go_available()
-        await visitor.connect()  # relayed by a
-        call_id = await visitor.call()
-        await agent.expect("ring", call_id=call_id)
-        await agent.send({"type": "accept", "call_id": call_id})
-        await visitor.hears(880.0)
-        assert a.process is not None
-        a.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(2.0)  # a drains: the relayed call goes on
-        assert not visitor.closed.is_set()
-        await visitor.hears(880.0, timeout=3)
-        ended = await visitor.expect("call_state", call_id=call_id, state="ended", timeout=10)
-        assert ended["reason"] == "shutdown"
-        await asyncio.wait_for(a.process.wait(), 20)
-        row = await wait_for_row(database, tenant, call_id, "ended")
-        assert row.end_reason == "failed"  # the visitor was cut off, not hanging up
-    finally:
-        await visitor.close()
-        await agent.close()
-        for node in (a, b):
-            if node.process is not None and node.process.returncode is None:
-                await node.kill(signal.SIGTERM)
+    async with two_nodes(migrated, tmp_path, redis_url, drain_timeout="3") as (a, b):
+        agent = Agent(b.url, tenant.agent_email, tenant.agent_password, origin=a.url)
+        visitor = Visitor(a.url, tenant.button_key, VISITOR_ORIGIN)
+        try:
+            await agent.connect()  # b is the home
+            await agent.go_available()
+            await visitor.connect()  # relayed by a
+            call_id = await visitor.call()
+            await agent.expect("ring", call_id=call_id)
+            await agent.send({"type": "accept", "call_id": call_id})
+            await visitor.hears(880.0)
+            assert a.process is not None
+            a.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(2.0)  # a drains: the relayed call goes on
+            assert not visitor.closed.is_set()
+            await visitor.hears(880.0, timeout=3)
+            ended = await visitor.expect("call_state", call_id=call_id, state="ended", timeout=10)
+            assert ended["reason"] == "shutdown"
+            await asyncio.wait_for(a.process.wait(), 20)
+            row = await wait_for_row(database, tenant, call_id, "ended")
+            assert row.end_reason == "failed"  # the visitor was cut off, not hanging up
+        finally:
+            await visitor.close()
+            await agent.close()
 
 
 async def test_login_attempts_are_counted_by_the_whole_cluster(

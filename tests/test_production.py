@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from server.config import ConfigError, Settings
 from storage.db import Database
 from storage.keys import Keyring
 from tests.conftest import Tenant, login_cookie
+from tests.ports import free_port
 from tests.run_keys import MASTER_KEY
 
 ROOT = Path(__file__).parent.parent
@@ -232,12 +232,6 @@ def test_serve_refuses_unreadable_or_weak_secret_files_at_start(
         result = run_serve({**base, **changes}, tmp_path)
         assert result.returncode == 2, (changes, result)
         assert message in result.stderr, result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def client_context(cert: Path, **versions: ssl.TLSVersion) -> ssl.SSLContext:

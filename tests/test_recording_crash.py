@@ -51,14 +51,25 @@ class ServerProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server", "serve", env=self.env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
         )
-        assert self.process.stderr is not None
-        while not self.url:
-            line = await asyncio.wait_for(self.process.stderr.readline(), 60)
-            assert line, "the server exited before it started"
-            event = json.loads(line)
-            if event.get("event") == "server.started":
-                self.url = event["url"]
-        self._reader = asyncio.create_task(self._read(self.process.stderr))
+        stderr = self.process.stderr
+        assert stderr is not None
+        line = b""
+        try:
+            while not self.url:
+                line = await asyncio.wait_for(stderr.readline(), 60)
+                assert line, "the server exited before it started"
+                event = json.loads(line)
+                if event.get("event") == "server.started":
+                    self.url = event["url"]
+        except (AssertionError, ValueError, TimeoutError) as error:
+            # Not started: say what it printed (a traceback is not JSON), and leave nothing running.
+            if self.process.returncode is None:
+                self.process.kill()
+            rest = await asyncio.wait_for(stderr.read(), 30)
+            await self.process.wait()
+            printed = (line + rest).decode(errors="replace")
+            raise AssertionError(f"the server did not start ({error!r}); it printed:\n{printed}") from error
+        self._reader = asyncio.create_task(self._read(stderr))
 
     async def _read(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():

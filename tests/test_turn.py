@@ -17,7 +17,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -40,6 +39,7 @@ from server.turn import TurnCredentials
 from storage.db import Database
 from tests.conftest import VISITOR_ORIGIN, Tenant
 from tests.peers import Agent, Visitor
+from tests.ports import free_port
 
 ROOT = Path(__file__).parent.parent
 CONF = ROOT / "deploy" / "coturn" / "turnserver.conf"
@@ -273,12 +273,6 @@ def test_compose_puts_the_server_at_the_address_coturn_allows() -> None:
     assert service["environment"]["CALLBUTTON_ICE_HOST_ADDRESSES"] == allowed
 
 
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Catcher(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.received: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
@@ -313,7 +307,7 @@ async def start_coturn(folder: Path, config: Path) -> tuple[asyncio.subprocess.P
     allowed (standing for the server's private address), files in ``folder``."""
     turnserver_binary()
     secret_file = write_secret(folder)
-    port = free_port(socket.SOCK_DGRAM)
+    port = free_port()
     log = folder / "turn.log"
     env = {
         **os.environ,
