@@ -117,10 +117,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-async def run_mode(mode: str, calls: int, seconds: float) -> tuple[float, float]:
+async def run_mode(mode: str, calls: int, seconds: float, loop: str) -> tuple[float, float]:
     """CPU per call (% of one core) and packets received per party per second, over the window."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--host", mode, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        *(sys.executable, __file__, "--host", mode, "--loop", loop),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdin is not None and process.stdout is not None
     rng = random.Random(1)
@@ -165,12 +167,12 @@ async def run_mode(mode: str, calls: int, seconds: float) -> tuple[float, float]
 FULL_RATE = 50.0
 
 
-async def main(calls: int, seconds: float, modes: list[str]) -> None:
+async def main(calls: int, seconds: float, modes: list[str], loop: str) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     pin_host_addresses(["127.0.0.1"])
     encode_tones(calls)
-    results = {mode: await run_mode(mode, calls, seconds) for mode in modes}
-    print(f"{calls} concurrent calls, {seconds:g} s window, server CPU per call (% of one core):")
+    results = {mode: await run_mode(mode, calls, seconds, loop) for mode in modes}
+    print(f"{calls} concurrent calls, {seconds:g} s window, {loop} host, server CPU per call (% of one core):")
     for mode, (value, rate) in results.items():
         if mode == "idle":
             print(f"  {mode:7s} {value:6.2f}%  (two standing legs connected to nothing)")
@@ -196,8 +198,14 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--modes", default="relay,bridge,record,idle", help="of relay, bridge, record, idle")
     parser.add_argument("--host", choices=("bridge", "record", "relay", "idle"), help=argparse.SUPPRESS)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the media host's event loop")
     args = parser.parse_args()
     if args.host:
-        asyncio.run(host(args.host))
+        if args.loop == "uvloop":
+            import uvloop  # not a dependency of the server: pip install uvloop to compare
+
+            uvloop.run(host(args.host))
+        else:
+            asyncio.run(host(args.host))
     else:
-        asyncio.run(main(args.calls, args.seconds, args.modes.split(",")))
+        asyncio.run(main(args.calls, args.seconds, args.modes.split(","), args.loop))

@@ -111,7 +111,7 @@ class StockLeg:
         self._set(LegState.CONNECTING)
         return str(self._pc.localDescription.sdp)
 
-    async def send(self, source: object, packet: object) -> None:
+    def send(self, source: object, packet: object) -> None:
         pass
 
     async def close(self) -> None:

@@ -235,7 +235,7 @@ class LoadPeer:
         self._track.stop()
         await self.pc.close()
 
-    async def _received(self, packet: RtpPacket) -> None:
+    def _received(self, packet: RtpPacket) -> None:
         now = time.monotonic()
         reception = self.reception
         reception.count(packet, now)

@@ -15,7 +15,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, RtpPacket
 from av.frame import Frame
 
-from media.aiortc_seam import ntp_time
+from media.aiortc_seam import ntp_time, run_now
 
 
 class PlaceholderTrack(MediaStreamTrack):
@@ -64,6 +64,13 @@ class RtpOutlet:
     def connected(self) -> bool:
         """Whether the sender's DTLS transport is connected (SRTP keys agreed): packets can go."""
         return bool(self._transport._state is DtlsState.CONNECTED)
+
+    def send_now(self, packet: RtpPacket) -> None:
+        """Send ``packet`` (modified in place) without a coroutine where it can be (:meth:`send_direct`),
+        else through aiortc's transport, started at once (:func:`run_now`: on every transport aioice has,
+        that path sends without waiting). Raises ConnectionError when the leg is down."""
+        if not self.send_direct(packet):
+            run_now(self.send(packet, direct=False), raising=True)
 
     async def send(self, packet: RtpPacket, *, direct: bool = True) -> None:
         """Send ``packet`` (modified in place). Raises ConnectionError when the leg is down. Not

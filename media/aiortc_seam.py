@@ -19,7 +19,7 @@ import functools
 import ipaddress
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,7 @@ def ntp_ms() -> int:
     return int((time.time() + _NTP_TO_UNIX) * 1000)
 
 
-RtpHandler = Callable[[RtpPacket], Awaitable[None]]
+RtpHandler = Callable[[RtpPacket], None]
 
 _original_get_host_addresses = aioice.ice.get_host_addresses
 
@@ -158,17 +158,23 @@ def intercept_rtp(receiver: RTCRtpReceiver, handler: RtpHandler, clock_rate: int
     The packet is still counted in the receiver's per-SSRC statistics, from which aiortc's RTCP task
     builds receiver reports (RFC 3550 section 6.4.2), so the remote end keeps seeing loss and jitter.
     Nothing reaches a decoder: the receiver starts no decoder thread, and the track's queue stays empty.
+    ``handler`` runs synchronously: a packet that arrives on a socket (:func:`deliver_rtp_on_arrival`)
+    is handled without a coroutine; one that takes aiortc's own path, inside its coroutine.
     """
     streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
 
-    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+    def handle_now(packet: RtpPacket) -> None:
         stats = streams.get(packet.ssrc)
         if stats is None:
             stats = streams[packet.ssrc] = StreamStatistics(clock_rate)
         stats.add(packet)
-        await handler(packet)
+        handler(packet)
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        handle_now(packet)
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+    receiver.callbutton_handle_now = handle_now  # type: ignore[attr-defined]
     receiver.receive = functools.partial(_receive_without_decoder, receiver)  # type: ignore[method-assign]
 
 
@@ -339,8 +345,8 @@ def deliver_rtp_on_arrival(pc: RTCPeerConnection, drops: Drops) -> None:
     (STUN, DTLS, RTCP), and RTP while anything is queued before it (order is kept) or before the DTLS
     handshake has made the SRTP session, still takes aioice's and aiortc's own path.
 
-    The receiver's handler runs at once; should it ever wait (it does not: sending a datagram does not),
-    it finishes as its awaited futures complete, as a task would.
+    The receiver's handler (:func:`intercept_rtp`) runs at once, without a coroutine; a receiver
+    without one has aiortc's coroutine run at once (:func:`run_now`).
     """
     for transceiver in pc.getTransceivers():
         dtls: Any = transceiver.receiver.transport
@@ -354,27 +360,37 @@ def deliver_rtp_on_arrival(pc: RTCPeerConnection, drops: Drops) -> None:
             drops.direct += 1
             dtls._RTCDtlsTransport__rx_bytes += len(data)
             dtls._RTCDtlsTransport__rx_packets += 1
-            arrival_time_ms = ntp_ms()
             try:
                 packet = RtpPacket.parse(srtp.unprotect(data), dtls._rtp_header_extensions_map)
             except (pylibsrtp.Error, ValueError):
                 return True  # as aiortc does: not authentic, or not RTP after all
             receiver = dtls._rtp_router.route_rtp(packet)
-            if receiver is not None:
-                _run_now(receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms))
+            if receiver is None:
+                return True
+            handle_now = getattr(receiver, "callbutton_handle_now", None)
+            if handle_now is None:
+                run_now(receiver._handle_rtp_packet(packet, arrival_time_ms=ntp_ms()))
+                return True
+            try:
+                handle_now(packet)
+            except Exception:
+                log.exception(RTP_HANDLER_FAILED)
             return True
 
         for protocol in connection._protocols:
             protocol.datagram_received = _unless(on_arrival, protocol.datagram_received)
 
 
-def _run_now(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run ``coroutine`` up to its first wait now; if it waits, go on as each future it awaits is done."""
+def run_now(coroutine: Coroutine[Any, Any, None], *, raising: bool = False) -> None:
+    """Run ``coroutine`` up to its first wait now; if it waits, go on as each future it awaits is done.
+    What it raises is logged, or with ``raising`` raised here when it raises before its first wait."""
     try:
         awaited = coroutine.send(None)
     except StopIteration:
-        return  # (every packet so far: nothing below the handler waits)
+        return  # (nearly always: nothing below the handlers and sends waits)
     except Exception:
+        if raising:
+            raise
         log.exception(RTP_HANDLER_FAILED)
         return
 

@@ -1,8 +1,8 @@
 """The bridge: a call's audio forwarded between its visitor leg and its agent leg as RTP packets.
 
-Each packet that arrives on one leg is rewritten into the other leg's outgoing stream and sent, inside
-the coroutine that received it: there is no queue, task or decoder between the legs, so nothing can
-pile up between them and nothing is transcoded. Before an agent is connected the visitor hears
+Each packet that arrives on one leg is rewritten into the other leg's outgoing stream and sent, in the
+call that received it from the socket: there is no queue, task, coroutine or decoder between the legs,
+so nothing can pile up between them and nothing is transcoded. Before an agent is connected the visitor hears
 ringback; connecting the agent is a switch of where packets go, not a negotiation.
 """
 
@@ -47,27 +47,27 @@ class Bridge:
 
         if recorder is None:
 
-            async def visitor_to_agent(packet: RtpPacket) -> None:
+            def visitor_to_agent(packet: RtpPacket) -> None:
                 self.forwarded += 1
-                await agent.send(visitor, packet)
+                agent.send(visitor, packet)
 
-            async def agent_to_visitor(packet: RtpPacket) -> None:
+            def agent_to_visitor(packet: RtpPacket) -> None:
                 self.forwarded += 1
-                await visitor.send(agent, packet)
+                visitor.send(agent, packet)
 
         else:
             recorder.start()
             tap = recorder.tap
 
-            async def visitor_to_agent(packet: RtpPacket) -> None:
+            def visitor_to_agent(packet: RtpPacket) -> None:
                 self.forwarded += 1
                 tap(VISITOR, packet.timestamp, packet.payload)
-                await agent.send(visitor, packet)
+                agent.send(visitor, packet)
 
-            async def agent_to_visitor(packet: RtpPacket) -> None:
+            def agent_to_visitor(packet: RtpPacket) -> None:
                 self.forwarded += 1
                 tap(AGENT, packet.timestamp, packet.payload)
-                await visitor.send(agent, packet)
+                visitor.send(agent, packet)
 
         visitor.inbound = visitor_to_agent
         agent.inbound = self._agent_handler = agent_to_visitor

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -54,7 +54,7 @@ LEG_CLOSED = "leg.closed"
 LEG_OVER_RATE = "leg.over_rate"
 OPUS_CLOCK_RATE = 48000
 
-InboundHandler = Callable[[RtpPacket], Awaitable[None]]
+InboundHandler = Callable[[RtpPacket], None]
 
 
 class LegState(enum.Enum):
@@ -188,12 +188,12 @@ class Leg:
         self._set_state(LegState.CONNECTING)
         return str(local.sdp)
 
-    async def send(self, source: object, packet: RtpPacket) -> None:
-        """Send ``packet`` from ``source`` to this leg's peer; dropped unless connected."""
+    def send(self, source: object, packet: RtpPacket) -> None:
+        """Send ``packet`` from ``source`` to this leg's peer, at once; dropped unless connected."""
         if self.state is not LegState.CONNECTED or self._outgoing is None:
             return
         try:
-            await self._outgoing.send(source, packet)
+            self._outgoing.send(source, packet)
         except ConnectionError:
             self.counters.send_failures += 1
         else:
@@ -224,7 +224,7 @@ class Leg:
             await self._pc.close()
             release_later(owned)
 
-    async def _received(self, packet: RtpPacket) -> None:
+    def _received(self, packet: RtpPacket) -> None:
         self.counters.packets_in += 1
         if not self._policer.admit(packet.payload):
             if self.counters.packets_over_rate == 0:
@@ -233,7 +233,7 @@ class Leg:
             return
         handler = self.inbound
         if handler is not None:
-            await handler(packet)
+            handler(packet)
 
     def _connection_state_changed(self) -> None:
         assert self._pc is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import numpy as np
 from aiortc.rtp import RtpPacket
@@ -40,7 +40,7 @@ def ringback_packets() -> tuple[bytes, ...]:
 class RingbackPlayer:
     """Plays ringback into ``send`` in real time until :meth:`close`."""
 
-    def __init__(self, send: Callable[[object, RtpPacket], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[object, RtpPacket], None]) -> None:
         self._send = send
         self._task: asyncio.Task[None] | None = None
 
@@ -75,7 +75,7 @@ class RingbackPlayer:
                 ssrc=0,
                 payload=payload,
             )
-            await self._send(self, packet)
+            self._send(self, packet)
             index += 1
             # Pace against the start time, not the previous wake-up, so timing errors do not add up.
             delay = start + index * _PACKET_SECONDS - time.monotonic()

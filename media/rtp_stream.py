@@ -24,7 +24,7 @@ _FRAME = 960  # one 20 ms Opus frame at 48 kHz: the least a switch may advance t
 
 
 class Outlet(Protocol):
-    async def send(self, packet: RtpPacket) -> None: ...
+    def send_now(self, packet: RtpPacket) -> None: ...
 
 
 class OutgoingStream:
@@ -43,7 +43,7 @@ class OutgoingStream:
         self._seq_offset = 0
         self._ts_offset = 0
 
-    async def send(self, source: object, packet: RtpPacket) -> None:
+    def send(self, source: object, packet: RtpPacket) -> None:
         key = (source, packet.ssrc)
         now = time.monotonic()
         marker = packet.marker
@@ -65,7 +65,7 @@ class OutgoingStream:
         packet.timestamp = ts
         packet.payload_type = self._payload_type
         packet.marker = marker
-        await self._outlet.send(packet)
+        self._outlet.send_now(packet)
 
 
 def _seq_newer(a: int, b: int) -> bool:

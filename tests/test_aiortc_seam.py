@@ -268,7 +268,7 @@ async def test_an_idle_leg_drops_audio_on_arrival_reports_none_lost_and_forwards
 
         received: list[int] = []
 
-        async def collect(packet: RtpPacket) -> None:
+        def collect(packet: RtpPacket) -> None:
             received.append(packet.sequence_number)
 
         idle_before = leg.drops.idle
@@ -282,9 +282,10 @@ async def test_an_idle_leg_drops_audio_on_arrival_reports_none_lost_and_forwards
         await peer.pc.close()
 
 
-async def test_an_rtp_handler_that_waits_is_carried_on_as_its_futures_complete() -> None:
-    """Packets handled on arrival run their handler at once; one that waits (none does today) must
-    still finish, in order, and one that fails is logged without stopping the next."""
+async def test_a_coroutine_run_now_that_waits_is_carried_on_as_its_futures_complete() -> None:
+    """What runs at once (aiortc's handler of a packet handled on arrival, a send through aiortc's
+    transport) and waits must still finish, in order; one that fails is logged without stopping the
+    next, or, asked to, raises what it raised before its first wait (a send's ConnectionError)."""
     steps: list[str] = []
     gate = asyncio.get_running_loop().create_future()
 
@@ -295,11 +296,13 @@ async def test_an_rtp_handler_that_waits_is_carried_on_as_its_futures_complete()
         steps.append("finished")
 
     async def fails() -> None:
-        raise ValueError("a broken handler")
+        raise ConnectionError("down")
 
-    aiortc_seam._run_now(waits())
+    aiortc_seam.run_now(waits())
     assert steps == ["started"]
-    aiortc_seam._run_now(fails())
+    aiortc_seam.run_now(fails())  # logged
+    with pytest.raises(ConnectionError, match="down"):
+        aiortc_seam.run_now(fails(), raising=True)
     gate.set_result(None)
     for _ in range(10):
         await asyncio.sleep(0)

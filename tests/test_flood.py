@@ -296,7 +296,7 @@ async def connected_leg() -> AsyncIterator[tuple[RTCPeerConnection, OpusLoopTrac
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         await asyncio.wait_for(leg.connected.wait(), 10)
 
-        async def nowhere(packet: RtpPacket) -> None:
+        def nowhere(packet: RtpPacket) -> None:
             pass
 
         leg.inbound = nowhere  # a leg in a call (an idle one reads one packet in IDLE_SAMPLE)
@@ -373,5 +373,5 @@ async def test_a_legs_receive_queue_and_send_buffer_are_bounded(
     for sequence in range(100):
         packet = RtpPacket(payload_type=0, sequence_number=sequence, timestamp=sequence * FRAME, ssrc=1)
         packet.payload = tone_loop(880.0)[sequence % 50]
-        await leg.send(pc, packet)
+        leg.send(pc, packet)
     assert leg.drops.sends >= 100

@@ -25,7 +25,7 @@ async def test_paced_audio_is_one_continuous_stream_across_a_switch_with_true_se
     received: list[RtpPacket] = []
     arrived = asyncio.Event()
 
-    async def inbound(packet: RtpPacket) -> None:
+    def inbound(packet: RtpPacket) -> None:
         received.append(packet)
         arrived.set()
 
