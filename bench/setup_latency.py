@@ -112,8 +112,9 @@ async def tenant(
 def server_env(dsn: str, folder: Path, **extra: str) -> dict[str, str]:
     """The servers' environment: loopback ICE, JSON logs, every per-address and per-button limit
     lifted (one machine plays every visitor and agent), and no call refused for load (what a
-    benchmark measures is how the server does as it is loaded, refusing nothing)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
+    benchmark measures is how the server does as it is loaded, refusing nothing). The event loop is
+    the one the benchmark is run with: ``CALLBUTTON_EVENT_LOOP=uvloop`` compares it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_") or k == "CALLBUTTON_EVENT_LOOP"}
     env.update({
         "CALLBUTTON_DATABASE_URL": dsn, "CALLBUTTON_DATA_DIR": str(folder), "CALLBUTTON_PORT": "0",
         "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1", "CALLBUTTON_LOG_FORMAT": "json",

@@ -17,9 +17,11 @@ import collections
 import contextlib
 import functools
 import ipaddress
+import os
 import random
+import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -473,40 +475,61 @@ def discard_queued_rtp(pc: RTCPeerConnection) -> int:
 def _discard_datagrams(protocol: Any, receiver: Any) -> int:
     """Read ``protocol``'s socket without waiting, handing ``receiver`` all but RTP; how many RTP
     datagrams were dropped."""
-    sock = getattr(getattr(protocol, "transport", None), "_sock", None)
-    if sock is None:
-        return 0
     dropped = 0
-    # At most what a receive buffer holds: a peer flooding its leg's port must not keep the event
-    # loop here (asyncio itself reads one datagram per wake-up).
-    for _ in range(DISCARD_READS):
-        try:
-            data, addr = sock.recvfrom(DATAGRAM_BUFFER)
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError as exc:
-            receiver.error_received(exc)  # (an ICMP error, say: the next datagram is read)
-            continue
-        if _is_rtp(data):
-            dropped += 1
-        else:
-            receiver.datagram_received(data, addr)
+    with _socket_of(getattr(protocol, "transport", None)) as sock:
+        if sock is None:
+            return 0
+        # At most what a receive buffer holds: a peer flooding its leg's port must not keep the event
+        # loop here (asyncio itself reads one datagram per wake-up).
+        for _ in range(DISCARD_READS):
+            try:
+                data, addr = sock.recvfrom(DATAGRAM_BUFFER)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                receiver.error_received(exc)  # (an ICMP error, say: the next datagram is read)
+                continue
+            if _is_rtp(data):
+                dropped += 1
+            else:
+                receiver.datagram_received(data, addr)
     return dropped
 
 
 def _discard_stream(relay: Any) -> None:
     """Read a TURN-over-TCP relay's socket without waiting, into its client (which frames it)."""
-    sock = getattr(relay.transport, "_sock", None)
-    if sock is None:
-        return  # TURN over TLS: the TLS layer reads the socket
-    for _ in range(DISCARD_READS):
-        try:
-            data = sock.recv(DATAGRAM_BUFFER)
-        except OSError:  # nothing more now (BlockingIOError), or an error asyncio meets next
-            return
-        if not data:
-            return  # the end: asyncio reads it again (a closed stream stays readable)
-        relay.data_received(data)
+    with _socket_of(relay.transport) as sock:
+        if sock is None:
+            return  # TURN over TLS: the TLS layer reads the socket
+        for _ in range(DISCARD_READS):
+            try:
+                data = sock.recv(DATAGRAM_BUFFER)
+            except OSError:  # nothing more now (BlockingIOError), or an error the loop meets next
+                return
+            if not data:
+                return  # the end: the loop reads it again (a closed stream stays readable)
+            relay.data_received(data)
+
+
+@contextlib.contextmanager
+def _socket_of(transport: Any) -> Iterator[socket.socket | None]:
+    """The socket under ``transport``, to read without waiting: asyncio's own (``_sock``); for
+    uvloop's transports, whose socket object only stands for libuv's, a duplicate of its descriptor
+    (the same kernel socket, closed after); None for a transport with no socket of its own (TLS)."""
+    own = getattr(transport, "_sock", None)
+    if own is not None or transport is None or hasattr(transport, "_ssl_protocol"):
+        yield own
+        return
+    stand_in = transport.get_extra_info("socket")
+    if stand_in is None or type(stand_in).__module__.split(".")[0] != "uvloop":
+        yield None
+        return
+    duplicate = socket.socket(stand_in.family, stand_in.type, fileno=os.dup(stand_in.fileno()))
+    try:
+        duplicate.setblocking(False)
+        yield duplicate
+    finally:
+        duplicate.close()
 
 
 class _RtpDropper:

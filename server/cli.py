@@ -19,8 +19,9 @@ import json
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -72,6 +73,16 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIte
             await asyncio.to_thread(local.stop)
 
 
+def run_loop(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run ``main`` on the event loop CALLBUTTON_EVENT_LOOP names."""
+    if event_loop == "uvloop":
+        import uvloop  # only imported when chosen: libuv in every process otherwise unused
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 async def serve(settings: Settings, *, demo: bool, reuse_port: bool = False) -> None:
     # Installed first: a SIGTERM while starting (joining a cluster can take seconds) stops the
     # server once started, cleanly, instead of killing it half-way.
@@ -84,7 +95,8 @@ async def serve(settings: Settings, *, demo: bool, reuse_port: bool = False) -> 
         settle_heap()
         collector = asyncio.create_task(collect_garbage(), name="garbage-collector")
         url = running.url
-        log.info(logs.SERVER_STARTED, url=url, agent_console=f"{url}/agent/")
+        event_loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # asyncio or uvloop
+        log.info(logs.SERVER_STARTED, url=url, agent_console=f"{url}/agent/", event_loop=event_loop)
         if running.demo is not None:
             print(
                 f"\n  callbutton demo is running.\n"
@@ -315,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "serve":
             if args.reuse_port:
                 workers.die_with_parent()
-            asyncio.run(serve(settings, demo=args.demo, reuse_port=args.reuse_port))
+            run_loop(serve(settings, demo=args.demo, reuse_port=args.reuse_port), settings.event_loop)
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
         elif args.command == "create-org":

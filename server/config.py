@@ -225,6 +225,13 @@ VARIABLES: tuple[Variable, ...] = (
         "never touched. 0: never refuse for load.",
     ),
     Variable(
+        "CALLBUTTON_EVENT_LOOP",
+        "asyncio",
+        "`asyncio` or `uvloop`: the event loop a server process runs on. uvloop (libuv) forwards a "
+        "call's packets for about a tenth less CPU (docs/benchmarks.md); its load is measured from "
+        "the kernel's accounting of the loop's thread rather than asyncio's selector (docs/scaling.md).",
+    ),
+    Variable(
         "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS",
         "10",
         "Visitor sockets one address may have open at once; more are refused with 429.",
@@ -302,6 +309,7 @@ class Settings:
     call_rate_per_button: float = 120.0
     max_calls: int = 0
     max_loop_busy: float = 0.8
+    event_loop: str = "asyncio"
     visitor_sockets_per_address: int = 10
     login_rate_per_address: float = 30.0
     login_rate_per_account: float = 5.0
@@ -367,6 +375,7 @@ class Settings:
             ),
             max_calls=_int(get("CALLBUTTON_MAX_CALLS"), "CALLBUTTON_MAX_CALLS", 0, 10**6),
             max_loop_busy=_share(get("CALLBUTTON_MAX_LOOP_BUSY"), "CALLBUTTON_MAX_LOOP_BUSY"),
+            event_loop=_choice(get("CALLBUTTON_EVENT_LOOP"), "CALLBUTTON_EVENT_LOOP", ("asyncio", "uvloop")),
             visitor_sockets_per_address=_int(
                 get("CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS"), "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS", 1, 10**6
             ),

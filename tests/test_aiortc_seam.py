@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import contextlib
 import inspect
 import itertools
 import random
+import socket
+import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import aioice.ice
 import aiortc
 import pytest
+import uvloop
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, clock
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcicetransport import RTCIceTransport
@@ -140,22 +144,31 @@ class Peer:
         await asyncio.wait_for(leg.connected.wait(), 10)
 
 
-@pytest.fixture
-async def bridged() -> AsyncIterator[tuple[Peer, Peer, Leg, Leg, Bridge]]:
+@contextlib.asynccontextmanager
+async def bridged_pair() -> AsyncIterator[tuple[Peer, Peer, Leg, Leg, Bridge]]:
+    """Peers of 440 and 880 Hz, each with its leg, the legs bridged (on the running loop)."""
     pin_host_addresses(["127.0.0.1"])
     a, b = Peer(440), Peer(880)
     leg_a, leg_b = Leg("visitor", IceSettings()), Leg("agent", IceSettings())
-    await a.connect(leg_a)
-    await b.connect(leg_b)
     bridge = Bridge(leg_a)
-    bridge.connect(leg_b)
-    yield a, b, leg_a, leg_b, bridge
-    await bridge.close()
-    for closable in (leg_a, leg_b, a.pc, b.pc):
-        await closable.close()
-    for peer in (a, b):
-        if peer.sink is not None:
-            await peer.sink.close()
+    try:
+        await a.connect(leg_a)
+        await b.connect(leg_b)
+        bridge.connect(leg_b)
+        yield a, b, leg_a, leg_b, bridge
+    finally:
+        await bridge.close()
+        for closable in (leg_a, leg_b, a.pc, b.pc):
+            await closable.close()
+        for peer in (a, b):
+            if peer.sink is not None:
+                await peer.sink.close()
+
+
+@pytest.fixture
+async def bridged() -> AsyncIterator[tuple[Peer, Peer, Leg, Leg, Bridge]]:
+    async with bridged_pair() as pair:
+        yield pair
 
 
 async def stats_of(pc: RTCPeerConnection, kind: str) -> list[object]:
@@ -166,7 +179,53 @@ async def stats_of(pc: RTCPeerConnection, kind: str) -> list[object]:
 async def test_bridge_forwards_without_decoding_and_keeps_rtcp_true(
     bridged: tuple[Peer, Peer, Leg, Leg, Bridge],
 ) -> None:
-    a, b, leg_a, leg_b, _ = bridged
+    await forwards_without_decoding_and_keeps_rtcp_true(*bridged)
+
+
+def test_the_media_path_is_the_same_on_uvloop() -> None:
+    """CALLBUTTON_EVENT_LOOP=uvloop: packets handled as they arrive and sent straight to the socket,
+    RTCP true, audio both ways; and a socket's unread datagrams discarded (uvloop's transports keep
+    their socket to libuv: the seam reads a duplicate of its descriptor)."""
+
+    async def scenario() -> None:
+        async with bridged_pair() as pair:
+            await forwards_without_decoding_and_keeps_rtcp_true(*pair)
+        await discards_unread_datagrams()
+
+    uvloop.run(scenario())
+
+
+async def test_a_sockets_unread_datagrams_are_discarded_but_rtp_only() -> None:
+    await discards_unread_datagrams()
+
+
+async def discards_unread_datagrams() -> None:
+    """RTP waiting in a socket's kernel buffer is dropped unread; anything else (STUN) is handed on."""
+    received: list[bytes] = []
+
+    class Receiving(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport  # (as aioice's protocol keeps it)
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            received.append(data)
+
+    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+        Receiving, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        rtp, stun = b"\x80\x6f" + bytes(98), b"\x00\x01" + bytes(18)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for data in (rtp, stun, rtp, rtp):  # sent without yielding: the loop has read none of them
+                sender.sendto(data, transport.get_extra_info("sockname"))
+        time.sleep(0.05)  # noqa: ASYNC251 - (loopback delivers at once; the loop must not run meanwhile)
+        assert aiortc_seam._discard_datagrams(protocol, protocol) == 3
+        assert received == [stun]
+    finally:
+        transport.close()
+
+
+async def forwards_without_decoding_and_keeps_rtcp_true(a: Peer, b: Peer, leg_a: Leg, leg_b: Leg, _: Bridge) -> None:
     # Both legs have the process's certificate (share_certificate) and one OpenSSL context.
     transports = [leg._pc.getTransceivers()[0].sender.transport for leg in (leg_a, leg_b) if leg._pc is not None]
     assert len({t.getLocalParameters().fingerprints[0].value for t in transports}) == 1

@@ -1,5 +1,5 @@
 """The event loop's utilisation (server/load.py), measured on the real loop: idle, kept busy, and
-idle again."""
+idle again; on asyncio's loop (its selector timed) and on uvloop's (its thread's scheduler accounting)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import asyncio
 import time
 
 import pytest
+import uvloop
 
 from server import load
-from server.load import LoopLoad
+from server.load import LoopLoad, ThreadMeter
 
 
 async def keep_busy(seconds: float, share: float = 0.9) -> None:
@@ -28,6 +29,15 @@ def short_window(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_utilisation_follows_what_the_loop_does() -> None:
+    await utilisation_follows_what_the_loop_does()
+
+
+def test_utilisation_follows_what_uvloop_does() -> None:
+    assert ThreadMeter.available()
+    uvloop.run(utilisation_follows_what_the_loop_does())
+
+
+async def utilisation_follows_what_the_loop_does() -> None:
     meter = LoopLoad(limit=0.7)
     meter.start()
     try:

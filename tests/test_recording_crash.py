@@ -39,6 +39,7 @@ class ServerProcess:
         self.env = env
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
+        self.started: dict[str, Any] = {}  # its server.started line
         self.events: list[dict[str, Any]] = []
         self._reader: asyncio.Task[None] | None = None
 
@@ -60,7 +61,7 @@ class ServerProcess:
                 assert line, "the server exited before it started"
                 event = json.loads(line)
                 if event.get("event") == "server.started":
-                    self.url = event["url"]
+                    self.url, self.started = event["url"], event
         except (AssertionError, ValueError, TimeoutError) as error:
             # Not started: say what it printed (a traceback is not JSON), and leave nothing running.
             if self.process.returncode is None:
@@ -173,14 +174,17 @@ async def test_sigkill_mid_call_leaves_a_recoverable_truncated_recording(
         await second.kill(signal.SIGTERM)
 
 
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
 async def test_sigterm_mid_call_drains_then_ends_it_with_a_complete_recording(
-    environment: dict[str, str], database: Database, tmp_path: Path
+    environment: dict[str, str], database: Database, tmp_path: Path, event_loop: str
 ) -> None:
-    """Issue 8, test 2: a real SIGTERM to ``callbutton serve`` during a recorded call."""
+    """Issue 8, test 2: a real SIGTERM to ``callbutton serve`` during a recorded call; on either
+    event loop (CALLBUTTON_EVENT_LOOP)."""
     (tenant,) = await make_tenant(database, recording=True)
     drain = 3.0
-    server = ServerProcess({**environment, "CALLBUTTON_DRAIN_TIMEOUT": str(drain)})
+    server = ServerProcess({**environment, "CALLBUTTON_DRAIN_TIMEOUT": str(drain), "CALLBUTTON_EVENT_LOOP": event_loop})
     await server.start()
+    assert server.started["event_loop"] == event_loop
     visitor, agent, call_id = await answered_call_for(server.url, tenant)
     try:
         await visitor.hears(880.0)
