@@ -335,7 +335,8 @@ async def create_tenant(database: Database, agents: int) -> Tenant:
 
 
 def server_env(dsn: str, folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_")}
+    """The server's environment; its event loop the one the soak is run with (CALLBUTTON_EVENT_LOOP)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_") or k == "CALLBUTTON_EVENT_LOOP"}
     env.update({
         "CALLBUTTON_DATABASE_URL": dsn, "CALLBUTTON_DATA_DIR": str(folder / "data"), "CALLBUTTON_HOST": LOOPBACK,
         "CALLBUTTON_PORT": "0", "CALLBUTTON_ICE_HOST_ADDRESSES": LOOPBACK, "CALLBUTTON_ICE_SERVERS": "",

@@ -28,6 +28,7 @@ from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
+from media.aiortc_discard import discard_queued_rtp
 from media.aiortc_outlet import PlaceholderTrack, RtpOutlet
 from media.aiortc_release import connection_objects, release_later
 from media.aiortc_seam import (
@@ -36,7 +37,6 @@ from media.aiortc_seam import (
     bound_remote_ssrcs,
     check_version,
     deliver_rtp_on_arrival,
-    discard_queued_rtp,
     intercept_rtp,
     share_certificate,
     shrink_receive_buffers,
@@ -201,7 +201,7 @@ class Leg:
 
     def discard_queued(self) -> None:
         """Drop the audio that has reached this leg and is not read yet (see
-        :func:`media.aiortc_seam.discard_queued_rtp`): call when its audio starts going to someone
+        :func:`media.aiortc_discard.discard_queued_rtp`): call when its audio starts going to someone
         new, who must hear nothing said before."""
         if self._pc is not None and self.state is not LegState.CLOSED:
             self.counters.packets_stale += discard_queued_rtp(self._pc)

@@ -27,7 +27,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from media import aiortc_seam
+from media import aiortc_discard, aiortc_seam
 from media.aiortc_outlet import RtpOutlet
 from media.aiortc_seam import AIORTC_VERSION, check_version, pin_host_addresses
 from media.bridge import Bridge
@@ -219,7 +219,7 @@ async def discards_unread_datagrams() -> None:
             for data in (rtp, stun, rtp, rtp):  # sent without yielding: the loop has read none of them
                 sender.sendto(data, transport.get_extra_info("sockname"))
         time.sleep(0.05)  # noqa: ASYNC251 - (loopback delivers at once; the loop must not run meanwhile)
-        assert aiortc_seam._discard_datagrams(protocol, protocol) == 3
+        assert aiortc_discard._discard_datagrams(protocol, protocol) == 3
         assert received == [stun]
     finally:
         transport.close()

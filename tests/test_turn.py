@@ -31,7 +31,8 @@ from aioice import stun
 from aioice.turn import TurnClientUdpProtocol
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection
 
-from media.aiortc_seam import discard_queued_rtp, pin_host_addresses
+from media.aiortc_discard import discard_queued_rtp
+from media.aiortc_seam import pin_host_addresses
 from media.synthetic import AudioSink, OpusLoopTrack
 from server.app import Running, start
 from server.config import ConfigError, Settings
