@@ -227,9 +227,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CALLBUTTON_EVENT_LOOP",
         "asyncio",
-        "`asyncio` or `uvloop`: the event loop a server process runs on. uvloop (libuv) forwards a "
-        "call's packets for about a tenth less CPU (docs/benchmarks.md); its load is measured from "
-        "the kernel's accounting of the loop's thread rather than asyncio's selector (docs/scaling.md).",
+        "`asyncio` or `uvloop`: the event loop a server process runs on. uvloop (libuv) forwarded a "
+        "call's packets for about a tenth less CPU, though the whole server measured no difference "
+        "(docs/benchmarks.md); its load is measured from the kernel's accounting of the loop's thread "
+        "rather than asyncio's selector (docs/scaling.md).",
     ),
     Variable(
         "CALLBUTTON_VISITOR_SOCKETS_PER_ADDRESS",
