@@ -202,7 +202,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.host:
         if args.loop == "uvloop":
-            import uvloop  # not a dependency of the server: pip install uvloop to compare
+            import uvloop  # (imported only when compared, as the server does: server/cli.py)
 
             uvloop.run(host(args.host))
         else:
