@@ -1,13 +1,21 @@
-"""What several benchmarks share: a throwaway database on a Postgres server they are given."""
+"""What several benchmarks share: a throwaway database on a Postgres server they are given, and the
+environment their servers start from."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment without its ``CALLBUTTON_`` settings (a benchmark sets the server's
+    own), except the event loop: ``CALLBUTTON_EVENT_LOOP=uvloop`` runs a benchmark's servers on uvloop."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_") or k == "CALLBUTTON_EVENT_LOOP"}
 
 
 async def admin(server_dsn: str, *statements: str) -> None:

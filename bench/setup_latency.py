@@ -58,6 +58,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import numpy as np
+from common import inherited_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from server import auth
@@ -114,7 +115,7 @@ def server_env(dsn: str, folder: Path, **extra: str) -> dict[str, str]:
     lifted (one machine plays every visitor and agent), and no call refused for load (what a
     benchmark measures is how the server does as it is loaded, refusing nothing). The event loop is
     the one the benchmark is run with: ``CALLBUTTON_EVENT_LOOP=uvloop`` compares it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_") or k == "CALLBUTTON_EVENT_LOOP"}
+    env = inherited_env()
     env.update({
         "CALLBUTTON_DATABASE_URL": dsn, "CALLBUTTON_DATA_DIR": str(folder), "CALLBUTTON_PORT": "0",
         "CALLBUTTON_ICE_HOST_ADDRESSES": "127.0.0.1", "CALLBUTTON_LOG_FORMAT": "json",

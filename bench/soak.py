@@ -51,7 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from common import throwaway_database
+from common import inherited_env, throwaway_database
 from memory_trace import compare
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -336,7 +336,7 @@ async def create_tenant(database: Database, agents: int) -> Tenant:
 
 def server_env(dsn: str, folder: Path) -> dict[str, str]:
     """The server's environment; its event loop the one the soak is run with (CALLBUTTON_EVENT_LOOP)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBUTTON_") or k == "CALLBUTTON_EVENT_LOOP"}
+    env = inherited_env()
     env.update({
         "CALLBUTTON_DATABASE_URL": dsn, "CALLBUTTON_DATA_DIR": str(folder / "data"), "CALLBUTTON_HOST": LOOPBACK,
         "CALLBUTTON_PORT": "0", "CALLBUTTON_ICE_HOST_ADDRESSES": LOOPBACK, "CALLBUTTON_ICE_SERVERS": "",
