@@ -29,7 +29,7 @@ from server.app import Running, start
 from server.config import Settings
 from storage.db import Database
 from storage.localpg import LocalPostgres
-from tests.peers import Agent, Visitor, answered_call
+from tests.peers import Agent, Visitor, answered_call, ringing_call
 from tests.run_keys import MASTER_KEY
 
 VISITOR_ORIGIN = "http://shop.example.test"
@@ -229,14 +229,29 @@ async def fresh_database(migrated: str) -> AsyncIterator[tuple[str, Database]]:
         await admin.close()
 
 
-async def answered_call_for(base_url: str, tenant: Tenant) -> tuple[Visitor, Agent, str]:
-    """An answered call on ``tenant``'s button: visitor 440 Hz, agent 880 Hz."""
+async def ringing_call_for(base_url: str, tenant: Tenant, **details: Any) -> tuple[Visitor, Agent, str]:
+    """A call on ``tenant``'s button ringing its agent: visitor 440 Hz, agent 880 Hz (``details``:
+    :func:`ringing_call`'s)."""
+    return await ringing_call(
+        base_url,
+        button_key=tenant.button_key,
+        origin=VISITOR_ORIGIN,
+        agent_email=tenant.agent_email,
+        agent_password=tenant.agent_password,
+        **details,
+    )
+
+
+async def answered_call_for(base_url: str, tenant: Tenant, **details: Any) -> tuple[Visitor, Agent, str]:
+    """An answered call on ``tenant``'s button: visitor 440 Hz, agent 880 Hz (``details``:
+    :func:`answered_call`'s)."""
     return await answered_call(
         base_url,
         button_key=tenant.button_key,
         origin=VISITOR_ORIGIN,
         agent_email=tenant.agent_email,
         agent_password=tenant.agent_password,
+        **details,
     )
 
 

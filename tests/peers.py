@@ -197,6 +197,34 @@ class Agent(SignallingPeer):
         await self.expect("presence", status="available")
 
 
+async def ringing_call(
+    base_url: str,
+    *,
+    button_key: str,
+    origin: str,
+    agent_email: str,
+    agent_password: str,
+    visitor_tone: float = 440.0,
+    agent_tone: float = 880.0,
+    visitor: dict[str, str] | None = None,
+) -> tuple[Visitor, Agent, str]:
+    """A visitor's call ringing an agent: the agent goes available, the visitor calls (``visitor``:
+    what they filled in), the agent is rung. The caller closes both peers."""
+    agent = Agent(base_url, agent_email, agent_password)
+    caller = Visitor(base_url, button_key, origin)
+    try:
+        await agent.connect()
+        await agent.go_available(tone=agent_tone)
+        await caller.connect()
+        call_id = await caller.call(tone=visitor_tone, visitor=visitor)
+        await agent.expect("ring", call_id=call_id)
+    except BaseException:
+        await caller.close()
+        await agent.close()
+        raise
+    return caller, agent, call_id
+
+
 async def answered_call(
     base_url: str,
     *,
@@ -206,21 +234,25 @@ async def answered_call(
     agent_password: str,
     visitor_tone: float = 440.0,
     agent_tone: float = 880.0,
+    visitor: dict[str, str] | None = None,
 ) -> tuple[Visitor, Agent, str]:
     """A visitor and an agent in an answered call: the agent goes available, the visitor calls,
     the agent accepts. The caller closes both peers."""
-    agent = Agent(base_url, agent_email, agent_password)
-    visitor = Visitor(base_url, button_key, origin)
+    caller, agent, call_id = await ringing_call(
+        base_url,
+        button_key=button_key,
+        origin=origin,
+        agent_email=agent_email,
+        agent_password=agent_password,
+        visitor_tone=visitor_tone,
+        agent_tone=agent_tone,
+        visitor=visitor,
+    )
     try:
-        await agent.connect()
-        await agent.go_available(tone=agent_tone)
-        await visitor.connect()
-        call_id = await visitor.call(tone=visitor_tone)
-        await agent.expect("ring", call_id=call_id)
         await agent.send({"type": "accept", "call_id": call_id})
-        await visitor.expect("call_state", state="answered")
+        await caller.expect("call_state", state="answered")
     except BaseException:
-        await visitor.close()
+        await caller.close()
         await agent.close()
         raise
-    return visitor, agent, call_id
+    return caller, agent, call_id

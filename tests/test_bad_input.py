@@ -16,7 +16,7 @@ from server.app import Running
 from server.appkeys import LIMITS
 from server.signalling import CLOSE_TOO_SLOW, MAX_MESSAGE_BYTES, OUTBOX_SIZE, Socket
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant
+from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant, ringing_call_for
 from tests.peers import Agent, Message, Visitor
 
 VALID_SDP_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -219,14 +219,8 @@ async def test_agent_socket_refusals_and_wrong_state(
 
 async def test_one_socket_carries_one_call(server: Running, database: Database) -> None:
     (tenant,) = await make_tenant(database)
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, _ = await ringing_call_for(server.url, tenant)
     try:
-        await agent.connect()
-        await agent.go_available()
-        await visitor.connect()
-        call_id = await visitor.call()
-        await agent.expect("ring", call_id=call_id)
         error = await reply_error(visitor, {"type": "call", "sdp": visitor.pc.localDescription.sdp})  # type: ignore[union-attr]
         assert error["code"] == "wrong_state" and "already has a call" in error["message"]
         # Once the visitor has heard that the call ended, the server closes the socket.

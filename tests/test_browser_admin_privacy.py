@@ -28,8 +28,7 @@ from storage.db import Database
 from storage.retention import CATEGORIES
 from storage.subjects import PURPOSES
 from tests.browser import csp_violations, new_context
-from tests.conftest import VISITOR_ORIGIN, Tenant, make_admin, make_tenant
-from tests.peers import Agent, Visitor
+from tests.conftest import Tenant, answered_call_for, make_admin, make_tenant
 from tests.test_browser import browser, page_errors, playwright  # noqa: F401 - fixtures
 from tests.test_browser_admin import log_in, thrown
 from tests.test_browser_admin_calls import ended_calls
@@ -46,16 +45,8 @@ FORM = {"name": "optional", "email": "optional", "phone": "optional"}
 
 async def call_with_form(server: Running, tenant: Tenant, answers: dict[str, str], talk_seconds: float) -> str:
     """A call answered at once, from a visitor who filled in the pre-call form with ``answers``."""
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, call_id = await answered_call_for(server.url, tenant, visitor=answers)
     try:
-        await agent.connect()
-        await agent.go_available()
-        await visitor.connect()
-        call_id = await visitor.call(visitor=answers)
-        await agent.expect("ring", call_id=call_id)
-        await agent.send({"type": "accept", "call_id": call_id})
-        await visitor.expect("call_state", state="answered")
         await asyncio.sleep(talk_seconds)
         await visitor.send({"type": "hangup"})
         await agent.expect("call_state", call_id=call_id, state="ended")

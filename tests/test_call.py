@@ -14,7 +14,15 @@ from media.synthetic import OpusLoopTrack, band_share, tone_loop
 from server.app import Running
 from server.appkeys import SWITCHBOARD
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, login_cookie, make_admin, make_tenant
+from tests.conftest import (
+    VISITOR_ORIGIN,
+    Tenant,
+    answered_call_for,
+    login_cookie,
+    make_admin,
+    make_tenant,
+    ringing_call_for,
+)
 from tests.peers import Agent, Visitor
 
 
@@ -89,15 +97,8 @@ async def test_caller_hears_nothing_said_before_the_answer(server: Running, tena
     the server falls behind reading its sockets (an oversubscribed machine), seconds of it wait there
     at the moment a call is answered; the caller must hear none of it, only what the agent says after.
     The stall is made by pausing the reads of the agent leg's sockets for 2 s before the answer."""
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, call_id = await ringing_call_for(server.url, tenant)  # the agent's tone 880 Hz
     try:
-        await agent.connect()
-        await agent.go_available(tone=880)  # before the answer: 880 Hz
-        await visitor.connect()
-        call_id = await visitor.call(tone=440)
-        await agent.expect("ring", call_id=call_id)
-
         roster_agent = server.runner.app[SWITCHBOARD].roster.get(tenant.agent_id)
         assert roster_agent is not None
         (standing,) = [s.leg for s in roster_agent.sockets if s.leg is not None]
@@ -194,14 +195,8 @@ async def test_a_silent_agent_is_rung_again_until_the_maximum_wait_ends_the_call
     server: Running, database: Database
 ) -> None:
     (tenant,) = await make_tenant(database, ring_timeout_s=1, max_queue_wait_s=2)
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, call_id = await ringing_call_for(server.url, tenant)
     try:
-        await agent.connect()
-        await agent.go_available()
-        await visitor.connect()
-        call_id = await visitor.call()
-        await agent.expect("ring", call_id=call_id)
         await agent.expect("ring_stopped", call_id=call_id, reason="timeout")
         # Nobody else can take it: the same agent is rung again.
         await agent.wait_for(
@@ -238,14 +233,8 @@ async def test_no_agent_available_is_rejected_and_recorded(server: Running, data
 
 
 async def test_visitor_leaving_while_ringing_is_abandoned(server: Running, database: Database, tenant: Tenant) -> None:
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, call_id = await ringing_call_for(server.url, tenant)
     try:
-        await agent.connect()
-        await agent.go_available()
-        await visitor.connect()
-        call_id = await visitor.call()
-        await agent.expect("ring", call_id=call_id)
         await visitor.close()
         await agent.expect("ring_stopped", call_id=call_id, reason="ended")
         row = await wait_for_row(database, tenant, call_id, "ended")
@@ -255,14 +244,8 @@ async def test_visitor_leaving_while_ringing_is_abandoned(server: Running, datab
 
 
 async def test_declined_by_every_agent_is_rejected(server: Running, database: Database, tenant: Tenant) -> None:
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, call_id = await ringing_call_for(server.url, tenant)
     try:
-        await agent.connect()
-        await agent.go_available()
-        await visitor.connect()
-        call_id = await visitor.call()
-        await agent.expect("ring", call_id=call_id)
         await agent.send({"type": "decline", "call_id": call_id})
         ended = await visitor.expect("call_state", call_id=call_id, state="ended")
         assert (ended["reason"], ended["detail"]) == ("rejected", "declined")

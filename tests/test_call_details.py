@@ -13,7 +13,7 @@ from server.app import Running
 from server.appkeys import SWITCHBOARD
 from server.config import Settings
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, make_tenant
+from tests.conftest import VISITOR_ORIGIN, answered_call_for, make_tenant
 from tests.peers import Agent, Visitor
 from tests.test_call import wait_for_row
 from tests.test_routing import call_api
@@ -126,16 +126,8 @@ async def test_a_call_rings_before_its_history_is_read_and_goes_on_if_it_cannot_
 
 async def test_the_visitor_rates_the_call_once_and_the_agent_writes_notes(server: Running, database: Database) -> None:
     tenant, colleague = await make_tenant(database, agents=2)
-    agent = Agent(server.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(server.url, tenant.button_key, VISITOR_ORIGIN)
+    visitor, agent, call_id = await answered_call_for(server.url, tenant)
     try:
-        await agent.connect()
-        await agent.go_available()
-        await visitor.connect()
-        call_id = await visitor.call()
-        await agent.expect("ring", call_id=call_id)
-        await agent.send({"type": "accept", "call_id": call_id})
-        await visitor.expect("call_state", state="answered")
         await agent.send({"type": "hangup", "call_id": call_id})
         ended = await visitor.expect("call_state", state="ended")
         token = ended["rating_token"]

@@ -14,7 +14,7 @@ from server.app import Running, start
 from server.appkeys import SWITCHBOARD
 from server.config import Settings
 from storage.db import Database
-from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, login_cookie, make_admin
+from tests.conftest import Tenant, answered_call_for, login_cookie, make_admin
 from tests.peers import Agent, Visitor
 from tests.test_call import wait_for_row
 from tests.test_routing import call_api
@@ -104,17 +104,13 @@ async def test_shutdown_ends_calls_tells_everyone_and_closes_sockets(
     settings: Settings, database: Database, tenant: Tenant
 ) -> None:
     running = await start(settings, database)
-    agent = Agent(running.url, tenant.agent_email, tenant.agent_password)
-    visitor = Visitor(running.url, tenant.button_key, VISITOR_ORIGIN)
+    try:
+        visitor, agent, call_id = await answered_call_for(running.url, tenant)
+    except BaseException:
+        await running.stop()
+        raise
     stopped = False
     try:
-        await agent.connect()
-        await agent.go_available()
-        await visitor.connect()
-        call_id = await visitor.call()
-        await agent.expect("ring", call_id=call_id)
-        await agent.send({"type": "accept", "call_id": call_id})
-        await visitor.expect("call_state", state="answered")
         switchboard = running.runner.app[SWITCHBOARD]
 
         began = time.monotonic()
