@@ -229,30 +229,24 @@ async def fresh_database(migrated: str) -> AsyncIterator[tuple[str, Database]]:
         await admin.close()
 
 
+def parties(tenant: Tenant) -> dict[str, str]:
+    """:func:`ringing_call`'s arguments for a call on ``tenant``'s button to its agent."""
+    return {
+        "button_key": tenant.button_key,
+        "origin": VISITOR_ORIGIN,
+        "agent_email": tenant.agent_email,
+        "agent_password": tenant.agent_password,
+    }
+
+
 async def ringing_call_for(base_url: str, tenant: Tenant, **details: Any) -> tuple[Visitor, Agent, str]:
-    """A call on ``tenant``'s button ringing its agent: visitor 440 Hz, agent 880 Hz (``details``:
-    :func:`ringing_call`'s)."""
-    return await ringing_call(
-        base_url,
-        button_key=tenant.button_key,
-        origin=VISITOR_ORIGIN,
-        agent_email=tenant.agent_email,
-        agent_password=tenant.agent_password,
-        **details,
-    )
+    """A call on ``tenant``'s button ringing its agent: visitor 440 Hz, agent 880 Hz."""
+    return await ringing_call(base_url, **parties(tenant), **details)
 
 
 async def answered_call_for(base_url: str, tenant: Tenant, **details: Any) -> tuple[Visitor, Agent, str]:
-    """An answered call on ``tenant``'s button: visitor 440 Hz, agent 880 Hz (``details``:
-    :func:`answered_call`'s)."""
-    return await answered_call(
-        base_url,
-        button_key=tenant.button_key,
-        origin=VISITOR_ORIGIN,
-        agent_email=tenant.agent_email,
-        agent_password=tenant.agent_password,
-        **details,
-    )
+    """An answered call on ``tenant``'s button: visitor 440 Hz, agent 880 Hz."""
+    return await answered_call(base_url, **parties(tenant), **details)
 
 
 @pytest.fixture

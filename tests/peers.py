@@ -225,29 +225,10 @@ async def ringing_call(
     return caller, agent, call_id
 
 
-async def answered_call(
-    base_url: str,
-    *,
-    button_key: str,
-    origin: str,
-    agent_email: str,
-    agent_password: str,
-    visitor_tone: float = 440.0,
-    agent_tone: float = 880.0,
-    visitor: dict[str, str] | None = None,
-) -> tuple[Visitor, Agent, str]:
-    """A visitor and an agent in an answered call: the agent goes available, the visitor calls,
-    the agent accepts. The caller closes both peers."""
-    caller, agent, call_id = await ringing_call(
-        base_url,
-        button_key=button_key,
-        origin=origin,
-        agent_email=agent_email,
-        agent_password=agent_password,
-        visitor_tone=visitor_tone,
-        agent_tone=agent_tone,
-        visitor=visitor,
-    )
+async def answered_call(base_url: str, **call: Any) -> tuple[Visitor, Agent, str]:
+    """A visitor and an agent in an answered call (``call``: :func:`ringing_call`'s arguments): the
+    agent goes available, the visitor calls, the agent accepts. The caller closes both peers."""
+    caller, agent, call_id = await ringing_call(base_url, **call)
     try:
         await agent.send({"type": "accept", "call_id": call_id})
         await caller.expect("call_state", state="answered")

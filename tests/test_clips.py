@@ -24,8 +24,7 @@ from server.appkeys import CLIPS, RECORDINGS
 from storage.db import Database
 from storage.retention import Purger, Subject
 from storage.subjects import Subjects
-from tests.conftest import VISITOR_ORIGIN, Tenant, login_cookie, make_admin, make_tenant
-from tests.peers import answered_call
+from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, login_cookie, make_admin, make_tenant
 from tests.test_routing import call_api
 
 GPS = 0x8825
@@ -130,12 +129,9 @@ def stored_files(server: Running, tenant: Tenant) -> list[Path]:
 
 async def test_a_photo_and_a_video_sent_in_a_call_reach_the_agent_cleaned(server: Running, database: Database) -> None:
     (tenant,) = await make_tenant(database)
-    visitor, agent, call_id = await answered_call(
+    visitor, agent, call_id = await answered_call_for(
         server.url,
-        button_key=tenant.button_key,
-        origin=VISITOR_ORIGIN,
-        agent_email=tenant.agent_email,
-        agent_password=tenant.agent_password,
+        tenant,
     )
     try:
         token = visitor.messages("call_state")[-1]["clip_token"]

@@ -37,8 +37,8 @@ from media.synthetic import OpusLoopTrack, tone_loop
 from storage.db import Database
 from storage.keys import Keyring
 from storage.recordings import RecordingRecord, RecordingStore
-from tests.conftest import VISITOR_ORIGIN, Tenant, make_tenant
-from tests.peers import Agent, Visitor, answered_call
+from tests.conftest import Tenant, answered_call_for, make_tenant
+from tests.peers import Agent, Visitor
 from tests.run_keys import MASTER_KEY
 from tests.test_call import wait_for_row
 from tests.test_recording_crash import ServerProcess
@@ -160,12 +160,9 @@ async def test_a_peer_flooding_rtp_grows_no_memory_and_takes_no_other_calls_audi
     try:
         for visitor_tone, agent_tone in TONES:
             (tenant,) = await make_tenant(database, recording=True)
-            visitor, agent, call_id = await answered_call(
+            visitor, agent, call_id = await answered_call_for(
                 server.url,
-                button_key=tenant.button_key,
-                origin=VISITOR_ORIGIN,
-                agent_email=tenant.agent_email,
-                agent_password=tenant.agent_password,
+                tenant,
                 visitor_tone=visitor_tone,
                 agent_tone=agent_tone,
             )

@@ -20,8 +20,8 @@ from server.appkeys import RECORDINGS
 from server.config import Settings
 from storage.db import Database
 from storage.recordings import read_plaintext
-from tests.conftest import VISITOR_ORIGIN, make_tenant
-from tests.peers import Visitor, answered_call
+from tests.conftest import VISITOR_ORIGIN, answered_call_for, make_tenant
+from tests.peers import Visitor
 from tests.test_call import wait_for_row
 from tests.test_ops import sample, scrape
 from tests.test_recording import finished_recording
@@ -95,12 +95,9 @@ async def test_a_call_goes_on_through_a_database_outage_and_its_history_is_writt
     proxied = await Database.connect(proxy.dsn(name), keystore_dsn=proxy.dsn(f"{name}_keys"), max_size=4)
     running = await start(settings, proxied)
     try:
-        visitor, agent, call_id = await answered_call(
+        visitor, agent, call_id = await answered_call_for(
             running.url,
-            button_key=tenant.button_key,
-            origin=VISITOR_ORIGIN,
-            agent_email=tenant.agent_email,
-            agent_password=tenant.agent_password,
+            tenant,
         )
         try:
             await visitor.hears(880.0)
