@@ -48,7 +48,9 @@ _PRE_SKIP = 312  # the encoder delay WebRTC's Opus uses (RFC 7845 section 4.2 su
 QUEUE_SIZE = 20_000  # packets handed over and not yet muxed: about 100 calls' worth of one second
 #: How long a tapped packet may wait to be handed to the worker, with every other packet tapped meanwhile.
 BATCH_SECONDS = 0.05
-_MAX_PENDING = 500  # packets held until the sink is attached: 2.5 s of both parties
+#: Packets held until the sink is attached (its file opens after the call's row is written, which can
+#: wait seconds behind a burst of other calls' writes): 10 s of both parties, at most ~0.5 MiB.
+_MAX_PENDING = 2000
 #: How long (in samples of arrival time from a party's first packet) its anchor settles. A first packet
 #: that waited (a stall of up to MAX_SKEW: longer is a re-anchor) arrives in a burst with the packets
 #: that waited with it, and the next one, on time, shows by how much: within 20 ms, or 400 ms if the

@@ -139,6 +139,8 @@ class Call:
                 node=node,
             ),
         )
+        #: The write of the call's own row, the first of its writes.
+        self._row_write = self._last_write
         self._log.info(logs.CALL_STATE, transition="-> created", button_id=str(button_id))
 
     @property
@@ -193,6 +195,12 @@ class Call:
                 call_id=self.id, organisation_id=self.organisation_id, token_hash=token_hash
             ),
         )
+
+    async def row_stored(self) -> None:
+        """Wait until the call's own row is written (or its write has failed and been logged), not
+        for its later events: what only refers to the row (a recording's) need not queue behind them."""
+        if self._row_write is not None:
+            await asyncio.shield(self._row_write)
 
     async def flush(self) -> None:
         """Wait until every transition so far is persisted (or has failed and been logged)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,12 +50,16 @@ class CallRecording:
         mux: MuxWorker,
         organisation_id: uuid.UUID,
         call_id: uuid.UUID,
+        call_row_stored: Callable[[], Awaitable[None]],
         call_stored: Callable[[], Awaitable[None]],
         outbox: Outbox,
         stats: RecordingStats | None = None,
     ) -> None:
-        """``call_stored`` waits until the call's own row is written (the recording's row refers to
-        it, and call writes are queued behind the call, not waited for)."""
+        """``call_row_stored`` waits until the call's own row is written (the recording's row refers
+        to it, and call writes are queued behind the call, not waited for), ``call_stored`` until all
+        of the call's writes so far are. The file opens after the first: under a backlog of writes
+        the call's later ones queue behind it once each, seconds at 128 calls, and what the recorder
+        takes meanwhile is held in memory."""
         self.recorder = Recorder(mux)
         self.recording_id: uuid.UUID | None = None
         self._store = store
@@ -62,6 +67,7 @@ class CallRecording:
         self._call_id = call_id
         self._log = log.bind(call_id=str(call_id), org_id=str(organisation_id))
         self._opening: asyncio.Task[EncryptedFile | None] | None = None
+        self._call_row_stored = call_row_stored
         self._call_stored = call_stored
         self._outbox = outbox
         self._stats = stats if stats is not None else RecordingStats()
@@ -71,8 +77,9 @@ class CallRecording:
         self._opening = asyncio.create_task(self._open(datetime.datetime.now(datetime.UTC)), name="recording-open")
 
     async def _open(self, started_at: datetime.datetime) -> EncryptedFile | None:
+        began = time.monotonic()
         try:
-            await self._call_stored()
+            await self._call_row_stored()
             self.recording_id, sink = await self._store.begin(
                 organisation_id=self._organisation_id, call_id=self._call_id, started_at=started_at
             )
@@ -82,7 +89,9 @@ class CallRecording:
             return None
         self._stats.opened += 1
         self.recorder.attach(sink)
-        self._log.info(RECORDING_STARTED, recording_id=str(self.recording_id))
+        self._log.info(
+            RECORDING_STARTED, recording_id=str(self.recording_id), opened_ms=round((time.monotonic() - began) * 1000)
+        )
         return sink
 
     async def finish(self) -> None:

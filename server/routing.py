@@ -344,6 +344,7 @@ class Switchboard:
                 mux=self._mux,
                 organisation_id=call.organisation_id,
                 call_id=call.id,
+                call_row_stored=call.row_stored,
                 call_stored=call.flush,
                 outbox=self.outbox,
                 stats=self.recording_stats,

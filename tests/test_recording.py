@@ -10,9 +10,11 @@ import sys
 import uuid
 import wave
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
+import pytest
 
 from media.recording_file import decode_tracks
 from media.synthetic import band_share, dominant_frequency
@@ -39,8 +41,10 @@ async def recorded_call(server: Running, tenant: Tenant, talk_seconds: float) ->
         await agent.close()
 
 
-async def finished_recording(store: RecordingStore, tenant: Tenant, call_id: str) -> RecordingRecord:
-    for _ in range(100):
+async def finished_recording(
+    store: RecordingStore, tenant: Tenant, call_id: str, timeout: float = 5.0
+) -> RecordingRecord:
+    for _ in range(round(timeout / 0.05)):
         (record,) = await store.for_call(tenant.organisation_id, uuid.UUID(call_id)) or (None,)
         if record is not None and record.state != "recording":
             return record
@@ -74,6 +78,44 @@ async def test_a_recorded_call_leaves_an_encrypted_two_channel_file(server: Runn
     assert band_share(tracks.visitor[middle], 880) < 0.01 and band_share(tracks.agent[middle], 440) < 0.01
     assert abs(tracks.duration_seconds - talk) < 0.5, (tracks.duration_seconds, talk)
     assert abs(record.duration_ms / 1000 - talk) < 0.5
+
+
+async def test_a_recording_opens_without_waiting_for_the_calls_later_writes(
+    server: Running, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call's writes queue one behind the other, and under a burst each waits behind every other
+    call's: the recording's file waits only for the call's own row, and loses nothing meanwhile."""
+    (tenant,) = await make_tenant(database, recording=True)
+    events = server.runner.app[SWITCHBOARD]._events
+    transition = events.transition
+
+    async def slow_transition(**fields: Any) -> None:
+        await asyncio.sleep(3.0)  # the database's writes backed up
+        await transition(**fields)
+
+    monkeypatch.setattr(events, "transition", slow_transition)
+    visitor, agent, call_id = await answered_call_for(server.url, tenant)
+    try:
+        await asyncio.sleep(1.0)
+        store = server.runner.app[RECORDINGS]
+        (record,) = await store.for_call(tenant.organisation_id, uuid.UUID(call_id))
+        assert record.state == "recording"
+        row = await database.calls.get(tenant.organisation_id, uuid.UUID(call_id))
+        assert row is not None and row.answered_at is None  # the answer is not written yet
+        await asyncio.sleep(1.0)
+        await visitor.send({"type": "hangup"})
+        await agent.expect("call_state", call_id=call_id, state="ended")
+    finally:
+        await visitor.close()
+        await agent.close()
+    row = await wait_for_row(database, tenant, call_id, "ended", timeout=15)  # each transition 3 s late
+    assert row.answered_at is not None and row.ended_at is not None
+    record = await finished_recording(store, tenant, call_id, timeout=15)
+    tracks = decode_tracks(
+        read_plaintext(store.path(tenant.organisation_id, record.id), await store.key(record), record.id)
+    )
+    assert abs(tracks.duration_seconds - (row.ended_at - row.answered_at).total_seconds()) < 0.5
+    assert abs((dominant_frequency(tracks.visitor[: len(tracks.visitor) // 2]) or 0) - 440) < 15
 
 
 async def test_calls_on_buttons_without_recording_leave_no_recording(
