@@ -1,8 +1,9 @@
 """Pipeline checks after a run: did the deployment store what really happened?
 
 With an admin's credentials, each call's row is read back through the REST API (outcome, who hung
-up, talk time), and each recording is downloaded, decoded, and checked for both parties' tones and
-the right duration. Every mismatch becomes a ``check:...`` failure on that call.
+up, talk time), and each recording is downloaded, decoded, and checked for both parties' tones, the
+right duration, and no gaps in either party's sound beyond the loss the load tester itself injects.
+Every mismatch becomes a ``check:...`` failure on that call.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ SETTLE_SECONDS = 10
 TONE_TOLERANCE = 15.0  # Hz
 RATE = 48000
 AUDIBLE = 300  # a sample's magnitude (of 32767) that is sound, not a codec's noise floor
+WINDOW = RATE // 800  # 1.25 ms: every window of a tone is loud, and a lost 20 ms packet leaves ~14 silent
+#: The share of a party's time, between its first sound and its last, a recording may have silent
+#: (in 1.25 ms windows) beyond the packet loss the load tester injects (``--loss``): the parties send tones
+#: without a pause, so silence is packets the recording lost.
+GAP_TOLERANCE = 0.02
 
 
 async def login(http: aiohttp.ClientSession, base_url: str, email: str, password: str) -> str:
@@ -37,9 +43,17 @@ async def login(http: aiohttp.ClientSession, base_url: str, email: str, password
 
 
 async def check_calls(
-    base_url: str, admin: tuple[str, str], results: list[CallResult], *, expect_recordings: bool
+    base_url: str,
+    admin: tuple[str, str],
+    results: list[CallResult],
+    *,
+    expect_recordings: bool,
+    injected_loss: float | None = 0.0,
 ) -> dict[str, Any]:
-    """Check every call that got an id; return counts for the report."""
+    """Check every call that got an id; return counts for the report. ``injected_loss``: the share of
+    their packets the load tester's peers drop on purpose (``--loss``), which the recordings miss too;
+    None when it also reorders them (``--jitter``): a recording keeps no packet that comes after a
+    later one (Ogg positions only rise), so its gaps are not checked."""
     checked = recordings = 0
     async with aiohttp.ClientSession() as http:
         cookie = await login(http, base_url, *admin)
@@ -66,7 +80,8 @@ async def check_calls(
                     continue
                 data = await response.read()
             talk_ms = body["call"].get("talk_ms")
-            await asyncio.to_thread(check_recording, result, data, talk_ms / 1000 if talk_ms is not None else None)
+            carried = talk_ms / 1000 if talk_ms is not None else None
+            await asyncio.to_thread(check_recording, result, data, carried, injected_loss)
     return {"calls_checked": checked, "recordings_checked": recordings}
 
 
@@ -99,10 +114,12 @@ def _check_row(result: CallResult, call: dict[str, Any]) -> None:
             result.fail("check:row_talk_time", f"{call['talk_ms'] / 1000:.2f} s stored for {result.talk_seconds} s")
 
 
-def check_recording(result: CallResult, data: bytes, carried: float | None) -> None:
-    """Both parties' tones on their channels, and as long as the call the server says it carried
+def check_recording(result: CallResult, data: bytes, carried: float | None, injected_loss: float | None = 0.0) -> None:
+    """Both parties' tones on their channels, as long as the call the server says it carried
     (``carried``: the row's talk time, answered to ended on the server's clock; the load tester's own
-    talk time, which also holds the server's delay in handling the accept, is checked against the row)."""
+    talk time, which also holds the server's delay in handling the accept, is checked against the row),
+    and each party's sound whole: no more of it missing than ``injected_loss`` and ``GAP_TOLERANCE``
+    (unless ``injected_loss`` is None)."""
     try:
         tracks = decode_tracks(data)
     except RecordingFormatError:
@@ -121,6 +138,25 @@ def check_recording(result: CallResult, data: bytes, carried: float | None) -> N
             f"{tracks.duration_seconds:.2f} s recorded for {talk:.2f} s of talk ({result.talk_seconds} s at the "
             f"load tester); visitor heard {_audible(tracks.visitor)}, agent {_audible(tracks.agent)}",
         )
+    if injected_loss is None:
+        return
+    missing = {party: _missing(track) for party, track in (("visitor", tracks.visitor), ("agent", tracks.agent))}
+    if max(missing.values()) > injected_loss + GAP_TOLERANCE:
+        result.fail(
+            "check:recording_gaps",
+            ", ".join(f"{share:.1%} of the {party}'s sound missing" for party, share in missing.items())
+            + f" (the load tester dropped {injected_loss:.1%} of its packets on purpose)",
+        )
+
+
+def _missing(track: npt.NDArray[np.int16]) -> float:
+    """The share of a track's 1.25 ms windows, from its first sound to its last, that are silent."""
+    frames = np.abs(track[: len(track) // WINDOW * WINDOW].astype(np.int32)).reshape(-1, WINDOW).max(axis=1)
+    loud = np.flatnonzero(frames > AUDIBLE)
+    if not len(loud):
+        return 0.0  # no sound at all: the tone checks say so
+    span = frames[loud[0] : loud[-1] + 1]
+    return float(np.count_nonzero(span <= AUDIBLE) / len(span))
 
 
 def _audible(track: npt.NDArray[np.int16]) -> str:

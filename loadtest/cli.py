@@ -177,7 +177,14 @@ async def run(options: Options, thresholds: report.Thresholds, args: Any) -> dic
     if args.admin is not None and results:
         expect = args.expect_recordings == "yes" or (args.expect_recordings == "auto" and loadrun.recorded)
         try:
-            check_counts = await checks.check_calls(options.base_url, args.admin, results, expect_recordings=expect)
+            impairment = options.impairment
+            check_counts = await checks.check_calls(
+                options.base_url,
+                args.admin,
+                results,
+                expect_recordings=expect,
+                injected_loss=impairment.loss if impairment.jitter == 0 else None,
+            )
         except ProtocolFailure as failure:
             check_counts = {"error": str(failure)}
     summary = report.summarise(

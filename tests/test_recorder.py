@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import threading
 
 import numpy as np
@@ -470,3 +471,26 @@ async def test_the_load_testers_check_holds_a_recording_to_the_talk_time_the_ser
     detail = result.details["check:recording_duration"]
     assert detail.startswith("2.01 s recorded for 3.00 s of talk (2.9 s at the load tester)"), detail
     assert "visitor heard from 0.01 to 2.01 s, agent from 0.01 to 2.01 s" in detail, detail
+
+
+async def test_the_load_testers_check_finds_gaps_beyond_the_loss_it_injected(worker: MuxWorker) -> None:
+    """A recording that lost every tenth packet of the agent's (the server's recorder behind) has the
+    right tones and length, and fails for its gaps, unless the load tester dropped that many itself."""
+    clock, sink, recorder = recording(worker)
+    visitor, agent = opus.encode(tone(440, 3.0)), opus.encode(tone(880, 3.0))
+    for index in range(150):
+        clock.now += PACKET
+        recorder.tap(VISITOR, index * FRAME, visitor[index])
+        if index % 10 != 5:
+            recorder.tap(AGENT, index * FRAME, agent[index])
+    await recorder.close()
+    result = CallResult(index=0, visitor_tone=440.0, agent_tone=880.0)
+    check_recording(result, bytes(sink.data), 3.0)
+    assert result.failures == ["check:recording_gaps"]
+    detail = result.details["check:recording_gaps"]
+    visitor_missing, agent_missing = (float(share) for share in re.findall(r"([\d.]+)% of the \w+'s sound", detail))
+    assert visitor_missing < 1 and 8 <= agent_missing <= 11, detail
+    for allowed, failures in ((0.1, []), (None, [])):
+        result = CallResult(index=0, visitor_tone=440.0, agent_tone=880.0)
+        check_recording(result, bytes(sink.data), 3.0, allowed)
+        assert result.failures == failures, result.details
