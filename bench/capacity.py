@@ -30,6 +30,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,8 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         args.append("--overlapping-rings")
     before = await metrics(server.url)
     process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT)
-    busy: list[float] = []
-    backlog: list[float] = []
+    busy: list[tuple[float, float]] = []
+    backlog: list[tuple[float, float]] = []
     watch = asyncio.create_task(watch_server(server.url, busy, backlog))
     code = await process.wait()
     watch.cancel()
@@ -166,10 +167,11 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
         "rss_mib_peak": max((s["rss_mib"] for s in data["server_resources"]), default=None),
         "gc_full": pauses,
         "loop_lag": loop_lag(before, after),
-        # The event loop's utilisation over 5 s, read every 2 s: its median and highest over the level.
-        "loop_busy": {"p50": round(statistics.median(busy), 2), "max": round(max(busy), 2)} if busy else None,
+        # The event loop's utilisation over 5 s, read every 2 s while the level was at (nearly) full
+        # concurrency (not while it ramped up or its calls were checked): its median and highest.
+        "loop_busy": spread([value for t, value in busy if _nearest(data["concurrency"], t) >= concurrency * 0.8]),
         # Database writes queued behind one another (the outbox), read every 2 s: the most at once.
-        "writes_pending_max": int(max(backlog)) if backlog else None,
+        "writes_pending_max": int(max(value for _, value in backlog)) if backlog else None,
         "refused_overloaded": int(
             after.get("callbutton_calls_refused_overloaded_total{}", 0.0)
             - before.get("callbutton_calls_refused_overloaded_total{}", 0.0)
@@ -178,14 +180,21 @@ async def level(server: Server, button: str, agents: list[str], admin: str, conc
     }
 
 
-async def watch_server(url: str, busy: list[float], backlog: list[float]) -> None:
+def spread(values: list[float]) -> dict[str, float] | None:
+    return {"p50": round(statistics.median(values), 2), "max": round(max(values), 2)} if values else None
+
+
+async def watch_server(url: str, busy: list[tuple[float, float]], backlog: list[tuple[float, float]]) -> None:
+    """Every 2 s, the server's loop utilisation and queued writes, each with the seconds since the
+    load test started (its reports' ``t``)."""
+    began = time.monotonic()
     while True:
         await asyncio.sleep(2)
         sample = await metrics(url)
-        if (value := sample.get("callbutton_event_loop_utilisation{}")) is not None:
-            busy.append(value)
-        if (value := sample.get("callbutton_outbox_pending{}")) is not None:
-            backlog.append(value)
+        t = time.monotonic() - began
+        for name, into in (("callbutton_event_loop_utilisation{}", busy), ("callbutton_outbox_pending{}", backlog)):
+            if (value := sample.get(name)) is not None:
+                into.append((t, value))
 
 
 async def metrics(url: str) -> dict[str, float]:
