@@ -163,7 +163,8 @@ class Metrics:
             "How long each phase of setting up a call took: ring (the visitor's call request to the first "
             "agent rung, when one was free), visitor_answer (request to the server's SDP answer), "
             "visitor_connected (request to the visitor's leg connected: ICE and DTLS), agent_connected "
-            "(an agent's offer to its standing leg connected)",
+            "(an agent's offer to its standing leg connected), recording_open (an answer to its recording's "
+            "file open: the call's row written, a data key stored)",
             ["phase"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,

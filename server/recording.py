@@ -54,12 +54,13 @@ class CallRecording:
         call_stored: Callable[[], Awaitable[None]],
         outbox: Outbox,
         stats: RecordingStats | None = None,
+        on_opened: Callable[[float], None] | None = None,
     ) -> None:
         """``call_row_stored`` waits until the call's own row is written (the recording's row refers
         to it, and call writes are queued behind the call, not waited for), ``call_stored`` until all
         of the call's writes so far are. The file opens after the first: under a backlog of writes
         the call's later ones queue behind it once each, seconds at 128 calls, and what the recorder
-        takes meanwhile is held in memory."""
+        takes meanwhile is held in memory. ``on_opened`` hears how long the file took to open."""
         self.recorder = Recorder(mux)
         self.recording_id: uuid.UUID | None = None
         self._store = store
@@ -71,6 +72,7 @@ class CallRecording:
         self._call_stored = call_stored
         self._outbox = outbox
         self._stats = stats if stats is not None else RecordingStats()
+        self._on_opened = on_opened
 
     def start(self) -> None:
         """Open the file (in the background); the recorder must already be taking packets."""
@@ -89,9 +91,10 @@ class CallRecording:
             return None
         self._stats.opened += 1
         self.recorder.attach(sink)
-        self._log.info(
-            RECORDING_STARTED, recording_id=str(self.recording_id), opened_ms=round((time.monotonic() - began) * 1000)
-        )
+        took = time.monotonic() - began
+        self._log.info(RECORDING_STARTED, recording_id=str(self.recording_id), opened_ms=round(took * 1000))
+        if self._on_opened is not None:
+            self._on_opened(took)
         return sink
 
     async def finish(self) -> None:

@@ -348,6 +348,7 @@ class Switchboard:
                 call_stored=call.flush,
                 outbox=self.outbox,
                 stats=self.recording_stats,
+                on_opened=self._recording_opened,
             )
             live.bridge.connect(leg, live.recording.recorder)
             live.recording.start()
@@ -663,6 +664,10 @@ class Switchboard:
     def _setup_took(self, phase: str, since: float) -> None:
         if self.on_setup is not None:
             self.on_setup(phase, asyncio.get_running_loop().time() - since)
+
+    def _recording_opened(self, seconds: float) -> None:
+        if self.on_setup is not None:
+            self.on_setup("recording_open", seconds)
 
     @staticmethod
     def _cancel(timer: asyncio.TimerHandle | None) -> None:

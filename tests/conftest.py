@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import gc
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -260,3 +262,16 @@ def no_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+async def scrape(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """The server's /metrics: status and text."""
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics", headers=headers or {}) as response:
+        return response.status, await response.text()
+
+
+def sample(text: str, name: str, labels: str = "") -> float:
+    """One sample's value from Prometheus text."""
+    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+    assert match is not None, f"no {name}{labels} in:\n{text}"
+    return float(match[1])

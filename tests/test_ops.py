@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import re
 import uuid
 import weakref
 from typing import Any
@@ -20,18 +19,11 @@ from server.config import Settings
 from server.metrics import DRAINING
 from storage.db import Database
 from storage.recordings import read_plaintext
-from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant
+from tests.conftest import VISITOR_ORIGIN, Tenant, answered_call_for, make_tenant, sample, scrape
 from tests.peers import Visitor
 from tests.test_call import wait_for_row
 from tests.test_load import keep_busy
 from tests.test_recording import finished_recording, recorded_call
-
-
-def sample(text: str, name: str, labels: str = "") -> float:
-    """One sample's value from Prometheus text."""
-    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
-    assert match is not None, f"no {name}{labels} in:\n{text}"
-    return float(match[1])
 
 
 async def refused_call(url: str, tenant: Tenant) -> dict[str, Any]:
@@ -44,11 +36,6 @@ async def refused_call(url: str, tenant: Tenant) -> dict[str, Any]:
         return error
     finally:
         await late.close()
-
-
-async def scrape(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics", headers=headers or {}) as response:
-        return response.status, await response.text()
 
 
 async def test_metrics_follow_a_call(server: Running, database: Database, tenant: Tenant) -> None:

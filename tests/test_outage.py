@@ -20,10 +20,9 @@ from server.appkeys import RECORDINGS
 from server.config import Settings
 from storage.db import Database
 from storage.recordings import read_plaintext
-from tests.conftest import VISITOR_ORIGIN, answered_call_for, make_tenant
+from tests.conftest import VISITOR_ORIGIN, answered_call_for, make_tenant, sample, scrape
 from tests.peers import Visitor
 from tests.test_call import wait_for_row
-from tests.test_ops import sample, scrape
 from tests.test_recording import finished_recording
 
 CUT_SECONDS = 10.0

@@ -23,7 +23,7 @@ from server.appkeys import RECORDINGS, SWITCHBOARD
 from storage.crypto_stream import HEADER_SIZE
 from storage.db import Database
 from storage.recordings import RecordingRecord, RecordingStore, read_plaintext
-from tests.conftest import Tenant, answered_call_for, login_cookie, make_admin, make_tenant
+from tests.conftest import Tenant, answered_call_for, login_cookie, make_admin, make_tenant, sample, scrape
 from tests.run_keys import MASTER_KEY
 from tests.test_call import wait_for_row
 
@@ -111,6 +111,9 @@ async def test_a_recording_opens_without_waiting_for_the_calls_later_writes(
     row = await wait_for_row(database, tenant, call_id, "ended", timeout=15)  # each transition 3 s late
     assert row.answered_at is not None and row.ended_at is not None
     record = await finished_recording(store, tenant, call_id, timeout=15)
+    _, text = await scrape(server.url)
+    assert sample(text, "callbutton_setup_seconds_count", '{phase="recording_open"}') == 1
+    assert sample(text, "callbutton_setup_seconds_sum", '{phase="recording_open"}') < 1.5  # not behind the 3 s
     tracks = decode_tracks(
         read_plaintext(store.path(tenant.organisation_id, record.id), await store.key(record), record.id)
     )
