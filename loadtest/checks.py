@@ -151,11 +151,11 @@ def check_recording(result: CallResult, data: bytes, carried: float | None, inje
 
 def _missing(track: npt.NDArray[np.int16]) -> float:
     """The share of a track's 1.25 ms windows, from its first sound to its last, that are silent."""
-    frames = np.abs(track[: len(track) // WINDOW * WINDOW].astype(np.int32)).reshape(-1, WINDOW).max(axis=1)
-    loud = np.flatnonzero(frames > AUDIBLE)
+    peaks = np.abs(track[: len(track) // WINDOW * WINDOW].astype(np.int32)).reshape(-1, WINDOW).max(axis=1)
+    loud = np.flatnonzero(peaks > AUDIBLE)
     if not len(loud):
         return 0.0  # no sound at all: the tone checks say so
-    span = frames[loud[0] : loud[-1] + 1]
+    span = peaks[loud[0] : loud[-1] + 1]
     return float(np.count_nonzero(span <= AUDIBLE) / len(span))
 
 
